@@ -1,0 +1,79 @@
+// Package broker starts the embedded NATS JetStream server that `weir all`,
+// `weir demo` and the tests use, and connects the stages to NATS, embedded
+// or not.
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EmbeddedConfig is the embedded server of `weir all`.
+type EmbeddedConfig struct {
+	Host     string // listen host; loopback by default
+	Port     int    // -1 picks a free port
+	StoreDir string // JetStream file store
+	// MaxPayload is the largest message the server accepts; 0 keeps the
+	// server default (1 MiB).
+	MaxPayload int32
+}
+
+// StartEmbedded starts a single JetStream server and waits until it accepts
+// connections.
+func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	opts := &server.Options{
+		ServerName: "weir-embedded",
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		MaxPayload: cfg.MaxPayload,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready after 10s (store %s)", cfg.StoreDir)
+	}
+	return s, nil
+}
+
+// Connect dials url and returns the connection with its JetStream context.
+// It retries forever in the background once connected, and logs every
+// disconnect and reconnect.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}

@@ -1,0 +1,47 @@
+// Package natstest runs a real NATS JetStream server inside a test.
+package natstest
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weirmetrics/weir/internal/broker"
+)
+
+// Run starts a JetStream server on a free loopback port with its store in a
+// temporary directory, and shuts it down when the test ends.
+func Run(t testing.TB) *server.Server {
+	t.Helper()
+	return RunIn(t, t.TempDir())
+}
+
+// RunIn is Run with a given store, so that a test can restart a server on
+// the same data.
+func RunIn(t testing.TB, storeDir string) *server.Server {
+	t.Helper()
+	s, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: -1, StoreDir: storeDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// Connect connects to s and closes the connection when the test ends.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, js, err := broker.Connect(s.ClientURL(), t.Name(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, js
+}

@@ -1,0 +1,173 @@
+package proto
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// MaxDecodedBytes bounds what one payload may decode to, so that a corrupt
+// or hostile length prefix cannot make a stage allocate without limit.
+const MaxDecodedBytes = 64 << 20
+
+// Batch is the decoded payload of one message: series with their samples,
+// labels sorted by name.
+type Batch struct {
+	Series []prompb.TimeSeries
+}
+
+// Reset empties b and keeps its capacity.
+func (b *Batch) Reset() { b.Series = b.Series[:0] }
+
+// Samples counts the float samples in b.
+func (b *Batch) Samples() int {
+	n := 0
+	for i := range b.Series {
+		n += len(b.Series[i].Samples)
+	}
+	return n
+}
+
+// Encoding turns a Batch into a payload and back. Implementations are safe
+// for concurrent use. The encoding of a message is named in its
+// Weir-Encoding header, so a faster one can be introduced while the old one
+// is still in the streams.
+type Encoding interface {
+	// Name is the value of the Weir-Encoding header.
+	Name() string
+	// Append appends the encoding of b to dst.
+	Append(dst []byte, b *Batch) ([]byte, error)
+	// Decode replaces the contents of b with the series in src. Errors wrap
+	// ErrMalformed or ErrTooLarge.
+	Decode(src []byte, b *Batch) error
+}
+
+// DefaultEncoding is what collectors publish.
+var DefaultEncoding Encoding = SnappyPRW1{}
+
+var encodings = map[string]Encoding{SnappyPRW1{}.Name(): SnappyPRW1{}}
+
+// EncodingByName returns the encoding named by a Weir-Encoding header.
+func EncodingByName(name string) (Encoding, error) {
+	if e, ok := encodings[name]; ok {
+		return e, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownEncoding, name)
+}
+
+// SnappyPRW1 is a snappy-compressed remote-write 1.0 WriteRequest: the format
+// every remote-write receiver already speaks.
+type SnappyPRW1 struct{}
+
+var _ Encoding = SnappyPRW1{}
+
+// Name implements Encoding.
+func (SnappyPRW1) Name() string { return "prw1+snappy" }
+
+var marshalPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// Append implements Encoding.
+func (SnappyPRW1) Append(dst []byte, b *Batch) ([]byte, error) {
+	wr := prompb.WriteRequest{Timeseries: b.Series}
+	bufp := marshalPool.Get().(*[]byte)
+	defer marshalPool.Put(bufp)
+	size := wr.Size()
+	if cap(*bufp) < size {
+		*bufp = make([]byte, size)
+	}
+	raw := (*bufp)[:size]
+	if _, err := wr.MarshalToSizedBuffer(raw); err != nil {
+		return dst, fmt.Errorf("marshal write request: %w", err)
+	}
+	n := snappy.MaxEncodedLen(size)
+	if cap(dst)-len(dst) < n {
+		grown := make([]byte, len(dst), len(dst)+n)
+		copy(grown, dst)
+		dst = grown
+	}
+	enc := snappy.Encode(dst[len(dst):len(dst)+n], raw)
+	return dst[:len(dst)+len(enc)], nil
+}
+
+// Decode implements Encoding.
+func (SnappyPRW1) Decode(src []byte, b *Batch) error {
+	n, err := snappy.DecodedLen(src)
+	if err != nil {
+		return fmt.Errorf("%w: snappy: %v", ErrMalformed, err)
+	}
+	if n > MaxDecodedBytes {
+		return fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, n, MaxDecodedBytes)
+	}
+	bufp := marshalPool.Get().(*[]byte)
+	defer marshalPool.Put(bufp)
+	if cap(*bufp) < n {
+		*bufp = make([]byte, n)
+	}
+	raw, err := snappy.Decode((*bufp)[:n], src)
+	if err != nil {
+		return fmt.Errorf("%w: snappy: %v", ErrMalformed, err)
+	}
+	wr := prompb.WriteRequest{Timeseries: b.Series[:0]}
+	if err := wr.Unmarshal(raw); err != nil {
+		b.Reset()
+		return fmt.Errorf("%w: write request: %v", ErrMalformed, err)
+	}
+	b.Series = wr.Timeseries
+	return validate(b)
+}
+
+// validate rejects what no backend would accept: a series without labels,
+// an empty label name, labels out of order.
+func validate(b *Batch) error {
+	for i := range b.Series {
+		ls := b.Series[i].Labels
+		if len(ls) == 0 {
+			return fmt.Errorf("%w: series %d has no labels", ErrMalformed, i)
+		}
+		for j := range ls {
+			if ls[j].Name == "" {
+				return fmt.Errorf("%w: series %d label %d has an empty name", ErrMalformed, i, j)
+			}
+			if j > 0 && ls[j-1].Name >= ls[j].Name {
+				return fmt.Errorf("%w: series %d labels not sorted at %q", ErrMalformed, i, ls[j].Name)
+			}
+		}
+	}
+	return nil
+}
+
+// Chunk is one payload of a scrape that EncodeChunks cut to size.
+type Chunk struct {
+	Payload []byte
+	Samples int
+}
+
+// EncodeChunks encodes series into payloads of at most maxBytes each, in
+// series order. A scrape that does not fit is split in halves until every
+// half does; a single series that does not fit fails with ErrChunkTooLarge.
+// Each payload is its own allocation, since an async publish holds it until
+// the server acknowledged it.
+func EncodeChunks(enc Encoding, series []prompb.TimeSeries, maxBytes int) ([]Chunk, error) {
+	return appendChunks(nil, enc, series, maxBytes)
+}
+
+func appendChunks(out []Chunk, enc Encoding, series []prompb.TimeSeries, maxBytes int) ([]Chunk, error) {
+	b := Batch{Series: series}
+	payload, err := enc.Append(nil, &b)
+	if err != nil {
+		return out, err
+	}
+	if len(payload) <= maxBytes {
+		return append(out, Chunk{Payload: payload, Samples: b.Samples()}), nil
+	}
+	if len(series) <= 1 {
+		return out, fmt.Errorf("%w: %d bytes, limit %d", ErrChunkTooLarge, len(payload), maxBytes)
+	}
+	mid := len(series) / 2
+	if out, err = appendChunks(out, enc, series[:mid], maxBytes); err != nil {
+		return out, err
+	}
+	return appendChunks(out, enc, series[mid:], maxBytes)
+}

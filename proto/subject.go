@@ -1,0 +1,178 @@
+package proto
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Source is the kind of endpoint a scrape came from. It is the last token
+// of every data subject.
+type Source string
+
+// The sources a collector scrapes.
+const (
+	SourceKubelet   Source = "kubelet"   // kubelet /metrics
+	SourceCadvisor  Source = "cadvisor"  // kubelet /metrics/cadvisor
+	SourceResource  Source = "resource"  // kubelet /metrics/resource
+	SourceProbes    Source = "probes"    // kubelet /metrics/probes
+	SourceSummary   Source = "summary"   // kubelet /stats/summary
+	SourceKubeProxy Source = "kubeproxy" // kube-proxy :10249/metrics
+)
+
+// Sources lists every known source, in a stable order.
+var Sources = []Source{SourceKubelet, SourceCadvisor, SourceResource, SourceProbes, SourceSummary, SourceKubeProxy}
+
+// Valid reports whether s is a known source.
+func (s Source) Valid() bool {
+	for _, k := range Sources {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Stages whose output is a data stream; they name the second subject token.
+const (
+	StageRaw      = "raw"
+	StageEnriched = "enriched"
+	StageRoute    = "route"
+)
+
+// Prefix is the first token of every Weir subject.
+const Prefix = "weir"
+
+// Subject identifies the origin of a message: weir.<stage>.<cluster>.<node>.<source>,
+// or weir.route.<route>.<cluster>.<node>.<source> for a route.
+type Subject struct {
+	Stage   string
+	Route   string // only for StageRoute
+	Cluster string
+	Node    string
+	Source  Source
+}
+
+// String returns the subject with each identity token escaped.
+func (s Subject) String() string {
+	var b strings.Builder
+	b.Grow(len(Prefix) + len(s.Stage) + len(s.Route) + len(s.Cluster) + len(s.Node) + len(s.Source) + 8)
+	b.WriteString(Prefix)
+	b.WriteByte('.')
+	b.WriteString(s.Stage)
+	if s.Stage == StageRoute {
+		b.WriteByte('.')
+		b.WriteString(EscapeToken(s.Route))
+	}
+	b.WriteByte('.')
+	b.WriteString(EscapeToken(s.Cluster))
+	b.WriteByte('.')
+	b.WriteString(EscapeToken(s.Node))
+	b.WriteByte('.')
+	b.WriteString(string(s.Source))
+	return b.String()
+}
+
+// ParseSubject is the inverse of Subject.String.
+func ParseSubject(subject string) (Subject, error) {
+	tok := strings.Split(subject, ".")
+	if len(tok) < 5 || tok[0] != Prefix {
+		return Subject{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
+	}
+	s := Subject{Stage: tok[1]}
+	rest := tok[2:]
+	if s.Stage == StageRoute {
+		if len(tok) != 6 {
+			return Subject{}, fmt.Errorf("%w: %q: want weir.route.<route>.<cluster>.<node>.<source>", ErrBadSubject, subject)
+		}
+		s.Route, rest = UnescapeToken(rest[0]), rest[1:]
+	} else if len(tok) != 5 {
+		return Subject{}, fmt.Errorf("%w: %q: want weir.<stage>.<cluster>.<node>.<source>", ErrBadSubject, subject)
+	}
+	s.Cluster, s.Node, s.Source = UnescapeToken(rest[0]), UnescapeToken(rest[1]), Source(rest[2])
+	if !s.Source.Valid() {
+		return Subject{}, fmt.Errorf("%w: %q: unknown source %q", ErrBadSubject, subject, s.Source)
+	}
+	if s.Cluster == "" || s.Node == "" {
+		return Subject{}, fmt.Errorf("%w: %q: empty cluster or node", ErrBadSubject, subject)
+	}
+	return s, nil
+}
+
+// StreamFilter returns the wildcard subject that matches every message of a stage.
+func StreamFilter(stage string) string { return Prefix + "." + stage + ".>" }
+
+// DeadSubject is where a stage puts the messages it cannot decode.
+func DeadSubject(stage string) string { return Prefix + ".dead." + stage }
+
+// EscapeToken makes s usable as one subject token. Node names are DNS names
+// with dots, so '.', the wildcards, whitespace and '%' are percent-encoded;
+// everything else passes unchanged, which keeps common names readable.
+func EscapeToken(s string) string {
+	if !needsEscape(s) {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if escaped(c) {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// UnescapeToken reverses EscapeToken. A malformed escape is kept as it is.
+func UnescapeToken(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if hi, ok := unhex(s[i+1]); ok {
+				if lo, ok := unhex(s[i+2]); ok {
+					b.WriteByte(hi<<4 | lo)
+					i += 2
+					continue
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func needsEscape(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if escaped(s[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+func escaped(c byte) bool {
+	return c == '.' || c == '*' || c == '>' || c == '%' || c <= ' ' || c >= 0x7f
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
