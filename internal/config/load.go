@@ -27,18 +27,26 @@ func LoadFile(path string, out any) error {
 	return Load(path, data, out)
 }
 
-// Load decodes data strictly into out. Every error names name and the line,
-// and, where the line holds one, the dotted path of the key.
+// Load decodes data strictly into out, then validates it.
 func Load(name string, data []byte, out any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
-		return annotate(name, data, err)
+	if err := Decode(name, data, out); err != nil {
+		return err
 	}
 	if v, ok := out.(Validator); ok {
 		if err := v.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// Decode decodes data strictly into out. Every error names name and the
+// line, and, where the line holds one, the dotted path of the key.
+func Decode(name string, data []byte, out any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		return annotate(name, data, err)
 	}
 	return nil
 }

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/weirmetrics/weir/collector"
+	"github.com/weirmetrics/weir/internal/broker"
+	"github.com/weirmetrics/weir/internal/telemetry"
+	"github.com/weirmetrics/weir/proto"
+	"github.com/weirmetrics/weir/sink"
+)
+
+func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
+	configPath, o := stageFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath, *o)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Collector.Targets) == 0 {
+		return errors.New("collector.targets: empty: nothing to scrape")
+	}
+	p, err := newProcess(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	if err := p.connect(cfg.NATS.URL, "weir-collector"); err != nil {
+		return err
+	}
+	if err := p.addCollector(context.Background()); err != nil {
+		return err
+	}
+	if _, err := p.addHTTP(cfg.Collector.ListenAddress); err != nil {
+		return err
+	}
+	p.addSignals(ctx)
+	return p.runGroup()
+}
+
+func runSink(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
+	configPath, o := stageFlags(fs)
+	name := fs.String("sink", "", "name of the sink to run (default: the only one in the file)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath, *o)
+	if err != nil {
+		return err
+	}
+	sc, err := pickSink(cfg.Sinks, *name)
+	if err != nil {
+		return err
+	}
+	p, err := newProcess(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	if err := p.connect(cfg.NATS.URL, "weir-sink-"+sc.Name); err != nil {
+		return err
+	}
+	if err := p.addSink(sc.Config); err != nil {
+		return err
+	}
+	if _, err := p.addHTTP(sc.ListenAddress); err != nil {
+		return err
+	}
+	p.addSignals(ctx)
+	return p.runGroup()
+}
+
+func pickSink(sinks []sinkSection, name string) (sinkSection, error) {
+	var names []string
+	for _, s := range sinks {
+		if s.Name == name || (name == "" && len(sinks) == 1) {
+			return s, nil
+		}
+		names = append(names, s.Name)
+	}
+	if name == "" {
+		return sinkSection{}, fmt.Errorf("--sink: choose one of %s", strings.Join(names, ", "))
+	}
+	return sinkSection{}, fmt.Errorf("--sink: no sink named %q in sinks (have %s)", name, strings.Join(names, ", "))
+}
+
+func runAll(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
+	configPath, o := stageFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath, *o)
+	if err != nil {
+		return err
+	}
+	p, err := newProcess(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	if _, err := p.addAll(ctx, context.Background()); err != nil {
+		return err
+	}
+	return p.runGroup()
+}
+
+// addAll adds every stage that exists, an embedded NATS server and one
+// HTTP server for them all, which it returns. Collectors stop early when
+// stopCollectors ends.
+func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server, error) {
+	cfg := p.cfg
+	store := filepath.Join(cfg.DataDir, "jetstream")
+	nsrv, err := broker.StartEmbedded(broker.EmbeddedConfig{Host: cfg.NATS.Embedded.Host, Port: cfg.NATS.Embedded.Port, StoreDir: store})
+	if err != nil {
+		return nil, err
+	}
+	// Closers run in reverse: the connection closes before the server stops.
+	p.closers = append(p.closers, func() { nsrv.Shutdown(); nsrv.WaitForShutdown() })
+	p.log.Info("embedded nats started", "url", nsrv.ClientURL(), "store", store)
+	if err := p.connect(nsrv.ClientURL(), "weir-all"); err != nil {
+		return nil, err
+	}
+	if len(cfg.Collector.Targets) > 0 {
+		if err := p.addCollector(stopCollectors); err != nil {
+			return nil, err
+		}
+	} else {
+		p.log.Warn("no collector targets configured; running without a collector")
+	}
+	for _, s := range cfg.Sinks {
+		if err := p.addSink(s.Config); err != nil {
+			return nil, err
+		}
+	}
+	srv, err := p.addHTTP(cfg.ListenAddress)
+	if err != nil {
+		return nil, err
+	}
+	p.addSignals(ctx)
+	return srv, nil
+}
+
+func (p *process) addCollector(stopEarly context.Context) error {
+	c, err := collector.New(p.cfg.Collector.Config, collector.Deps{
+		Log:        p.log.With("stage", "collector"),
+		Reg:        p.reg,
+		JS:         p.js,
+		Cluster:    p.cfg.Cluster,
+		Node:       p.cfg.Node,
+		MaxPayload: int(p.nc.MaxPayload()),
+	})
+	if err != nil {
+		return err
+	}
+	p.closers = append(p.closers, func() { _ = c.Close() })
+	p.addStage("collector", stopEarly, c.Run)
+	return nil
+}
+
+func (p *process) addSink(cfg sink.Config) error {
+	s, err := sink.New(cfg, sink.Deps{
+		Log:    p.log.With("stage", "sink", "sink", cfg.Name),
+		Reg:    p.reg,
+		JS:     p.js,
+		Stream: proto.StreamRaw,
+		Filter: proto.StreamFilter(proto.StageRaw),
+	})
+	if err != nil {
+		return err
+	}
+	p.closers = append(p.closers, func() { _ = s.Close() })
+	p.addStage("sink "+cfg.Name, context.Background(), s.Run)
+	return nil
+}

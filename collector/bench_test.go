@@ -1,0 +1,62 @@
+package collector
+
+import (
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// BenchmarkParseEncode measures what a scrape loop does with a body: parse
+// the Kubernetes 1.35 cAdvisor capture into a batch and encode it into
+// messages of at most 1 MiB. "steady" is every scrape after the first,
+// whose series the parser already knows; "first_scrape" builds every
+// series' labels.
+func BenchmarkParseEncode(b *testing.B) {
+	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
+	_, samples := expectedSeries(b, body, scrapeAt, nil)
+	subject := proto.Subject{Stage: proto.StageRaw, Cluster: "prod-eu-1", Node: "ip-10-0-0-1.eu-west-1.compute.internal", Source: proto.SourceCadvisor}
+	limit := 1<<20 - headerBytes(subject)
+
+	for _, bc := range []struct {
+		name        string
+		parserPerOp bool
+	}{{"steady", false}, {"first_scrape", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := newParser(testTargetLabels)
+			var batch proto.Batch
+			if _, err := p.parse(&batch, body, textType, scrapeAt); err != nil {
+				b.Fatal(err)
+			}
+			encoded := 0
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for b.Loop() {
+				if bc.parserPerOp {
+					p = newParser(testTargetLabels)
+				}
+				batch.Reset()
+				n, err := p.parse(&batch, body, textType, scrapeAt)
+				if err != nil || n != samples {
+					b.Fatalf("parse = %d, %v; want %d samples", n, err, samples)
+				}
+				chunks, err := proto.EncodeChunks(proto.DefaultEncoding, batch.Series, limit)
+				if err != nil || len(chunks) == 0 {
+					b.Fatalf("encode: %d chunks, %v", len(chunks), err)
+				}
+				encoded = 0
+				for _, c := range chunks {
+					encoded += len(c.Payload)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N)/float64(samples), "allocs/sample")
+			b.ReportMetric(float64(encoded)/float64(samples), "bytes/sample")
+		})
+	}
+}

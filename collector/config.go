@@ -1,0 +1,201 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/weirmetrics/weir/internal/config"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// Limits that configuration values are checked against.
+const (
+	// minScrapeInterval keeps scrapes at least this far apart. The scrape
+	// time in milliseconds is part of every Nats-Msg-Id, and no kubelet
+	// should be scraped faster anyway.
+	minScrapeInterval = 100 * time.Millisecond
+	// minMessageBytes leaves room for the headers and for at least one
+	// large cAdvisor series in every message.
+	minMessageBytes = 1 << 10
+)
+
+// Config is the collector section of the Weir configuration.
+type Config struct {
+	// ScrapeInterval is how often each target is scraped, unless the target
+	// sets its own interval.
+	ScrapeInterval time.Duration `yaml:"scrape_interval"`
+	// ScrapeTimeout bounds one scrape, unless the target sets its own. A
+	// target with a shorter interval than this uses its interval instead.
+	ScrapeTimeout time.Duration `yaml:"scrape_timeout"`
+	// MaxMessageBytes bounds one published message. The limit used is the
+	// smaller of this and the server's max_payload, minus room for headers;
+	// a larger scrape is split into chunks.
+	MaxMessageBytes config.ByteSize `yaml:"max_message_bytes"`
+	// PublishTimeout is how long to wait for JetStream to acknowledge every
+	// message of one scrape.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// Targets are the endpoints to scrape.
+	Targets []TargetConfig `yaml:"targets"`
+}
+
+// TargetConfig is one endpoint to scrape.
+type TargetConfig struct {
+	// URL is the full URL of the endpoint, path included.
+	URL config.URL `yaml:"url"`
+	// Source is what the endpoint serves; it is the last subject token.
+	Source proto.Source `yaml:"source"`
+	// Node overrides Deps.Node, so that one collector can scrape several
+	// nodes (the demo, and later a central mode).
+	Node string `yaml:"node"`
+	// Job is the job label; "kubelet" for kubelet sources and "kube-proxy"
+	// for kubeproxy by default.
+	Job string `yaml:"job"`
+	// Interval overrides Config.ScrapeInterval.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout overrides Config.ScrapeTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+	// BearerTokenFile holds the token sent as "Authorization: Bearer". It
+	// is read again at every scrape so that a rotated token is picked up.
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// TLS configures https targets.
+	TLS TLSConfig `yaml:"tls_config"`
+}
+
+// TLSConfig configures how the certificate of an https target is checked.
+type TLSConfig struct {
+	// CAFile holds the PEM certificates that sign the target's certificate.
+	// Empty means the system roots.
+	CAFile string `yaml:"ca_file"`
+	// InsecureSkipVerify accepts any certificate. For test clusters only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// DefaultConfig scrapes every 15s with a 10s timeout, as Prometheus does,
+// and publishes messages of at most 1 MiB, the NATS default max_payload.
+func DefaultConfig() Config {
+	return Config{
+		ScrapeInterval:  15 * time.Second,
+		ScrapeTimeout:   10 * time.Second,
+		MaxMessageBytes: 1 << 20,
+		PublishTimeout:  10 * time.Second,
+	}
+}
+
+// Validate checks the configuration and returns every problem at once,
+// each named by its path, such as
+// `collector.targets[2].source: unknown source "foo"`. A configuration
+// without targets is valid, so that stages other than the collector can
+// share the file; New rejects it.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.ScrapeInterval < minScrapeInterval {
+		add("collector.scrape_interval: must be at least %s, got %s", minScrapeInterval, c.ScrapeInterval)
+	}
+	if c.ScrapeTimeout <= 0 || c.ScrapeTimeout > c.ScrapeInterval {
+		add("collector.scrape_timeout: must be positive and at most scrape_interval (%s), got %s", c.ScrapeInterval, c.ScrapeTimeout)
+	}
+	if c.MaxMessageBytes < minMessageBytes {
+		add("collector.max_message_bytes: must be at least %d, got %d", minMessageBytes, c.MaxMessageBytes)
+	}
+	if c.PublishTimeout <= 0 {
+		add("collector.publish_timeout: must be positive, got %s", c.PublishTimeout)
+	}
+
+	// The node and source name the subject, and the subject and scrape time
+	// make the Nats-Msg-Id: two targets with the same pair would publish
+	// under each other's ids. An empty node is Deps.Node, the same for all.
+	type origin struct {
+		node   string
+		source proto.Source
+	}
+	seen := map[origin]int{}
+	for i, t := range c.Targets {
+		path := fmt.Sprintf("collector.targets[%d]", i)
+		if t.URL.IsZero() {
+			add("%s.url: missing", path)
+		}
+		switch {
+		case t.Source == "":
+			add("%s.source: missing; one of %v", path, supportedSources())
+		case t.Source == proto.SourceSummary:
+			add("%s.source: %q is not supported yet (it is JSON, not the Prometheus text format)", path, t.Source)
+		case !t.Source.Valid():
+			add("%s.source: unknown source %q; one of %v", path, t.Source, supportedSources())
+		}
+		interval := t.Interval
+		if interval == 0 {
+			interval = c.ScrapeInterval
+		}
+		if t.Interval != 0 && t.Interval < minScrapeInterval {
+			add("%s.interval: must be at least %s, got %s", path, minScrapeInterval, t.Interval)
+		}
+		if t.Timeout < 0 || (t.Timeout > 0 && t.Timeout > interval) {
+			add("%s.timeout: must be positive and at most the interval (%s), got %s", path, interval, t.Timeout)
+		}
+		o := origin{t.Node, t.Source}
+		if first, dup := seen[o]; dup {
+			add("%s: node %q and source %q are already scraped by collector.targets[%d]; each pair must be unique because it names the subject and message ids",
+				path, nodeName(t.Node), t.Source, first)
+		} else {
+			seen[o] = i
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func nodeName(n string) string {
+	if n == "" {
+		return "(default node)"
+	}
+	return n
+}
+
+// supportedSources lists the sources a target may name.
+func supportedSources() []proto.Source {
+	var out []proto.Source
+	for _, s := range proto.Sources {
+		if s != proto.SourceSummary {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// defaultJob is the job label Prometheus setups use for each source
+// (kube-prometheus and the Prometheus Helm charts).
+func defaultJob(s proto.Source) string {
+	if s == proto.SourceKubeProxy {
+		return "kube-proxy"
+	}
+	return "kubelet"
+}
+
+// target is a TargetConfig with the defaults and Deps applied.
+type target struct {
+	TargetConfig
+	interval time.Duration
+	timeout  time.Duration
+}
+
+// resolve applies the collector defaults and the default node to t.
+func (c Config) resolve(t TargetConfig, defaultNode string) target {
+	r := target{TargetConfig: t, interval: t.Interval, timeout: t.Timeout}
+	if r.Node == "" {
+		r.Node = defaultNode
+	}
+	if r.Job == "" {
+		r.Job = defaultJob(t.Source)
+	}
+	if r.interval == 0 {
+		r.interval = c.ScrapeInterval
+	}
+	if r.timeout == 0 {
+		// An inherited timeout longer than the target's own interval would
+		// let scrapes overlap; the interval is the most it can use.
+		r.timeout = min(c.ScrapeTimeout, r.interval)
+	}
+	return r
+}

@@ -1,0 +1,52 @@
+// Package collector is Weir's node agent, the first stage of the pipeline.
+// It runs on every node (a DaemonSet), scrapes the node's kubelet
+// (/metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes) and
+// kube-proxy (:10249/metrics), and publishes each scrape to JetStream, where
+// the enricher reads it from the WEIR_RAW stream.
+//
+// # What it reads
+//
+// The Prometheus text format (OpenMetrics too, when a target answers with
+// it), over http or https, with an optional bearer token file read again at
+// every scrape and an optional CA file. /stats/summary is JSON and not
+// supported yet.
+//
+// # What it writes
+//
+// One message per scrape to weir.raw.<cluster>.<node>.<source>, or several
+// when the scrape is larger than the message limit (the smaller of
+// max_message_bytes and the server's max_payload, less the headers). The
+// payload is a proto.Batch in proto.DefaultEncoding; the headers are
+// proto.Meta: a Nats-Msg-Id derived from subject, scrape time and chunk
+// index, the encoding, the scrape time, "<chunk>/<chunks>" and the number of
+// samples.
+//
+// Each series is one sample with its labels sorted by name, as a
+// Prometheus server with honor_labels false and honor_timestamps true would
+// store it:
+//   - the target labels instance (host:port of the URL) and job ("kubelet"
+//     or "kube-proxy" unless configured) are added; a scraped label of the
+//     same name is renamed exported_<name>;
+//   - labels with an empty value are dropped;
+//   - an explicit timestamp, as cAdvisor sets, is kept; other samples get
+//     the scrape start time;
+//   - up, scrape_duration_seconds and scrape_samples_scraped are added with
+//     the scrape start time.
+//
+// # Guarantees
+//
+//   - A scrape is all or nothing: a scrape that fails anywhere (HTTP error,
+//     non-2xx status, timeout, body over 64 MiB, any parse error, a series
+//     too large for one message) is published as up=0 and the two other
+//     report series alone, never as the part of the body read before the
+//     error. The failure is counted by reason and logged, at most once a
+//     minute while it repeats, and the recovery is logged.
+//   - Targets are independent: each has its own loop, connection and
+//     buffers, and a slow or failing target delays no other.
+//   - Per-series order: a loop publishes a scrape only after the previous
+//     scrape's acks arrived or publish_timeout passed.
+//   - Samples are counted as published only once JetStream acked them. A
+//     message not acked is counted and logged but not retried: buffering
+//     while NATS is away is not implemented yet, and those samples are lost.
+//   - Run returns only after every loop has ended.
+package collector

@@ -1,0 +1,105 @@
+package collector
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// Why a scrape failed: the reason label of
+// weir_collector_scrape_failures_total. The set is closed so that the
+// label stays bounded.
+const (
+	reasonToken        = "token"          // the bearer token file could not be read
+	reasonTLS          = "tls"            // CA file unusable or certificate not trusted
+	reasonHTTP         = "http"           // connection, protocol or decompression error
+	reasonTimeout      = "timeout"        // no full answer within the scrape timeout
+	reasonStatus       = "status"         // the target answered with a non-2xx status
+	reasonBodyTooLarge = "body_too_large" // the body exceeded the body limit
+	reasonParse        = "parse"          // the body is not a valid exposition
+	reasonEncode       = "encode"         // a series does not fit in one message
+)
+
+var failureReasons = []string{
+	reasonToken, reasonTLS, reasonHTTP, reasonTimeout, reasonStatus,
+	reasonBodyTooLarge, reasonParse, reasonEncode,
+}
+
+// metrics are the collector's own metrics. Labels are bounded: source and
+// reason, never node, URL or series.
+type metrics struct {
+	scrapes           *prometheus.CounterVec
+	scrapeFailures    *prometheus.CounterVec
+	scrapeDuration    *prometheus.HistogramVec
+	samplesScraped    *prometheus.CounterVec
+	samplesPublished  *prometheus.CounterVec
+	publishFailures   *prometheus.CounterVec
+	histogramsSkipped *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		scrapes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_scrapes_total",
+			Help: "Scrapes attempted, failed or not.",
+		}, []string{"source"}),
+		scrapeFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_scrape_failures_total",
+			Help: "Scrapes that failed and were published as up=0 only, by reason.",
+		}, []string{"source", "reason"}),
+		scrapeDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "weir_collector_scrape_duration_seconds",
+			Help:    "Time to fetch and parse one scrape.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12), // 5ms to about 10s, the default timeout
+		}, []string{"source"}),
+		samplesScraped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_samples_scraped_total",
+			Help: "Samples read from successful scrapes, without the up, scrape_duration_seconds and scrape_samples_scraped series.",
+		}, []string{"source"}),
+		samplesPublished: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_samples_published_total",
+			Help: "Samples in messages JetStream acknowledged, the up, scrape_duration_seconds and scrape_samples_scraped series included.",
+		}, []string{"source"}),
+		publishFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_publish_failures_total",
+			Help: "Messages that JetStream did not acknowledge within publish_timeout, or refused.",
+		}, []string{"source"}),
+		histogramsSkipped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_native_histograms_skipped_total",
+			Help: "Native histogram samples skipped: the batch encoding carries float samples only.",
+		}, []string{"source"}),
+	}
+}
+
+// targetMetrics are the children of one target's source, resolved once so
+// that a scrape does not look them up.
+type targetMetrics struct {
+	scrapes           prometheus.Counter
+	scrapeDuration    prometheus.Observer
+	samplesScraped    prometheus.Counter
+	samplesPublished  prometheus.Counter
+	publishFailures   prometheus.Counter
+	histogramsSkipped prometheus.Counter
+	failures          map[string]prometheus.Counter // by reason
+}
+
+func (m *metrics) forSource(s proto.Source) targetMetrics {
+	src := string(s)
+	tm := targetMetrics{
+		scrapes:           m.scrapes.WithLabelValues(src),
+		scrapeDuration:    m.scrapeDuration.WithLabelValues(src),
+		samplesScraped:    m.samplesScraped.WithLabelValues(src),
+		samplesPublished:  m.samplesPublished.WithLabelValues(src),
+		publishFailures:   m.publishFailures.WithLabelValues(src),
+		histogramsSkipped: m.histogramsSkipped.WithLabelValues(src),
+		failures:          make(map[string]prometheus.Counter, len(failureReasons)),
+	}
+	// Every reason exists from the start at 0, so that rate() and alerts
+	// see the first failure as an increase.
+	for _, r := range failureReasons {
+		tm.failures[r] = m.scrapeFailures.WithLabelValues(src, r)
+	}
+	return tm
+}

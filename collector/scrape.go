@@ -1,0 +1,263 @@
+package collector
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HTTP settings of every scrape.
+const (
+	// defaultMaxBodyBytes bounds what one scrape may read, decompressed.
+	// The largest cAdvisor answers of busy nodes are a few tens of MiB.
+	defaultMaxBodyBytes = 64 << 20
+	// acceptHeader asks for the Prometheus text format, which every
+	// kubelet and kube-proxy serves, and takes anything else the parser
+	// knows rather than a 406.
+	acceptHeader = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+	// drainBytes is how much of an unread body is read before closing it,
+	// so that a short error page does not cost the connection.
+	drainBytes = 4 << 10
+	// keepBodyBuffer is the spare capacity a body buffer may keep above
+	// twice the last body, so that one huge answer does not pin its memory.
+	keepBodyBuffer = 1 << 20
+)
+
+var userAgent = "weir-collector/" + moduleVersion()
+
+func moduleVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// scrapeError is a failed scrape with the reason it is counted under.
+type scrapeError struct {
+	reason string
+	err    error
+}
+
+func (e *scrapeError) Error() string { return e.err.Error() }
+func (e *scrapeError) Unwrap() error { return e.err }
+
+func failure(reason string, err error) error { return &scrapeError{reason: reason, err: err} }
+
+// reasonOf returns the failure reason of an error from a scrape.
+func reasonOf(err error) string {
+	if se, ok := errors.AsType[*scrapeError](err); ok {
+		return se.reason
+	}
+	return reasonHTTP
+}
+
+// errBodyTooLarge is returned when a body exceeds the body limit.
+var errBodyTooLarge = errors.New("body too large")
+
+// scraper fetches one target. It keeps its connection, its body buffer and
+// its gzip reader from one scrape to the next. Not safe for concurrent use.
+type scraper struct {
+	url          string
+	tokenFile    string
+	tls          TLSConfig
+	timeout      time.Duration
+	idleTimeout  time.Duration
+	maxBodyBytes int64
+
+	// transport is built at the first scrape rather than in New, which does
+	// no I/O; a CA file that cannot be read yet is tried again next scrape.
+	transport *http.Transport
+	client    *http.Client
+	body      bytes.Buffer
+	gzipBuf   *bufio.Reader
+	gzip      *gzip.Reader
+}
+
+func newScraper(t target) *scraper {
+	return &scraper{
+		url:          t.URL.String(),
+		tokenFile:    t.BearerTokenFile,
+		tls:          t.TLS,
+		timeout:      t.timeout,
+		idleTimeout:  max(2*t.interval, 90*time.Second),
+		maxBodyBytes: defaultMaxBodyBytes,
+	}
+}
+
+// close drops the idle connections, whose goroutines would outlive the loop.
+func (s *scraper) close() {
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
+}
+
+// fetch GETs the target within the scrape timeout and returns the body,
+// decompressed, and its Content-Type. The body is valid until the next
+// fetch. Errors are *scrapeError.
+func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, err error) {
+	if s.client == nil {
+		tr, err := newTransport(s.tls, s.idleTimeout)
+		if err != nil {
+			return nil, "", failure(reasonTLS, err)
+		}
+		s.transport, s.client = tr, &http.Client{Transport: tr}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if err != nil {
+		return nil, "", failure(reasonHTTP, err)
+	}
+	req.Header.Set("Accept", acceptHeader)
+	// Set by hand, Go's transport leaves the body compressed: the gzip
+	// reader is then ours to reuse, and the body limit applies to the
+	// decompressed size.
+	req.Header.Set("Accept-Encoding", "gzip")
+	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.FormatFloat(s.timeout.Seconds(), 'f', -1, 64))
+	if s.tokenFile != "" {
+		token, err := readToken(s.tokenFile)
+		if err != nil {
+			return nil, "", failure(reasonToken, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, "", failure(classify(err), err)
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+		_ = resp.Body.Close()
+	}()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, "", failure(reasonStatus, fmt.Errorf("server returned HTTP status %s", resp.Status))
+	}
+	if resp.ContentLength > s.maxBodyBytes {
+		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: Content-Length %d, limit %d", errBodyTooLarge, resp.ContentLength, s.maxBodyBytes))
+	}
+
+	var r io.Reader = resp.Body
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		if r, err = s.gunzip(resp.Body); err != nil {
+			return nil, "", failure(classify(err), fmt.Errorf("gzip: %w", err))
+		}
+	}
+	s.resetBody()
+	if resp.ContentLength > 0 && resp.Header.Get("Content-Encoding") == "" {
+		s.body.Grow(int(resp.ContentLength))
+	}
+	// One byte more than the limit tells a body of exactly the limit from
+	// a larger one.
+	n, err := s.body.ReadFrom(io.LimitReader(r, s.maxBodyBytes+1))
+	if err != nil {
+		return nil, "", failure(classify(err), fmt.Errorf("read body: %w", err))
+	}
+	if n > s.maxBodyBytes {
+		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, s.maxBodyBytes))
+	}
+	return s.body.Bytes(), resp.Header.Get("Content-Type"), nil
+}
+
+// gunzip returns the reused gzip reader reading body.
+func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
+	if s.gzip == nil {
+		s.gzipBuf = bufio.NewReader(body)
+		gz, err := gzip.NewReader(s.gzipBuf)
+		if err != nil {
+			return nil, err
+		}
+		s.gzip = gz
+		return gz, nil
+	}
+	s.gzipBuf.Reset(body)
+	return s.gzip, s.gzip.Reset(s.gzipBuf)
+}
+
+// resetBody empties the body buffer, and drops it when it is much larger
+// than the last body, so that it follows the size of the target's answers.
+func (s *scraper) resetBody() {
+	if s.body.Cap() > 2*s.body.Len()+keepBodyBuffer {
+		s.body = bytes.Buffer{}
+		return
+	}
+	s.body.Reset()
+}
+
+// readToken reads a bearer token file. It is read at every scrape, so that
+// a token rotated by the kubelet or a projected volume is used at once.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("bearer_token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("bearer_token_file %s is empty", path)
+	}
+	return token, nil
+}
+
+// newTransport builds the connection pool of one target. A CA file that
+// does not hold a certificate is an error: falling back to the system roots
+// would hide the mistake until the certificate changes.
+func newTransport(c TLSConfig, idleTimeout time.Duration) (*http.Transport, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opted in by configuration
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls_config.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls_config.ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return &http.Transport{
+		// No proxy from the environment: the targets are on the node, and a
+		// cluster-wide HTTPS_PROXY must not reroute kubelet scrapes.
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tc,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        1,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     idleTimeout,
+		DisableCompression:  true,
+	}, nil
+}
+
+// classify returns the failure reason of an error from the HTTP client.
+func classify(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return reasonTimeout
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return reasonTimeout
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return reasonTLS
+	}
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
+		return reasonTLS
+	}
+	if _, ok := errors.AsType[tls.AlertError](err); ok {
+		return reasonTLS
+	}
+	return reasonHTTP
+}
