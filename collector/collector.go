@@ -237,10 +237,14 @@ type loop struct {
 
 func newLoop(lc loopConfig) *loop {
 	t := lc.target
-	// The target labels Prometheus adds with honor_labels false.
+	// The target labels Prometheus adds with honor_labels false, and
+	// metrics_path as kube-prometheus adds it: the kubelet endpoints share
+	// job and instance, and some series (up, process_start_time_seconds)
+	// would otherwise collide between them.
 	targetLabels := sortedLabels(
 		prompb.Label{Name: "instance", Value: t.URL.Host},
 		prompb.Label{Name: "job", Value: t.Job},
+		prompb.Label{Name: "metrics_path", Value: t.URL.Path},
 	)
 	withName := func(name string) []prompb.Label {
 		return sortedLabels(append([]prompb.Label{{Name: "__name__", Value: name}}, targetLabels...)...)

@@ -68,12 +68,12 @@ func TestCollectorPublishesEveryTarget(t *testing.T) {
 	}
 	host := func(u string) string { p, _ := url.Parse(u); return p.Host }
 	wants := []want{
-		{subjectOf("node-a", proto.SourceKubelet), fixtures.Kubelet121, map[string]string{"job": "kubelet", "instance": host(kubelet.URL)}},
-		{subjectOf("node-a", proto.SourceCadvisor), fixtures.Cadvisor135, map[string]string{"job": "kubelet", "instance": host(kubelet.URL)}},
-		{subjectOf("node-a", proto.SourceResource), fixtures.Resource121, map[string]string{"job": "kubelet", "instance": host(kubelet.URL)}},
-		{subjectOf("node-a", proto.SourceProbes), fixtures.Probes, map[string]string{"job": "kubelet", "instance": host(kubelet.URL)}},
-		{subjectOf("node-a", proto.SourceKubeProxy), fixtures.KubeProxy121, map[string]string{"job": "kube-proxy", "instance": host(proxy.URL)}},
-		{subjectOf("node-b.example.com", proto.SourceCadvisor), fixtures.Cadvisor135, map[string]string{"job": "cadvisor", "instance": host(kubelet.URL)}},
+		{subjectOf("node-a", proto.SourceKubelet), fixtures.Kubelet121, map[string]string{"job": "kubelet", "instance": host(kubelet.URL), "metrics_path": "/metrics"}},
+		{subjectOf("node-a", proto.SourceCadvisor), fixtures.Cadvisor135, map[string]string{"job": "kubelet", "instance": host(kubelet.URL), "metrics_path": "/metrics/cadvisor"}},
+		{subjectOf("node-a", proto.SourceResource), fixtures.Resource121, map[string]string{"job": "kubelet", "instance": host(kubelet.URL), "metrics_path": "/metrics/resource"}},
+		{subjectOf("node-a", proto.SourceProbes), fixtures.Probes, map[string]string{"job": "kubelet", "instance": host(kubelet.URL), "metrics_path": "/metrics/probes"}},
+		{subjectOf("node-a", proto.SourceKubeProxy), fixtures.KubeProxy121, map[string]string{"job": "kube-proxy", "instance": host(proxy.URL), "metrics_path": "/metrics"}},
+		{subjectOf("node-b.example.com", proto.SourceCadvisor), fixtures.Cadvisor135, map[string]string{"job": "cadvisor", "instance": host(kubelet.URL), "metrics_path": "/metrics/cadvisor"}},
 	}
 	var subjects []string
 	for _, w := range wants {
@@ -458,7 +458,7 @@ func TestChunking(t *testing.T) {
 					t.Errorf("chunk %d: %d bytes of payload and about %d of headers, limit %d", i, c.size, headers, limit)
 				}
 			}
-			tl := map[string]string{"job": "kubelet", "instance": strings.TrimPrefix(srv.URL, "http://")}
+			tl := map[string]string{"job": "kubelet", "instance": strings.TrimPrefix(srv.URL, "http://"), "metrics_path": "/metrics/cadvisor"}
 			want, samples := expectedSeries(t, fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(servedAt), s.millis, tl)
 			checkSeries(t, s, want, samples, tl, 1)
 		})

@@ -55,8 +55,8 @@ sinks:
 `, dir, kubelet.URL, proxy.URL, prom.WriteURL))
 
 	want := map[string]float64{}
-	captureSeries(t, want, fixtures.Cadvisor135, "kubelet", hostPort(t, kubelet.URL))
-	captureSeries(t, want, fixtures.KubeProxy121, "kube-proxy", hostPort(t, proxy.URL))
+	captureSeries(t, want, fixtures.Cadvisor135, map[string]string{"job": "kubelet", "instance": hostPort(t, kubelet.URL), "metrics_path": "/metrics/cadvisor"})
+	captureSeries(t, want, fixtures.KubeProxy121, map[string]string{"job": "kube-proxy", "instance": hostPort(t, proxy.URL), "metrics_path": "/metrics"})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	exit := make(chan int, 1)
@@ -107,8 +107,9 @@ sinks:
 }
 
 // captureSeries parses a capture with Prometheus's own parser and adds its
-// series, with the target labels a scrape adds, to out.
-func captureSeries(t *testing.T, out map[string]float64, file, job, instance string) {
+// series, with the target labels a scrape adds, to out. Labels with empty
+// values are dropped, as a Prometheus scrape drops them.
+func captureSeries(t *testing.T, out map[string]float64, file string, target map[string]string) {
 	t.Helper()
 	p, err := textparse.New(fixtures.Read(file), "text/plain; version=0.0.4", labels.NewSymbolTable(), textparse.ParserOptions{})
 	if err != nil {
@@ -129,10 +130,17 @@ func captureSeries(t *testing.T, out map[string]float64, file, job, instance str
 		var ls labels.Labels
 		p.Labels(&ls)
 		m := ls.Map()
-		if _, ok := m["job"]; ok {
-			t.Fatalf("%s has a job label; the expectation would need exported_job", file)
+		for name, value := range m {
+			if value == "" {
+				delete(m, name)
+			}
 		}
-		m["job"], m["instance"] = job, instance
+		for name, value := range target {
+			if _, ok := m[name]; ok {
+				t.Fatalf("%s has a %s label; the expectation would need exported_%s", file, name, name)
+			}
+			m[name] = value
+		}
 		out[promtest.SeriesKey(m)] = v
 	}
 }
