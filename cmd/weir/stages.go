@@ -17,12 +17,18 @@ import (
 	"github.com/weirmetrics/weir/sink"
 )
 
-func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
+// parseStage adds the shared stage flags to fs, parses args and loads the
+// configuration they name.
+func parseStage(fs *flag.FlagSet, args []string) (*fileConfig, error) {
 	configPath, o := stageFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
-	cfg, err := loadConfig(*configPath, *o)
+	return loadConfig(*configPath, *o)
+}
+
+func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
+	cfg, err := parseStage(fs, args)
 	if err != nil {
 		return err
 	}
@@ -48,12 +54,8 @@ func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Wri
 }
 
 func runSink(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
-	configPath, o := stageFlags(fs)
 	name := fs.String("sink", "", "name of the sink to run (default: the only one in the file)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*configPath, *o)
+	cfg, err := parseStage(fs, args)
 	if err != nil {
 		return err
 	}
@@ -94,11 +96,7 @@ func pickSink(sinks []sinkSection, name string) (sinkSection, error) {
 }
 
 func runAll(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
-	configPath, o := stageFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*configPath, *o)
+	cfg, err := parseStage(fs, args)
 	if err != nil {
 		return err
 	}
