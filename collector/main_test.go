@@ -235,14 +235,19 @@ func readRaw(t *testing.T, js jetstream.JetStream) []*scrapeMsgs {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := &chunkMsg{subject: raw.Subject, header: raw.Header, meta: meta, size: len(raw.Data)}
+		subj, err := proto.ParseSubject(raw.Subject)
+		if err != nil || !subj.Partitioned {
+			t.Fatalf("message %d: stored subject %q has no partition (%v)", seq, raw.Subject, err)
+		}
+		published := subj.String() // without the partition the stream appends
+		m := &chunkMsg{subject: published, header: raw.Header, meta: meta, size: len(raw.Data)}
 		if err := enc.Decode(raw.Data, &m.batch); err != nil {
 			t.Fatalf("decode message %d on %s: %v", seq, raw.Subject, err)
 		}
-		key := raw.Subject + "@" + raw.Header.Get(proto.HeaderScrapeTime)
+		key := published + "@" + raw.Header.Get(proto.HeaderScrapeTime)
 		s := byKey[key]
 		if s == nil {
-			s = &scrapeMsgs{subject: raw.Subject, millis: meta.ScrapeMillis, chunks: make([]*chunkMsg, meta.Chunks)}
+			s = &scrapeMsgs{subject: published, millis: meta.ScrapeMillis, chunks: make([]*chunkMsg, meta.Chunks)}
 			byKey[key] = s
 			order = append(order, s)
 		}

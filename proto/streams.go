@@ -3,6 +3,7 @@ package proto
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,11 +11,18 @@ import (
 	"github.com/weirmetrics/weir/internal/config"
 )
 
-// Stream names.
+// Stream names. Each route has its own stream, named by RouteStreamName.
 const (
-	StreamRaw  = "WEIR_RAW"
-	StreamDead = "WEIR_DEAD"
+	StreamRaw      = "WEIR_RAW"
+	StreamEnriched = "WEIR_ENRICHED"
+	StreamDead     = "WEIR_DEAD"
 )
+
+// RouteStreamName is the stream of one route: WEIR_ROUTE_<ROUTE>. Route
+// names are validated by the router to [a-z0-9_-].
+func RouteStreamName(route string) string {
+	return "WEIR_ROUTE_" + strings.ToUpper(route)
+}
 
 // StreamsConfig sets the limits of every Weir stream. Retention is by
 // limits: the oldest messages go first once max_age or max_bytes is reached.
@@ -23,11 +31,15 @@ type StreamsConfig struct {
 	MaxBytes   config.ByteSize `yaml:"max_bytes"`
 	Replicas   int             `yaml:"replicas"`
 	Duplicates time.Duration   `yaml:"duplicate_window"`
+	// Partitions is how many partitions the stream splits every target's
+	// subjects into: the most replicas of one stage that share the work.
+	// Changing it on a running pipeline may reorder a target's scrapes once.
+	Partitions int `yaml:"partitions"`
 }
 
 // DefaultStreamsConfig keeps a day of data, at most 10 GiB per stream.
 func DefaultStreamsConfig() StreamsConfig {
-	return StreamsConfig{MaxAge: 24 * time.Hour, MaxBytes: 10 << 30, Replicas: 1, Duplicates: 2 * time.Minute}
+	return StreamsConfig{MaxAge: 24 * time.Hour, MaxBytes: 10 << 30, Replicas: 1, Duplicates: 2 * time.Minute, Partitions: 12}
 }
 
 // Validate checks the limits.
@@ -41,30 +53,54 @@ func (c StreamsConfig) Validate() error {
 		return fmt.Errorf("streams.replicas: must be 1 to 5, got %d", c.Replicas)
 	case c.Duplicates <= 0 || c.Duplicates > c.MaxAge:
 		return fmt.Errorf("streams.duplicate_window: must be positive and at most max_age, got %s", c.Duplicates)
+	case c.Partitions < 1 || c.Partitions > 1024:
+		return fmt.Errorf("streams.partitions: must be 1 to 1024, got %d", c.Partitions)
 	}
 	return nil
 }
 
-// Streams returns the definitions of every stream Weir uses.
+// Streams returns the definitions of the streams every pipeline has; each
+// route adds its own with RouteStream.
 func (c StreamsConfig) Streams() []jetstream.StreamConfig {
-	data := func(name, stage, desc string) jetstream.StreamConfig {
-		return jetstream.StreamConfig{
-			Name:        name,
-			Description: desc,
-			Subjects:    []string{StreamFilter(stage)},
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardOld,
-			MaxAge:      c.MaxAge,
-			MaxBytes:    int64(c.MaxBytes),
-			Replicas:    c.Replicas,
-			Duplicates:  c.Duplicates,
-		}
-	}
+	dead := c.stream(StreamDead, DeadSubject("*"), "Messages a stage could not decode, with the error in a header")
+	dead.Subjects = []string{StreamFilter("dead")}
 	return []jetstream.StreamConfig{
-		data(StreamRaw, StageRaw, "Scrapes as the collectors read them"),
-		data(StreamDead, "dead", "Messages a stage could not decode, with the error in a header"),
+		c.partitioned(c.stream(StreamRaw, StreamFilter(StageRaw), "Scrapes as the collectors read them"), Prefix+"."+StageRaw),
+		c.partitioned(c.stream(StreamEnriched, StreamFilter(StageEnriched), "Scrapes with cluster, node and workload labels"), Prefix+"."+StageEnriched),
+		dead,
 	}
+}
+
+// RouteStream is the stream of one route, with its own limits so that a
+// backend that is down for hours keeps its data without holding up others.
+func (c StreamsConfig) RouteStream(route string) jetstream.StreamConfig {
+	sc := c.stream(RouteStreamName(route), RouteFilter(route), "Series kept by route "+route)
+	return c.partitioned(sc, Prefix+"."+StageRoute+"."+EscapeToken(route))
+}
+
+func (c StreamsConfig) stream(name, subject, desc string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: desc,
+		Subjects:    []string{subject},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		MaxBytes:    int64(c.MaxBytes),
+		Replicas:    c.Replicas,
+		Duplicates:  c.Duplicates,
+	}
+}
+
+// partitioned makes the server append a partition token, a hash of
+// cluster, node and source, to every subject prefix.<cluster>.<node>.<source>.
+func (c StreamsConfig) partitioned(sc jetstream.StreamConfig, prefix string) jetstream.StreamConfig {
+	sc.SubjectTransform = &jetstream.SubjectTransformConfig{
+		Source:      prefix + ".*.*.*",
+		Destination: fmt.Sprintf("%s.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{partition(%d,1,2,3)}}", prefix, c.Partitions),
+	}
+	return sc
 }
 
 // EnsureStreams creates the streams, or updates them to the configured

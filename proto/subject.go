@@ -2,6 +2,7 @@ package proto
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -44,12 +45,20 @@ const Prefix = "weir"
 
 // Subject identifies the origin of a message: weir.<stage>.<cluster>.<node>.<source>,
 // or weir.route.<route>.<cluster>.<node>.<source> for a route.
+//
+// Publishers publish without a partition; the stream appends one more
+// token, the partition number (see StreamsConfig.Partitions), so that the
+// replicas of the next stage can share the work by partition and still see
+// every target's scrapes in order. ParseSubject reads it into Partition.
 type Subject struct {
 	Stage   string
 	Route   string // only for StageRoute
 	Cluster string
 	Node    string
 	Source  Source
+	// Partition is the partition token, when Partitioned.
+	Partition   int
+	Partitioned bool
 }
 
 // String returns the subject with each identity token escaped.
@@ -72,7 +81,8 @@ func (s Subject) String() string {
 	return b.String()
 }
 
-// ParseSubject is the inverse of Subject.String.
+// ParseSubject is the inverse of Subject.String. It also accepts the
+// partition token a stream appends.
 func ParseSubject(subject string) (Subject, error) {
 	tok := strings.Split(subject, ".")
 	if len(tok) < 5 || tok[0] != Prefix {
@@ -81,12 +91,21 @@ func ParseSubject(subject string) (Subject, error) {
 	s := Subject{Stage: tok[1]}
 	rest := tok[2:]
 	if s.Stage == StageRoute {
-		if len(tok) != 6 {
-			return Subject{}, fmt.Errorf("%w: %q: want weir.route.<route>.<cluster>.<node>.<source>", ErrBadSubject, subject)
-		}
 		s.Route, rest = UnescapeToken(rest[0]), rest[1:]
-	} else if len(tok) != 5 {
-		return Subject{}, fmt.Errorf("%w: %q: want weir.<stage>.<cluster>.<node>.<source>", ErrBadSubject, subject)
+	}
+	switch len(rest) {
+	case 3:
+	case 4:
+		p, err := strconv.Atoi(rest[3])
+		if err != nil || p < 0 {
+			return Subject{}, fmt.Errorf("%w: %q: partition %q is not a number", ErrBadSubject, subject, rest[3])
+		}
+		s.Partition, s.Partitioned = p, true
+	default:
+		if s.Stage == StageRoute {
+			return Subject{}, fmt.Errorf("%w: %q: want weir.route.<route>.<cluster>.<node>.<source>[.<partition>]", ErrBadSubject, subject)
+		}
+		return Subject{}, fmt.Errorf("%w: %q: want weir.<stage>.<cluster>.<node>.<source>[.<partition>]", ErrBadSubject, subject)
 	}
 	s.Cluster, s.Node, s.Source = UnescapeToken(rest[0]), UnescapeToken(rest[1]), Source(rest[2])
 	if !s.Source.Valid() {
@@ -100,6 +119,20 @@ func ParseSubject(subject string) (Subject, error) {
 
 // StreamFilter returns the wildcard subject that matches every message of a stage.
 func StreamFilter(stage string) string { return Prefix + "." + stage + ".>" }
+
+// RouteFilter returns the wildcard subject of every message of one route.
+func RouteFilter(route string) string {
+	return Prefix + "." + StageRoute + "." + EscapeToken(route) + ".>"
+}
+
+// PartitionFilter returns the subject that matches one partition of a
+// stage (route is empty unless stage is StageRoute).
+func PartitionFilter(stage, route string, partition int) string {
+	if stage == StageRoute {
+		return Prefix + "." + StageRoute + "." + EscapeToken(route) + ".*.*.*." + strconv.Itoa(partition)
+	}
+	return Prefix + "." + stage + ".*.*.*." + strconv.Itoa(partition)
+}
 
 // DeadSubject is where a stage puts the messages it cannot decode.
 func DeadSubject(stage string) string { return Prefix + ".dead." + stage }

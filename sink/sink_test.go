@@ -257,8 +257,9 @@ func TestUndecodableMessagesAreDeadLettered(t *testing.T) {
 		if got.Subject != proto.DeadSubject("sink") {
 			t.Errorf("%s: dead letter on %q, want %q", b.wantError, got.Subject, proto.DeadSubject("sink"))
 		}
-		if s := got.Header.Get(proto.HeaderSubject); s != b.msg.Subject {
-			t.Errorf("%s: %s = %q, want %q", b.wantError, proto.HeaderSubject, s, b.msg.Subject)
+		// The stream appended a partition token to the published subject.
+		if s := got.Header.Get(proto.HeaderSubject); !strings.HasPrefix(s, b.msg.Subject+".") {
+			t.Errorf("%s: %s = %q, want %q with a partition token", b.wantError, proto.HeaderSubject, s, b.msg.Subject)
 		}
 		if string(got.Data) != string(b.msg.Data) {
 			t.Errorf("%s: payload changed", b.wantError)

@@ -1,0 +1,85 @@
+package proto_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weirmetrics/weir/internal/natstest"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// The streams append a partition token that is the same for every scrape
+// of one target, so one consumer per partition sees a target in order.
+func TestStreamsAppendStablePartition(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.Run(t))
+	cfg := proto.DefaultStreamsConfig()
+	cfg.Partitions = 4
+	if err := proto.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, cfg.RouteStream("vm-long")); err != nil {
+		t.Fatal(err)
+	}
+
+	published := []proto.Subject{
+		{Stage: proto.StageRaw, Cluster: "c", Node: "ip-10-0-0-1.ec2.internal", Source: proto.SourceCadvisor},
+		{Stage: proto.StageRaw, Cluster: "c", Node: "ip-10-0-0-1.ec2.internal", Source: proto.SourceCadvisor},
+		{Stage: proto.StageEnriched, Cluster: "c", Node: "n2", Source: proto.SourceKubelet},
+		{Stage: proto.StageRoute, Route: "vm-long", Cluster: "c", Node: "n3", Source: proto.SourceSummary},
+	}
+	for _, s := range published {
+		if _, err := js.Publish(ctx, s.String(), []byte("x")); err != nil {
+			t.Fatalf("publish %s: %v", s, err)
+		}
+	}
+
+	var got []proto.Subject
+	for _, stream := range []string{proto.StreamRaw, proto.StreamEnriched, proto.RouteStreamName("vm-long")} {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := uint64(1); ; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				break
+			}
+			s, err := proto.ParseSubject(m.Subject)
+			if err != nil {
+				t.Fatalf("stream %s stored %q: %v", stream, m.Subject, err)
+			}
+			got = append(got, s)
+		}
+	}
+	if len(got) != len(published) {
+		t.Fatalf("stored %d messages, want %d", len(got), len(published))
+	}
+	for i, s := range got {
+		if !s.Partitioned || s.Partition < 0 || s.Partition >= cfg.Partitions {
+			t.Errorf("%s: partition %d (partitioned %v), want 0..%d", published[i], s.Partition, s.Partitioned, cfg.Partitions-1)
+		}
+		s.Partition, s.Partitioned = 0, false
+		if s != published[i] {
+			t.Errorf("stored %+v, want %+v", s, published[i])
+		}
+	}
+	if got[0].Partition != got[1].Partition {
+		t.Errorf("two scrapes of one target in partitions %d and %d", got[0].Partition, got[1].Partition)
+	}
+	// A consumer of one partition sees exactly the messages of that partition.
+	cons, err := js.CreateOrUpdateConsumer(ctx, proto.StreamRaw, jetstream.ConsumerConfig{
+		FilterSubject: proto.PartitionFilter(proto.StageRaw, "", got[0].Partition),
+		AckPolicy:     jetstream.AckNonePolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := cons.CachedInfo().NumPending; n != 2 {
+		t.Errorf("partition %d holds %d messages, want 2", got[0].Partition, n)
+	}
+}
