@@ -1,0 +1,586 @@
+package enricher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/prometheus/prompb"
+	"k8s.io/client-go/metadata"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// ErrClosed is returned by Run after Close.
+var ErrClosed = errors.New("enricher closed")
+
+// Deps are what an enricher is given by the process that runs it.
+type Deps struct {
+	Log *slog.Logger          // nil discards
+	Reg prometheus.Registerer // nil registers nothing
+	JS  jetstream.JetStream
+	// MaxPayload is the server's max_payload; an enriched scrape larger
+	// than it, less room for headers, is split. 0 means 1 MiB.
+	MaxPayload int
+	// Partitions is how many partitions WEIR_RAW has (streams.partitions).
+	Partitions int
+	// Metadata gives the client of a cluster directly instead of building it
+	// from the cluster's kubeconfig; a cluster named here needs no entry in
+	// Config.Clusters. Tests pass fake clients.
+	Metadata map[string]metadata.Interface
+	// Ready is called once the metadata of every cluster synced, or
+	// Config.SyncTimeout after Run started, whichever is first.
+	Ready func()
+	// Now is the clock of the cardinality guard; nil is time.Now.
+	Now func() time.Time
+}
+
+// Enricher reads WEIR_RAW and publishes every scrape to WEIR_ENRICHED with
+// labels from the subject and the Kubernetes API. See the package
+// documentation for what it guarantees.
+type Enricher struct {
+	cfg        Config
+	log        *slog.Logger
+	js         jetstream.JetStream
+	partitions int
+	maxChunk   int
+	ready      func()
+	metrics    *metrics
+	guard      *guard
+	nodeRules  []rule
+	podRules   []rule
+	relabel    []*relabel.Config
+	clusters   map[string]*clusterMeta
+	deadLog    throttle
+
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	stop    context.CancelFunc
+}
+
+// Timings and sizes not worth a configuration key.
+const (
+	drainWait      = 2 * time.Second
+	headerRoom     = 4 << 10 // headers of an enriched message, left out of max_payload
+	maxErrorHeader = 1024
+	minBackoff     = 50 * time.Millisecond
+	maxBackoff     = 5 * time.Second
+	pullBatch      = 16
+)
+
+// New checks cfg and d and builds an enricher with the informers of every
+// cluster. It reads the kubeconfig files, so that a bad one fails at start;
+// it contacts no API server and starts nothing: Run does.
+func New(cfg Config, d Deps) (*Enricher, error) {
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if d.JS == nil {
+		errs = append(errs, errors.New("enricher: no JetStream"))
+	}
+	if d.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("enricher: partitions must be at least 1, got %d", d.Partitions))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	maxPayload := d.MaxPayload
+	if maxPayload <= 0 {
+		maxPayload = 1 << 20
+	}
+	e := &Enricher{
+		cfg:        cfg,
+		log:        log.With("stage", "enricher"),
+		js:         d.JS,
+		partitions: d.Partitions,
+		maxChunk:   max(maxPayload-headerRoom, maxPayload/2),
+		ready:      d.Ready,
+		guard:      newGuard(cfg.Cardinality, now),
+		relabel:    cfg.RelabelConfigs,
+		clusters:   map[string]*clusterMeta{},
+		deadLog:    throttle{every: 10 * time.Second},
+	}
+	if e.ready == nil {
+		e.ready = func() {}
+	}
+	e.metrics = newMetrics(d.Reg, func() float64 {
+		if e.guard == nil {
+			return 0
+		}
+		return float64(e.guard.size())
+	})
+	var nodeKeys, podKeys map[string]bool
+	e.nodeRules, nodeKeys = compileRules(cfg.NodeLabels)
+	e.podRules, podKeys = compileRules(cfg.PodLabels)
+
+	clients := maps.Clone(d.Metadata)
+	if clients == nil {
+		clients = map[string]metadata.Interface{}
+	}
+	for _, cl := range cfg.Clusters {
+		if clients[cl.Name] != nil {
+			continue
+		}
+		rc, err := restConfig(cl)
+		if err != nil {
+			return nil, err
+		}
+		mc, err := metadata.NewForConfig(rc)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: metadata client: %w", cl.Name, err)
+		}
+		clients[cl.Name] = mc
+	}
+	for _, name := range slices.Sorted(maps.Keys(clients)) {
+		cm, err := newClusterMeta(name, clients[name], cfg.Resync, nodeKeys, podKeys, e.metrics)
+		if err != nil {
+			return nil, err
+		}
+		e.metrics.cacheSynced.WithLabelValues(name).Set(0)
+		e.clusters[name] = cm
+	}
+	return e, nil
+}
+
+// Run watches the clusters' metadata and enriches what it reads until ctx
+// ends or Close is called, then nacks what it had not finished, stops the
+// informers and returns nil. It does not wait for the metadata: a series
+// whose pod is not known yet passes with the cluster and node labels.
+func (e *Enricher) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return ErrClosed
+	case e.running:
+		e.mu.Unlock()
+		return errors.New("enricher: Run is already running")
+	}
+	e.running, e.stop = true, cancel
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running, e.stop = false, nil
+		e.mu.Unlock()
+	}()
+
+	e.log.Info("enricher starting", "clusters", slices.Sorted(maps.Keys(e.clusters)), "partitions", e.partitions)
+	// The informers outlive the workers, so that a message in flight at
+	// shutdown is still joined against a live cache.
+	metaCtx, stopMeta := context.WithCancel(context.Background())
+	defer stopMeta()
+	var metaWG sync.WaitGroup
+	for _, c := range e.clusters {
+		synced := e.metrics.cacheSynced.WithLabelValues(c.name)
+		metaWG.Go(func() {
+			c.run(metaCtx, e.log, func(ok bool) {
+				if ok {
+					synced.Set(1)
+				}
+			})
+		})
+	}
+	metaWG.Go(func() { e.waitReady(ctx) })
+
+	e.consume(ctx)
+	stopMeta()
+	metaWG.Wait()
+	e.log.Info("enricher stopped")
+	return nil
+}
+
+// waitReady calls ready once every cluster synced or SyncTimeout passed.
+func (e *Enricher) waitReady(ctx context.Context) {
+	defer e.ready()
+	deadline := time.NewTimer(e.cfg.SyncTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var waiting []string
+		for name, c := range e.clusters {
+			if !c.synced.Load() {
+				waiting = append(waiting, name)
+			}
+		}
+		if len(waiting) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			sort.Strings(waiting)
+			e.log.Warn("kubernetes metadata not synced in time, serving anyway", "clusters", waiting, "sync_timeout", e.cfg.SyncTimeout)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops a running Run. It is safe to call more than once, and before,
+// during or after Run.
+func (e *Enricher) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	if e.stop != nil {
+		e.stop()
+	}
+	return nil
+}
+
+// consume runs one worker per partition of WEIR_RAW, each on its own
+// durable consumer, until ctx ends.
+func (e *Enricher) consume(ctx context.Context) {
+	var wg sync.WaitGroup
+	for p := range e.partitions {
+		wg.Go(func() { e.runPartition(ctx, p) })
+	}
+	wg.Wait()
+}
+
+// runPartition creates the durable consumer of one partition and works it,
+// again after a backoff when NATS fails, until ctx ends.
+func (e *Enricher) runPartition(ctx context.Context, p int) {
+	cfg := proto.ConsumerConfig(fmt.Sprintf("enricher-p%02d", p), proto.PartitionFilter(proto.StageRaw, "", p), e.cfg.AckWait, e.cfg.MaxAckPending)
+	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
+		cons, err := e.js.CreateOrUpdateConsumer(ctx, proto.StreamRaw, cfg)
+		if err == nil {
+			err = e.Work(ctx, p, cons)
+			if err == nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		e.log.Error("consuming partition failed, retrying", "partition", p, "err", err, "wait", wait)
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// worker is the state one partition reuses from message to message.
+type worker struct {
+	batch proto.Batch
+	join  *joiner
+	lb    *labels.Builder
+}
+
+// Work enriches the messages of one partition's consumer, one at a time
+// in stream order, until ctx ends; it then nacks the message it was on and
+// those the client library had buffered, in stream order, so that the next
+// reader of the partition gets them first and in order. It returns an
+// error only when the subscription failed.
+func (e *Enricher) Work(ctx context.Context, partition int, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(pullBatch, e.cfg.MaxAckPending)))
+	if err != nil {
+		return fmt.Errorf("partition %d: consume: %w", partition, err)
+	}
+	w := &worker{join: newJoiner(e.nodeRules, e.podRules), lb: labels.NewBuilder(labels.EmptyLabels())}
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			e.nakBuffered(it)
+			return nil
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			e.log.Warn("no heartbeat from NATS, pulling again", "partition", partition, "err", err)
+			continue
+		default:
+			it.Stop()
+			return fmt.Errorf("partition %d: next message: %w", partition, err)
+		}
+		if !e.handle(ctx, w, m) {
+			_ = m.Nak()
+			e.nakBuffered(it)
+			return nil
+		}
+	}
+}
+
+// nakBuffered nacks, in stream order, the messages the client library
+// received and Work did not take yet.
+func (e *Enricher) nakBuffered(it jetstream.MessagesContext) {
+	it.Drain()
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(drainWait))
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				it.Stop()
+			}
+			return
+		}
+		_ = m.Nak()
+	}
+}
+
+// handle enriches one message, publishes it and acks it. It reports false
+// when ctx ended before the message was settled.
+func (e *Enricher) handle(ctx context.Context, w *worker, m jetstream.Msg) bool {
+	subj, err := decode(m, &w.batch)
+	if err != nil {
+		return e.deadLetter(ctx, m, err)
+	}
+	cm := e.clusters[subj.Cluster]
+	w.join.begin(cm, subj.Cluster, subj.Node)
+	st := w.join.enrich(cm, &w.batch)
+	e.metrics.podUnknown.Add(float64(st.unknownPods))
+	e.filter(w, subj)
+	if len(w.batch.Series) == 0 {
+		e.metrics.messages.WithLabelValues(resultEmpty).Inc()
+		e.ack(m)
+		return true
+	}
+	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, w.batch.Series, e.maxChunk)
+	if err != nil {
+		return e.deadLetter(ctx, m, fmt.Errorf("encode enriched %s: %w", m.Subject(), err))
+	}
+	subj.Stage, subj.Partitioned, subj.Partition = proto.StageEnriched, false, 0
+	out := subj.String()
+	for i, c := range chunks {
+		msg := nats.NewMsg(out)
+		for name, values := range m.Headers() {
+			msg.Header[name] = slices.Clone(values)
+		}
+		msg.Header.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
+		msg.Header.Set(proto.HeaderSamples, fmt.Sprint(c.Samples))
+		if i > 0 {
+			// The enriched scrape outgrew one message: its extra parts get
+			// ids of their own, as stable as the first one's.
+			msg.Header.Set(proto.HeaderMsgID, fmt.Sprintf("%s.part%d", msg.Header.Get(proto.HeaderMsgID), i))
+		}
+		msg.Data = c.Payload
+		if err := e.publish(ctx, msg); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			return e.deadLetter(ctx, m, err)
+		}
+	}
+	e.metrics.series.Add(float64(len(w.batch.Series)))
+	e.metrics.messages.WithLabelValues(resultEnriched).Inc()
+	e.ack(m)
+	return true
+}
+
+// filter applies the relabel rules and the cardinality guard, removing the
+// series they drop from the batch.
+func (e *Enricher) filter(w *worker, subj proto.Subject) {
+	if len(e.relabel) == 0 && e.guard == nil {
+		return
+	}
+	var adm admission
+	if e.guard != nil {
+		subj.Partitioned, subj.Partition = false, 0
+		adm = e.guard.begin(subj.String())
+		defer adm.end()
+	}
+	kept, relabelDropped, guardDropped := w.batch.Series[:0], 0, 0
+	for _, s := range w.batch.Series {
+		if len(e.relabel) > 0 {
+			ls, keep := w.relabel(e.relabel, s.Labels)
+			if !keep {
+				relabelDropped++
+				continue
+			}
+			s.Labels = ls
+		}
+		if e.guard != nil && !adm.admit(s.Labels) {
+			guardDropped++
+			continue
+		}
+		kept = append(kept, s)
+	}
+	clear(w.batch.Series[len(kept):])
+	w.batch.Series = kept
+	if relabelDropped > 0 {
+		e.metrics.seriesDropped.WithLabelValues(reasonRelabel).Add(float64(relabelDropped))
+	}
+	if guardDropped > 0 {
+		e.metrics.seriesDropped.WithLabelValues(reasonCardinality).Add(float64(guardDropped))
+		if ok, suppressed := e.deadLog.allow(time.Now()); ok {
+			e.log.Warn("new series over the cardinality limit dropped", "target", subj.String(), "dropped", guardDropped,
+				"limit_per_minute", e.cfg.Cardinality.NewSeriesPerMinute, "suppressed", suppressed)
+		}
+	}
+}
+
+// relabel runs the rules on one series; the result lives in the arena.
+func (w *worker) relabel(rules []*relabel.Config, ls []prompb.Label) ([]prompb.Label, bool) {
+	w.lb.Reset(labels.EmptyLabels())
+	for _, l := range ls {
+		w.lb.Set(l.Name, l.Value)
+	}
+	if !relabel.ProcessBuilder(w.lb, rules...) {
+		return nil, false
+	}
+	res := w.lb.Labels()
+	if res.IsEmpty() {
+		return nil, false
+	}
+	j := w.join
+	start := len(j.arena)
+	res.Range(func(l labels.Label) { j.arena = append(j.arena, prompb.Label{Name: l.Name, Value: l.Value}) })
+	return j.arena[start:len(j.arena):len(j.arena)], true
+}
+
+// decode checks the subject and headers of m and decodes its payload.
+func decode(m jetstream.Msg, b *proto.Batch) (proto.Subject, error) {
+	subj, err := proto.ParseSubject(m.Subject())
+	if err != nil {
+		return subj, err
+	}
+	if subj.Stage != proto.StageRaw {
+		return subj, fmt.Errorf("%w: %q: not a raw subject", proto.ErrBadSubject, m.Subject())
+	}
+	meta, err := proto.ParseMeta(m.Headers())
+	if err != nil {
+		return subj, err
+	}
+	enc, err := proto.EncodingByName(meta.Encoding)
+	if err != nil {
+		return subj, err
+	}
+	if err := enc.Decode(m.Data(), b); err != nil {
+		return subj, fmt.Errorf("decode %s: %w", m.Subject(), err)
+	}
+	return subj, nil
+}
+
+// publish stores msg in JetStream, retrying with backoff until it is
+// acknowledged or ctx ends. A message over the server's limit is not
+// retried.
+func (e *Enricher) publish(ctx context.Context, msg *nats.Msg) error {
+	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
+		_, err := e.js.PublishMsg(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("publish %s: %w", msg.Subject, err)
+		}
+		e.metrics.publishRetries.Inc()
+		e.log.Warn("publish failed, retrying", "subject", msg.Subject, "err", err, "wait", wait)
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (e *Enricher) ack(m jetstream.Msg) {
+	if err := m.Ack(); err != nil {
+		// The server redelivers after AckWait; the republish has the same
+		// id and JetStream drops it as a duplicate.
+		e.log.Warn("ack failed", "subject", m.Subject(), "err", err)
+	}
+}
+
+// deadLetter publishes m to weir.dead.enricher with the reason and acks m
+// once JetStream stored it. It reports whether m was settled.
+func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, cause error) bool {
+	out := nats.NewMsg(proto.DeadSubject("enricher"))
+	for name, values := range m.Headers() {
+		out.Header[name] = slices.Clone(values)
+	}
+	out.Header.Set(proto.HeaderError, headerValue(cause.Error()))
+	out.Header.Set(proto.HeaderSubject, m.Subject())
+	if id := out.Header.Get(proto.HeaderMsgID); id != "" {
+		// Another stage may dead-letter the same id; name ours.
+		out.Header.Set(proto.HeaderMsgID, id+".enricher")
+	}
+	out.Data = m.Data()
+	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
+		_, err := e.js.PublishMsg(ctx, out)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if errors.Is(err, nats.ErrMaxPayload) && out.Data != nil {
+			out.Data = nil
+			out.Header.Set(proto.HeaderError, headerValue(cause.Error()+"; payload omitted: over max_payload"))
+			continue
+		}
+		e.log.Error("dead-letter publish failed, retrying", "err", err, "wait", wait)
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+	e.metrics.messages.WithLabelValues(resultDead).Inc()
+	if ok, suppressed := e.deadLog.allow(time.Now()); ok {
+		e.log.Warn("message dead-lettered", "subject", m.Subject(), "err", cause, "suppressed", suppressed)
+	}
+	e.ack(m)
+	return true
+}
+
+// headerValue makes an error text safe for a NATS header: one line, bounded.
+func headerValue(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	if len(s) > maxErrorHeader {
+		s = s[:maxErrorHeader]
+		for !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// throttle lets one log line through per interval and counts the rest.
+type throttle struct {
+	every      time.Duration
+	last       atomic.Int64
+	suppressed atomic.Int64
+}
+
+func (t *throttle) allow(now time.Time) (bool, int64) {
+	last := t.last.Load()
+	if now.UnixNano()-last < int64(t.every) || !t.last.CompareAndSwap(last, now.UnixNano()) {
+		t.suppressed.Add(1)
+		return false, 0
+	}
+	return true, t.suppressed.Swap(0)
+}
