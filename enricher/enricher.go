@@ -23,8 +23,12 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"k8s.io/client-go/metadata"
 
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
+
+// Durable names the partition consumers of WEIR_RAW: enricher-p00, ….
+const Durable = "enricher"
 
 // ErrClosed is returned by Run after Close.
 var ErrClosed = errors.New("enricher closed")
@@ -46,6 +50,12 @@ type Deps struct {
 	// Ready is called once the metadata of every cluster synced, or
 	// Config.SyncTimeout after Run started, whichever is first.
 	Ready func()
+	// Member names this replica among those sharing the partitions; the
+	// host name and process id by default.
+	Member string
+	// Heartbeat is how often this replica renews its membership; 0 is
+	// internal/partition's default.
+	Heartbeat time.Duration
 	// Now is the clock of the cardinality guard; nil is time.Now.
 	Now func() time.Time
 }
@@ -58,6 +68,8 @@ type Enricher struct {
 	log        *slog.Logger
 	js         jetstream.JetStream
 	partitions int
+	member     string
+	heartbeat  time.Duration
 	maxChunk   int
 	ready      func()
 	metrics    *metrics
@@ -77,6 +89,7 @@ type Enricher struct {
 // Timings and sizes not worth a configuration key.
 const (
 	drainWait      = 2 * time.Second
+	finishWait     = 5 * time.Second
 	headerRoom     = 4 << 10 // headers of an enriched message, left out of max_payload
 	maxErrorHeader = 1024
 	minBackoff     = 50 * time.Millisecond
@@ -118,6 +131,8 @@ func New(cfg Config, d Deps) (*Enricher, error) {
 		log:        log.With("stage", "enricher"),
 		js:         d.JS,
 		partitions: d.Partitions,
+		member:     d.Member,
+		heartbeat:  d.Heartbeat,
 		maxChunk:   max(maxPayload-headerRoom, maxPayload/2),
 		ready:      d.Ready,
 		guard:      newGuard(cfg.Cardinality, now),
@@ -257,32 +272,26 @@ func (e *Enricher) Close() error {
 	return nil
 }
 
-// consume runs one worker per partition of WEIR_RAW, each on its own
-// durable consumer, until ctx ends.
+// consume shares the partitions of WEIR_RAW with the other replicas
+// (internal/partition) and works each of ours until ctx ends. When NATS
+// fails it starts again after a backoff.
 func (e *Enricher) consume(ctx context.Context) {
-	var wg sync.WaitGroup
-	for p := range e.partitions {
-		wg.Go(func() { e.runPartition(ctx, p) })
+	cfg := partition.Config{
+		Stream:     proto.StreamRaw,
+		Stage:      proto.StageRaw,
+		Durable:    Durable,
+		Partitions: e.partitions,
+		Member:     e.member,
+		Heartbeat:  e.heartbeat,
+		Consumer:   proto.ConsumerConfig("", "", e.cfg.AckWait, e.cfg.MaxAckPending),
+		Log:        e.log,
 	}
-	wg.Wait()
-}
-
-// runPartition creates the durable consumer of one partition and works it,
-// again after a backoff when NATS fails, until ctx ends.
-func (e *Enricher) runPartition(ctx context.Context, p int) {
-	cfg := proto.ConsumerConfig(fmt.Sprintf("enricher-p%02d", p), proto.PartitionFilter(proto.StageRaw, "", p), e.cfg.AckWait, e.cfg.MaxAckPending)
 	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
-		cons, err := e.js.CreateOrUpdateConsumer(ctx, proto.StreamRaw, cfg)
-		if err == nil {
-			err = e.Work(ctx, p, cons)
-			if err == nil {
-				return
-			}
-		}
+		err := partition.Run(ctx, e.js, cfg, e.Work)
 		if ctx.Err() != nil {
 			return
 		}
-		e.log.Error("consuming partition failed, retrying", "partition", p, "err", err, "wait", wait)
+		e.log.Error("consuming failed, retrying", "err", err, "wait", wait)
 		if !sleep(ctx, wait) {
 			return
 		}
@@ -307,12 +316,18 @@ func (e *Enricher) Work(ctx context.Context, partition int, cons jetstream.Consu
 		return fmt.Errorf("partition %d: consume: %w", partition, err)
 	}
 	w := &worker{join: newJoiner(e.nodeRules, e.podRules), lb: labels.NewBuilder(labels.EmptyLabels())}
+	// Messages in hand are finished for up to finishWait after ctx ends, so
+	// that the replica taking the partition over starts at once instead of
+	// after their ack wait.
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(finishWait, hcancel) })()
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
-			e.nakBuffered(it)
+			e.finishBuffered(hctx, w, it)
 			return nil
 		case errors.Is(err, jetstream.ErrNoHeartbeat):
 			e.log.Warn("no heartbeat from NATS, pulling again", "partition", partition, "err", err)
@@ -321,7 +336,7 @@ func (e *Enricher) Work(ctx context.Context, partition int, cons jetstream.Consu
 			it.Stop()
 			return fmt.Errorf("partition %d: next message: %w", partition, err)
 		}
-		if !e.handle(ctx, w, m) {
+		if !e.handle(hctx, w, m) {
 			_ = m.Nak()
 			e.nakBuffered(it)
 			return nil
@@ -342,6 +357,25 @@ func (e *Enricher) nakBuffered(it jetstream.MessagesContext) {
 			return
 		}
 		_ = m.Nak()
+	}
+}
+
+// finishBuffered stops pulling and enriches the messages the client
+// library already received while ctx lasts; what it cannot finish it
+// nacks, in stream order.
+func (e *Enricher) finishBuffered(ctx context.Context, w *worker, it jetstream.MessagesContext) {
+	it.Drain()
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(drainWait))
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				it.Stop()
+			}
+			return
+		}
+		if ctx.Err() != nil || !e.handle(ctx, w, m) {
+			_ = m.Nak()
+		}
 	}
 }
 

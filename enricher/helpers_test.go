@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -71,7 +72,7 @@ func object(apiVersion, kind, namespace, name string, lbls map[string]string, ow
 		TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind},
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: namespace, Name: name, Labels: lbls,
-			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 512)},
+			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 512)},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}},
 		},
 	}
@@ -157,4 +158,23 @@ func gaugeValue(t testing.TB, g interface{ Write(*dto.Metric) error }) float64 {
 		return m.Gauge.GetValue()
 	}
 	return m.Counter.GetValue()
+}
+
+// metricValue is the value of an unlabelled counter or gauge in reg.
+func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			if c := mf.Metric[0].Counter; c != nil {
+				return c.GetValue()
+			}
+			return mf.Metric[0].Gauge.GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
