@@ -167,11 +167,11 @@ func (j *joiner) merge(scraped, extra []prompb.Label) []prompb.Label {
 	start := len(j.arena)
 	i, k := 0, 0
 	for i < len(scraped) && k < len(extra) {
-		switch {
-		case scraped[i].Name < extra[k].Name:
+		switch c := strings.Compare(scraped[i].Name, extra[k].Name); {
+		case c < 0:
 			j.arena = append(j.arena, scraped[i])
 			i++
-		case scraped[i].Name > extra[k].Name:
+		case c > 0:
 			j.arena = append(j.arena, extra[k])
 			k++
 		default:
