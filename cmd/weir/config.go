@@ -28,6 +28,7 @@ type fileConfig struct {
 	NATS          natsConfig          `yaml:"nats"`
 	Streams       proto.StreamsConfig `yaml:"streams"`
 	Collector     collectorSection    `yaml:"collector"`
+	Enricher      enricherSection     `yaml:"enricher"`
 	Sinks         []sinkSection       `yaml:"sinks"`
 }
 
@@ -67,6 +68,7 @@ func defaultConfig() fileConfig {
 		NATS:          natsConfig{URL: "nats://127.0.0.1:4222", Embedded: embeddedConfig{Host: "127.0.0.1", Port: 4222}},
 		Streams:       proto.DefaultStreamsConfig(),
 		Collector:     collectorSection{ListenAddress: ":9470", Config: collector.DefaultConfig()},
+		Enricher:      defaultEnricherSection(),
 	}
 }
 
@@ -96,6 +98,7 @@ func (c *fileConfig) Validate() error {
 	if len(c.Collector.Targets) > 0 {
 		errs = append(errs, c.Collector.Validate())
 	}
+	errs = append(errs, c.Enricher.Validate())
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
 		if names[s.Name] {

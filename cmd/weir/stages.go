@@ -134,6 +134,9 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	} else {
 		p.log.Warn("no collector targets configured; running without a collector")
 	}
+	if err := p.addEnricher(); err != nil {
+		return nil, err
+	}
 	for _, s := range cfg.Sinks {
 		if err := p.addSink(s.Config); err != nil {
 			return nil, err
