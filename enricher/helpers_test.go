@@ -178,3 +178,5 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+func newBuilder() *labels.Builder { return labels.NewBuilder(labels.EmptyLabels()) }
