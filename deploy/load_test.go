@@ -45,11 +45,11 @@ var strictCodec = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, schem
 // customKinds are the custom resources the manifests use, checked by
 // checkCustom since client-go has no types for them.
 var customKinds = map[schema.GroupVersionKind]bool{
-	{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}:            true,
-	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}:      true,
-	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}:  true,
-	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}:  true,
-	{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"}:   true,
+	{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}:           true,
+	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}:     true,
+	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}: true,
+	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: true,
+	{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"}:  true,
 }
 
 // decodeDocs splits a multi-document YAML stream and decodes every

@@ -96,11 +96,11 @@ func TestRBAC(t *testing.T) {
 	inNS := func(q request) request { q.namespace = "weir"; return q }
 
 	tests := []struct {
-		sa         string
+		sa          string
 		may, mayNot []request
 	}{
 		{
-			sa: "weir-collector",
+			sa:  "weir-collector",
 			may: []request{core("get", "nodes"), core("get", "nodes/metrics"), core("get", "nodes/stats"), core("get", "nodes/proxy")},
 			mayNot: []request{core("list", "pods"), inNS(core("list", "pods")), core("list", "nodes"), core("watch", "nodes"),
 				inNS(core("get", "secrets")), core("update", "nodes"), core("create", "nodes/proxy"), core("get", "pods/log"),
