@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -585,7 +586,7 @@ func checkScaledObjectTarget(t *testing.T, u *unstructured.Unstructured, idx map
 	}
 	want := map[string]bool{}
 	for p := range cfg.Streams.Partitions {
-		want[fmt.Sprintf("%s-p%02d", stage, p)] = true
+		want[partition.ConsumerName(stage, p)] = true
 	}
 	if !maps.Equal(consumers, want) {
 		t.Errorf("ScaledObject %s: consumers %v, want one per partition %v", u.GetName(), slices.Sorted(maps.Keys(consumers)), slices.Sorted(maps.Keys(want)))
