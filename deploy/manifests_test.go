@@ -129,9 +129,10 @@ func TestOverlays(t *testing.T) {
 			hasNot: []string{"DaemonSet/weir-collector", "ClusterRole/weir-collector"},
 		},
 		"overlays/edge": {
-			has: []string{"DaemonSet/weir-collector", "StatefulSet/nats", "Service/nats", "Secret/weir-nats-hub", "PodMonitor/weir"},
+			has: []string{"DaemonSet/weir-collector", "StatefulSet/nats", "Service/nats", "Secret/weir-nats-hub", "PodMonitor/weir",
+				"ServiceAccount/weir-hub-enricher", "ClusterRole/weir-enricher"},
 			hasNot: []string{"Deployment/weir-enricher", "Deployment/weir-router", "Deployment/weir-sink-prometheus",
-				"Deployment/weir-alerter", "ScaledObject/weir-router", "ClusterRole/weir-enricher", "Service/nats-headless"},
+				"Deployment/weir-alerter", "ScaledObject/weir-router", "Service/nats-headless"},
 		},
 	}
 	for _, dir := range overlays {

@@ -116,18 +116,27 @@ func TestRBAC(t *testing.T) {
 				apps("patch", "deployments")},
 		},
 	}
-	for _, tt := range tests {
-		for _, q := range tt.may {
-			if !r.allowed("weir", tt.sa, q) {
-				t.Errorf("%s cannot %s, which it needs", tt.sa, q)
+	check := func(r *rbac, sa string, may, mayNot []request) {
+		t.Helper()
+		for _, q := range may {
+			if !r.allowed("weir", sa, q) {
+				t.Errorf("%s cannot %s, which it needs", sa, q)
 			}
 		}
-		for _, q := range tt.mayNot {
-			if r.allowed("weir", tt.sa, q) {
-				t.Errorf("%s can %s, which it must not", tt.sa, q)
+		for _, q := range mayNot {
+			if r.allowed("weir", sa, q) {
+				t.Errorf("%s can %s, which it must not", sa, q)
 			}
 		}
 	}
+	for _, tt := range tests {
+		check(r, tt.sa, tt.may, tt.mayNot)
+	}
+	// On an edge, the hub's enricher reads the API with the same rights as
+	// a local enricher, and the collector keeps its own.
+	edge := newRBAC(build(t, "overlays/edge"))
+	check(edge, "weir-hub-enricher", tests[1].may, tests[1].mayNot)
+	check(edge, "weir-collector", tests[0].may, tests[0].mayNot)
 
 	// The router, sinks and alerter never talk to the Kubernetes API: no
 	// binding, and no token mounted to steal.
