@@ -120,6 +120,12 @@ func (s *sender) publish(ctx context.Context, sc *buffer.Scrape) error {
 		clear(pending) // drop the futures and their payloads until the next scrape
 		s.pending = pending[:0]
 	}()
+	// While the client reconnects, a publish would wait in its reconnect
+	// buffer, outside this buffer's limits, and reach the stream later
+	// even if this scrape has been dropped meanwhile: fail it instead.
+	if c, ok := s.pub.(interface{ Conn() *nats.Conn }); ok && c.Conn() != nil && !c.Conn().IsConnected() {
+		return fmt.Errorf("publish %s: %w", s.subjectText, errNotConnected)
+	}
 	var errs []error
 	for i, c := range sc.Chunks {
 		msg := nats.NewMsg(s.subjectText)
@@ -159,6 +165,9 @@ func (s *sender) publish(ctx context.Context, sc *buffer.Scrape) error {
 	}
 	return errors.Join(errs...)
 }
+
+// errNotConnected is wrapped when the NATS connection is down.
+var errNotConnected = errors.New("not connected to NATS")
 
 // errAckTimeout is wrapped when JetStream did not ack within publish_timeout.
 var errAckTimeout = errors.New("no ack")

@@ -79,10 +79,13 @@ type entry struct {
 	q       *queue
 	size    int64
 	samples int
-	scrape  *Scrape // nil while only in the spool
-	path    string  // its spool file, if it has one
-	where   *list.Element
-	inQueue *list.Element
+	scrape  *Scrape       // nil while only in the spool
+	path    string        // its spool file, if it has one
+	onDisk  bool          // in the spool list rather than the memory list
+	where   *list.Element // in the memory or spool list; nil once out of both
+	inQueue *list.Element // nil while taken
+	taken   bool          // being published
+	gone    bool          // dropped while taken
 }
 
 type queue struct {
@@ -152,7 +155,7 @@ func (b *Buffer) restore() error {
 			continue
 		}
 		b.seq = max(b.seq, f.seq)
-		e := &entry{seq: f.seq, q: b.queue(s.Subject), size: size, samples: s.Samples(), path: path}
+		e := &entry{seq: f.seq, q: b.queue(s.Subject), size: size, samples: s.Samples(), path: path, onDisk: true}
 		e.inQueue = e.q.entries.PushBack(e)
 		e.where = b.disk.PushBack(e)
 		b.diskBytes += size
@@ -245,7 +248,8 @@ func (b *Buffer) enforce(now time.Time) {
 	}
 }
 
-// spill writes e to the spool and moves it there, or reports false.
+// spill writes e, held in memory, to the spool and moves it there, or
+// reports false. b.mu is held.
 func (b *Buffer) spill(e *entry) bool {
 	path := b.spoolPath(e.seq)
 	size, err := writeRecord(path, e.scrape)
@@ -255,7 +259,7 @@ func (b *Buffer) spill(e *entry) bool {
 	}
 	b.mem.Remove(e.where)
 	b.memBytes -= e.size
-	e.path, e.size, e.scrape = path, size, nil
+	e.path, e.size, e.scrape, e.onDisk = path, size, nil, true
 	e.where = insertBySeq(&b.disk, e)
 	b.diskBytes += e.size
 	return true
@@ -281,32 +285,46 @@ func writeRecord(path string, s *Scrape) (int64, error) {
 	return int64(len(data)), nil
 }
 
-// drop removes e for good and counts it. b.mu is held.
+// drop removes e for good and counts it. A scrape being published is
+// only marked: it is counted as dropped if the attempt fails, and not if
+// it succeeds, since then it did arrive. b.mu is held.
 func (b *Buffer) drop(e *entry, now time.Time) {
-	b.unlink(e)
+	b.unlist(e)
 	if e.path != "" {
 		_ = os.Remove(e.path)
 	}
+	if e.taken {
+		e.gone = true
+		return
+	}
+	e.q.entries.Remove(e.inQueue)
+	b.countDrop(e, now)
+}
+
+func (b *Buffer) countDrop(e *entry, now time.Time) {
 	if b.hooks.Dropped != nil {
 		b.hooks.Dropped(e.q.subject, e.samples)
 	}
 	b.drops.add(now, e.samples, b.cfg)
 }
 
-// unlink takes e out of its queue and its list. b.mu is held.
-func (b *Buffer) unlink(e *entry) {
-	e.q.entries.Remove(e.inQueue)
-	if e.scrape != nil {
-		b.mem.Remove(e.where)
-		b.memBytes -= e.size
-	} else {
+// unlist takes e out of the memory or spool list, and out of the limits.
+// b.mu is held.
+func (b *Buffer) unlist(e *entry) {
+	if e.where == nil {
+		return
+	}
+	if e.onDisk {
 		b.disk.Remove(e.where)
 		b.diskBytes -= e.size
+	} else {
+		b.mem.Remove(e.where)
+		b.memBytes -= e.size
 	}
+	e.where = nil
 }
 
-// insertBySeq keeps l ordered by sequence: a requeued scrape goes back
-// before the newer ones.
+// insertBySeq keeps l ordered by sequence.
 func insertBySeq(l *list.List, e *entry) *list.Element {
 	for el := l.Back(); el != nil; el = el.Prev() {
 		if el.Value.(*entry).seq < e.seq {
@@ -324,7 +342,8 @@ type Pending struct {
 }
 
 // Next takes the oldest scrape of subject, waiting for one until ctx ends.
-// While taken, the scrape counts against no limit; the caller holds it.
+// A taken scrape still counts against the limits, and if it becomes the
+// oldest to drop while it is being published, a failed attempt drops it.
 func (b *Buffer) Next(ctx context.Context, subject string) (*Pending, error) {
 	b.mu.Lock()
 	q := b.queue(subject)
@@ -354,55 +373,55 @@ func (b *Buffer) take(q *queue) (*Pending, error) {
 			return nil, nil
 		}
 		e := front.Value.(*entry)
-		b.unlink(e)
+		q.entries.Remove(front)
+		e.inQueue = nil
 		s := e.scrape
-		if s == nil {
+		if e.onDisk {
 			var err error
 			if s, _, err = readRecord(e.path); err != nil {
 				b.log.Error("spool: skipping a record that does not decode", "file", e.path, "err", err)
+				b.unlist(e)
 				_ = os.Remove(e.path)
 				continue
 			}
 		}
+		e.taken = true
 		return &Pending{Scrape: s, e: e}, nil
 	}
 }
 
 // Done forgets a published scrape and removes its spool file.
 func (b *Buffer) Done(p *Pending) {
-	if p.e.path != "" {
-		_ = os.Remove(p.e.path)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := p.e
+	e.taken = false
+	b.unlist(e)
+	if e.path != "" {
+		_ = os.Remove(e.path)
 	}
 }
 
 // Requeue puts a scrape that was not published back at the head of its
-// queue, where it counts against the limits again and may be the next to
-// be dropped.
+// queue, or drops it if it became the oldest to drop meanwhile.
 func (b *Buffer) Requeue(p *Pending) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := p.e
+	e.taken = false
+	if e.gone {
+		b.countDrop(e, time.Now())
+		return
+	}
 	if b.closed {
 		// Close has flushed the spool; write this one too so that a
 		// restart still has it.
-		if e.path == "" && b.cfg.SpoolDir != "" {
-			if _, err := writeRecord(b.spoolPath(e.seq), p.Scrape); err != nil {
-				b.log.Error("spool: cannot write a scrape at exit; it is lost", "subject", e.q.subject, "err", err)
-			}
+		if !e.onDisk && b.cfg.SpoolDir != "" && !b.spill(e) {
+			b.log.Error("spool: cannot write a scrape at exit; it is lost", "subject", e.q.subject)
 		}
 		return
 	}
 	e.inQueue = e.q.entries.PushFront(e)
-	if e.path != "" {
-		e.scrape = nil // it is in the spool: no need to hold it twice
-		e.where = insertBySeq(&b.disk, e)
-		b.diskBytes += e.size
-	} else {
-		e.scrape = p.Scrape
-		e.where = insertBySeq(&b.mem, e)
-		b.memBytes += e.size
-	}
-	b.enforce(time.Now())
 	wake(e.q)
 }
 
@@ -412,7 +431,7 @@ type Stats struct {
 	SpoolBytes, SpoolScrapes   int64
 }
 
-// Stats reports what the buffer holds, scrapes being published excluded.
+// Stats reports what the buffer holds, scrapes being published included.
 func (b *Buffer) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -446,7 +465,7 @@ func (b *Buffer) Close() error {
 		e := b.mem.Front().Value.(*entry)
 		if !b.spill(e) {
 			errs = append(errs, fmt.Errorf("buffer: spool %s: cannot write scrape %d of %s", b.cfg.SpoolDir, e.seq, e.q.subject))
-			b.unlink(e)
+			b.unlist(e)
 		}
 	}
 	b.enforce(time.Now())
