@@ -56,8 +56,11 @@ var (
 
 func mustZstdEncoder() *zstd.Encoder {
 	// A payload is at most a message (1 MiB by default): a larger window
-	// would only cost memory. Concurrency 1 keeps one encoder's tables;
-	// EncodeAll blocks callers briefly rather than growing a pool per CPU.
+	// would only cost memory. At most two encoders' tables exist however
+	// many targets encode at once: a collector's memory goal (32 MiB)
+	// matters more than encoding three scrapes in parallel. SpeedFastest
+	// was chosen by BenchmarkEncoding: 5.5 bytes/sample against 5.1 for
+	// SpeedDefault, at about 20% less CPU.
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(2),
