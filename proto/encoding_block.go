@@ -117,13 +117,29 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 	clear(s.refs)
 	s.symbols, s.names, s.values, s.floats = s.symbols[:0], s.names[:0], s.values[:0], s.floats[:0]
 
-	nSamples := 0
+	// Neighbouring series mostly share label names and many values (same
+	// metric, same pod): reusing the previous series' ref at the same
+	// position skips most map lookups.
+	var prev []prompb.Label
+	prevRefs := 0
 	for i := range b.Series {
-		for _, l := range b.Series[i].Labels {
-			s.names = append(s.names, s.symbol(l.Name))
-			s.values = append(s.values, s.symbol(l.Value))
+		ls := b.Series[i].Labels
+		for j, l := range ls {
+			var name, value uint32
+			if j < len(prev) && prev[j].Name == l.Name {
+				name = s.names[prevRefs+j]
+			} else {
+				name = s.symbol(l.Name)
+			}
+			if j < len(prev) && prev[j].Value == l.Value {
+				value = s.values[prevRefs+j]
+			} else {
+				value = s.symbol(l.Value)
+			}
+			s.names = append(s.names, name)
+			s.values = append(s.values, value)
 		}
-		nSamples += len(b.Series[i].Samples)
+		prev, prevRefs = ls, len(s.names)-len(ls)
 	}
 
 	raw := append(s.raw[:0], blockVersion)
