@@ -71,6 +71,8 @@ type Buffer struct {
 	memBytes  int64
 	diskBytes int64
 	drops     dropLog
+	// spoolErrLogged throttles the log of failed spool writes.
+	spoolErrLogged time.Time
 }
 
 // entry is a scrape waiting in a queue, in memory or in the spool.
@@ -254,7 +256,11 @@ func (b *Buffer) spill(e *entry) bool {
 	path := b.spoolPath(e.seq)
 	size, err := writeRecord(path, e.scrape)
 	if err != nil {
-		b.log.Error("spool: cannot write a scrape; dropping it", "file", path, "err", err)
+		// A full or read-only disk fails every write: log it now and then.
+		if now := time.Now(); now.Sub(b.spoolErrLogged) >= dropLogEvery {
+			b.spoolErrLogged = now
+			b.log.Error("spool: cannot write a scrape; dropping it", "file", path, "err", err)
+		}
 		return false
 	}
 	b.mem.Remove(e.where)

@@ -254,3 +254,32 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolWriteFailureDrops removes the spool directory under the buffer,
+// as a lost volume would: the scrapes that cannot be spooled are dropped
+// and counted, and the buffer goes on.
+func TestSpoolWriteFailureDrops(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	size := scrape(subjectOf("a"), 1, 1000).Size()
+	dropped := 0
+	b, err := Open(Config{MaxBytes: 2 * size, SpoolDir: dir, SpoolMaxBytes: 1 << 20}, nil, Hooks{Dropped: func(string, int) { dropped++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	a := subjectOf("a")
+	for m := int64(1); m <= 5; m++ {
+		b.Push(scrape(a, m, 1000))
+	}
+	if dropped != 3 {
+		t.Fatalf("dropped %d, want the 3 that could not be spooled", dropped)
+	}
+	if got := drain(t, b, a); !equal(got, millis(4, 5)) {
+		t.Fatalf("kept %v, want the newest two", got)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close with nothing left to spool: %v", err)
+	}
+}
