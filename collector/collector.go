@@ -25,6 +25,10 @@ import (
 // headers are taken off the message limit.
 const minPayloadBytes = 512
 
+// drainTimeout bounds how long a stopping collector keeps publishing what
+// its buffer holds; what is left then goes to the spool, if any.
+const drainTimeout = 5 * time.Second
+
 // logEvery is how often a target that keeps failing is logged again.
 const logEvery = time.Minute
 
@@ -168,15 +172,23 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	c.metrics.buffer.Store(buf)
 
-	var wg sync.WaitGroup
+	// The senders outlive the loops: once the loops stopped scraping, they
+	// publish what is still buffered while NATS takes it, for at most
+	// drainTimeout, then stop.
+	publishCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublishing()
+	var loops, senders sync.WaitGroup
 	for _, s := range c.senders(buf) {
-		wg.Go(func() { s.run(ctx) })
+		senders.Go(func() { s.run(ctx, publishCtx) })
 	}
 	for _, l := range c.loops {
 		l.buf = buf
-		wg.Go(func() { l.run(ctx) })
+		loops.Go(func() { l.run(ctx) })
 	}
-	wg.Wait()
+	loops.Wait()
+	drain := time.AfterFunc(drainTimeout, stopPublishing)
+	senders.Wait()
+	drain.Stop()
 	// Every sender has put back what it held: the spool gets it all.
 	if err := buf.Close(); err != nil {
 		c.log.Error("collector: spool at exit", "err", err)

@@ -67,6 +67,8 @@
 //     {where="memory"|"spool"} show what waits. A spool file that does not
 //     decode (truncated, damaged) is logged and removed, never fatal. A
 //     crash (not a shutdown) loses what was only in memory.
-//   - Run returns only after every loop and sender has ended and the
-//     buffer has been spooled.
+//   - Stopping, the loops stop scraping first; the senders then publish
+//     what is still buffered while NATS takes it, for at most 5 s, and
+//     what is left goes to the spool (or is lost, logged, without one).
+//     Run returns only after every loop and sender has ended.
 package collector

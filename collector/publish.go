@@ -71,19 +71,23 @@ func (c *Collector) senders(buf *buffer.Buffer) []*sender {
 	return out
 }
 
-// run publishes until ctx ends. A scrape taken when ctx ends goes back to
+// run publishes until ctx ends; then, stopping, it goes on publishing what
+// the buffer still holds for the subject until the buffer is empty, a
+// publish fails, or publishCtx ends. A scrape not published goes back to
 // the buffer, which spools it at Close if it can.
-func (s *sender) run(ctx context.Context) {
+func (s *sender) run(ctx, publishCtx context.Context) {
 	wait := firstRetryWait
 	for {
+		// Next returns what is queued even once ctx ended, and waits for
+		// more only while it has not.
 		p, err := s.buf.Next(ctx, s.subjectText)
 		if err != nil {
-			return // ctx ended or the buffer closed
+			return // stopping with nothing left, or the buffer closed
 		}
-		if err := s.publish(ctx, p.Scrape); err != nil {
+		if err := s.publish(publishCtx, p.Scrape); err != nil {
 			s.buf.Requeue(p)
 			if ctx.Err() != nil {
-				return
+				return // stopping: no retries
 			}
 			s.metrics.publishFailures.Inc()
 			s.log.failed(time.Now(), err, "retry_in", wait)

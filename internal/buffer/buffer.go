@@ -348,6 +348,8 @@ type Pending struct {
 }
 
 // Next takes the oldest scrape of subject, waiting for one until ctx ends.
+// Once ctx has ended it still returns what is queued, without waiting, so
+// that a stopping sender can drain its queue.
 // A taken scrape still counts against the limits, and if it becomes the
 // oldest to drop while it is being published, a failed attempt drops it.
 func (b *Buffer) Next(ctx context.Context, subject string) (*Pending, error) {
