@@ -251,3 +251,44 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 		t.Fatalf("%d spool files left after publishing", len(left))
 	}
 }
+
+// gatedPublisher holds every publish until its gate opens, so that scrapes
+// pile up in the buffer while NATS itself is fine.
+type gatedPublisher struct {
+	js   jetstream.JetStream
+	gate chan struct{}
+}
+
+func (g gatedPublisher) PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	<-g.gate
+	return g.js.PublishMsgAsync(msg, opts...)
+}
+
+// TestStopDrainsTheBuffer stops a collector while scrapes wait to be
+// published: it publishes them before Run returns, none is lost.
+func TestStopDrainsTheBuffer(t *testing.T) {
+	nc, js := startJetStream(t)
+	interval := 100 * time.Millisecond
+	cfg, subject := bufferConfig(t, interval, 16<<20, "")
+	reg := prometheus.NewRegistry()
+	d := newDeps(t, nc, js, reg, nil)
+	gate := make(chan struct{})
+	d.JS = gatedPublisher{js: js, gate: gate}
+	_, stop := startCollector(t, cfg, d)
+	waitUntil(t, "buffered scrapes", func() bool {
+		return bufferGauge(t, reg, "weir_collector_buffer_scrapes", "memory") >= 4
+	})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stop()
+	}()
+	close(gate)
+	<-stopped
+	scraped := metricValue(t, reg, "weir_collector_scrapes_total", map[string]string{"source": "probes"})
+	millis := storedMillis(t, js, subject)
+	if float64(len(millis)) != scraped {
+		t.Fatalf("%d scrapes stored, %v scraped", len(millis), scraped)
+	}
+	checkContiguous(t, millis, interval)
+}
