@@ -137,6 +137,10 @@ func (b *Buffer) restore() error {
 	var files []file
 	for _, de := range des {
 		name := de.Name()
+		if de.Type().IsRegular() && strings.HasSuffix(name, spoolExt+".tmp") {
+			_ = os.Remove(filepath.Join(b.cfg.SpoolDir, name)) // a write a crash cut short
+			continue
+		}
 		if !de.Type().IsRegular() || !strings.HasSuffix(name, spoolExt) {
 			continue
 		}

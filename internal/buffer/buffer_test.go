@@ -219,6 +219,10 @@ func TestCorruptSpoolIsSkipped(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not mine"), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	halfWritten := filepath.Join(dir, "00000000000000000099"+spoolExt+".tmp")
+	if err := os.WriteFile(halfWritten, []byte(recordMagic), 0o640); err != nil {
+		t.Fatal(err)
+	}
 
 	var logs strings.Builder
 	b2, err := Open(cfg, slog.New(slog.NewTextHandler(&logs, nil)), Hooks{})
@@ -236,6 +240,9 @@ func TestCorruptSpoolIsSkipped(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
 		t.Errorf("a file that is not a record was touched: %v", err)
+	}
+	if _, err := os.Stat(halfWritten); !os.IsNotExist(err) {
+		t.Errorf("a write cut short by a crash was left behind: %v", err)
 	}
 }
 
