@@ -257,6 +257,11 @@ type weirFile struct {
 	Sinks []struct {
 		Name string `json:"name"`
 	} `json:"sinks"`
+	Collector struct {
+		Buffer struct {
+			SpoolDir string `json:"spool_dir"`
+		} `json:"buffer"`
+	} `json:"collector"`
 }
 
 func weirConfig(t *testing.T, idx map[string]object) weirFile {
@@ -331,7 +336,7 @@ func checkAll(t *testing.T, objs []object) {
 		}
 	}
 	if ds, ok := idx["DaemonSet/weir-collector"]; ok {
-		checkCollector(t, ds.typed.(*appsv1.DaemonSet))
+		checkCollector(t, ds.typed.(*appsv1.DaemonSet), weirConfig(t, idx))
 	}
 }
 
@@ -640,9 +645,15 @@ func checkRunbooks(t *testing.T, u *unstructured.Unstructured) {
 	}
 }
 
-func checkCollector(t *testing.T, ds *appsv1.DaemonSet) {
+func checkCollector(t *testing.T, ds *appsv1.DaemonSet, cfg weirFile) {
 	t.Helper()
 	spec := ds.Spec.Template.Spec
+	// The root filesystem is read-only: the spool needs a writable volume.
+	if dir := cfg.Collector.Buffer.SpoolDir; dir != "" && !slices.ContainsFunc(spec.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath == dir && !m.ReadOnly
+	}) {
+		t.Errorf("collector.buffer.spool_dir %s is not a writable volume of the collector", dir)
+	}
 	env := map[string]string{}
 	for _, e := range spec.Containers[0].Env {
 		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
