@@ -5,8 +5,9 @@
 # (the build stage runs on the build machine and cross-compiles).
 
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
+# Set by BuildKit from --platform (the target, not the build machine).
+ARG TARGETOS
+ARG TARGETARCH
 ARG VERSION=dev
 WORKDIR /src
 ENV GOTOOLCHAIN=local CGO_ENABLED=0
@@ -16,7 +17,7 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} \
     go build -trimpath -buildvcs=false \
       -ldflags="-s -w -X main.version=${VERSION}" \
       -o /out/weir ./cmd/weir
@@ -26,6 +27,9 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/weir /usr/local/bin/weir
 USER 65532:65532
+# `weir all` keeps its JetStream store in ./data: the home of nonroot is
+# writable (mount a volume there to keep it).
+WORKDIR /home/nonroot
 # collector, sink, process (weir all), enricher, router, alerter
 EXPOSE 9469 9470 9471 9472 9473 9474
 ENTRYPOINT ["/usr/local/bin/weir"]
