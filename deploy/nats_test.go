@@ -61,7 +61,7 @@ func startNATS(t *testing.T, opts *server.Options) *server.Server {
 		t.Fatal(err)
 	}
 	if os.Getenv("DEBUG_NATS") != "" {
-		s.SetLogger(tlog{t, opts.ServerName + fmt.Sprint(opts.Port)}, os.Getenv("DEBUG_NATS") == "2", false)
+		s.SetLogger(tlog{t, opts.ServerName}, os.Getenv("DEBUG_NATS") == "2", false)
 	}
 	s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -149,9 +149,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 // TestEdgeLeafForwardsAfterOutage runs the edge overlay's leaf server and
 // the hub overlay's server from their own nats.conf files, linked by the
 // leaf connection: the edge's WEIR_RAW stores what its collectors publish,
-// the hub's WEIR_RAW sources it from the edge's JetStream domain. The hub
-// goes away for a while, the edge keeps accepting scrapes, and once the hub
-// is back it holds every one, once, in the order they were published.
+// the hub's WEIR_RAW sources it from the edge's JetStream domain. The link
+// is cut for a while, the edge keeps accepting scrapes, and once the link
+// is back the hub holds every one, once, in the order they were published.
 func TestEdgeLeafForwardsAfterOutage(t *testing.T) {
 	setPasswords(t)
 	const edgeDomain = "edge-test"
