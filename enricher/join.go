@@ -118,7 +118,11 @@ func podOf(ls []prompb.Label) (namespace, pod string) {
 	var podName string
 scan:
 	for i := range ls {
-		switch n := ls[i].Name; {
+		n := ls[i].Name
+		if n == "" || n[0] < 'n' { // most cAdvisor labels: no string comparison
+			continue
+		}
+		switch {
 		case n == "namespace":
 			namespace = ls[i].Value
 		case n == "pod":
@@ -167,7 +171,7 @@ func (j *joiner) merge(scraped, extra []prompb.Label) []prompb.Label {
 	start := len(j.arena)
 	i, k := 0, 0
 	for i < len(scraped) && k < len(extra) {
-		switch c := strings.Compare(scraped[i].Name, extra[k].Name); {
+		switch c := compareNames(scraped[i].Name, extra[k].Name); {
 		case c < 0:
 			j.arena = append(j.arena, scraped[i])
 			i++
@@ -209,6 +213,18 @@ func (j *joiner) mergeConflict(scraped, extra []prompb.Label) []prompb.Label {
 	out := j.arena[start:len(j.arena):len(j.arena)]
 	sortLabels(out)
 	return out
+}
+
+// compareNames is strings.Compare with a shortcut: label names mostly
+// differ in their first byte.
+func compareNames(a, b string) int {
+	if a != "" && b != "" && a[0] != b[0] {
+		if a[0] < b[0] {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a, b)
 }
 
 func sortLabels(ls []prompb.Label) {
