@@ -508,4 +508,3 @@ func decode(m jetstream.Msg, b *proto.Batch) (proto.Subject, error) {
 	}
 	return subj, nil
 }
-
