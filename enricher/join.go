@@ -112,25 +112,25 @@ func (j *joiner) enrich(meta *clusterMeta, b *proto.Batch) joinStats {
 }
 
 // podOf finds the namespace and pod of a series: "pod", or "pod_name" as
-// cAdvisor named it before Kubernetes 1.16. Labels are sorted, so the scan
-// stops once it is past "pod_name".
+// cAdvisor named it before Kubernetes 1.16. It looks at the length of a
+// name before its bytes: the bytes of most names are elsewhere in memory,
+// and this scan runs for every series.
 func podOf(ls []prompb.Label) (namespace, pod string) {
 	var podName string
-scan:
 	for i := range ls {
-		n := ls[i].Name
-		if n == "" || n[0] < 'n' { // most cAdvisor labels: no string comparison
-			continue
-		}
-		switch {
-		case n == "namespace":
-			namespace = ls[i].Value
-		case n == "pod":
-			pod = ls[i].Value
-		case n == "pod_name":
-			podName = ls[i].Value
-		case n > "pod_name":
-			break scan
+		switch n := ls[i].Name; len(n) {
+		case len("namespace"):
+			if n == "namespace" {
+				namespace = ls[i].Value
+			}
+		case len("pod"):
+			if n == "pod" {
+				pod = ls[i].Value
+			}
+		case len("pod_name"):
+			if n == "pod_name" {
+				podName = ls[i].Value
+			}
 		}
 	}
 	if pod == "" {
