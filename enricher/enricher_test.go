@@ -289,3 +289,46 @@ func TestEnrichesRealCaptureThroughJetStream(t *testing.T) {
 		t.Error("pods of the capture missing from the cache were not counted")
 	}
 }
+
+// A scrape that outgrows the message limit once enriched is split; every
+// part has a stable id of its own and together they hold every series.
+func TestEnrichedScrapeOverTheLimitIsSplit(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	setupStreams(t, js)
+	capture := captureBatch(t, fixtures.Cadvisor135)
+	subj := proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "datagen-1-35", Source: proto.SourceCadvisor}
+	ids := publishScrape(t, js, subj, 1_700_000_000_000, capture.Series, 4<<20)
+	if len(ids) != 1 {
+		t.Fatalf("capture published in %d messages, want 1", len(ids))
+	}
+	raw := readStream(t, js, proto.StreamRaw, false)
+	st, _ := js.Stream(context.Background(), proto.StreamRaw)
+	m, err := st.GetMsg(context.Background(), 1)
+	if err != nil || len(raw) != 1 {
+		t.Fatal(err)
+	}
+	limit := len(m.Data) // the enriched scrape is larger than the raw one
+	startEnricher(t, DefaultConfig(), Deps{JS: js, Member: "a", MaxPayload: limit})
+	eventually(t, "enriched parts", func() bool {
+		msgs := readStream(t, js, proto.StreamEnriched, true)
+		n := 0
+		for _, m := range msgs {
+			n += len(m.batch.Series)
+		}
+		return n == len(capture.Series)
+	})
+	msgs := readStream(t, js, proto.StreamEnriched, true)
+	if len(msgs) < 2 {
+		t.Fatalf("%d enriched messages, want the scrape split", len(msgs))
+	}
+	for i, m := range msgs {
+		want := ids[0]
+		if i > 0 {
+			want = fmt.Sprintf("%s.part%d", ids[0], i)
+		}
+		if got := m.header.Get(proto.HeaderMsgID); got != want {
+			t.Errorf("part %d: id %q, want %q", i, got, want)
+		}
+	}
+}
