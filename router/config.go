@@ -93,7 +93,7 @@ func ValidateRoutes(routes []Route) error {
 	seen := map[string]int{}
 	for i, r := range routes {
 		path := fmt.Sprintf("routes[%d]", i)
-		if nameRE.MatchString(r.Name) {
+		if nameRE.MatchString(r.Name) && len(r.Name) <= maxNameLen {
 			path = "routes[" + r.Name + "]"
 		}
 		if j, dup := seen[r.Name]; dup && r.Name != "" {
@@ -215,9 +215,14 @@ func (r *Route) UnmarshalYAML(n *yaml.Node) error {
 		MaxAge   time.Duration   `yaml:"max_age"`
 		MaxBytes config.ByteSize `yaml:"max_bytes"`
 	}
-	if err := n.Decode(&plain); err != nil {
+	var te *yaml.TypeError
+	if err := n.Decode(&plain); errors.As(err, &te) {
+		// Keep going: the other fields decoded and are checked below.
+		errs = append(errs, te.Errors...)
+	} else if err != nil {
 		return err
 	}
+	undecoded := map[int]bool{}
 	*r = Route{Name: plain.Name, Match: plain.Match, Expr: plain.Expr, MaxAge: plain.MaxAge, MaxBytes: plain.MaxBytes}
 	for i := range plain.Relabel {
 		item := &plain.Relabel[i]
@@ -229,19 +234,20 @@ func (r *Route) UnmarshalYAML(n *yaml.Node) error {
 			}
 		}
 		rc := new(relabel.Config)
-		var te *yaml.TypeError
 		if err := item.Decode(rc); errors.As(err, &te) {
 			errs = append(errs, te.Errors...)
+			undecoded[i] = true
 		} else if err != nil {
 			errs.add(item.Line, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+			undecoded[i] = true
 		}
 		r.WriteRelabelConfigs = append(r.WriteRelabelConfigs, rc)
 	}
-	if len(errs) > 0 {
-		return errs.typeError()
-	}
 
 	for _, fe := range checkRoute(r) {
+		if fe.field == "write_relabel_configs" && undecoded[fe.index] {
+			continue // its error is reported already
+		}
 		// At the field's own line the file's key path already names it.
 		line, ok := lines[fe.field]
 		if it := items[fe.field]; fe.index >= 0 && fe.index < len(it) {

@@ -22,7 +22,7 @@ import (
 //	"pod" in labels && source == "cadvisor"
 type Env struct {
 	// Labels maps every label name of the series to its value; a missing
-	// name gives nil, so prefer label(name) to compare with "".
+	// name reads as "": `labels.namespace`, `labels["le"]`, `"pod" in labels`.
 	Labels map[string]string `expr:"labels"`
 	// Name is the metric name, the __name__ label.
 	Name string `expr:"name"`
