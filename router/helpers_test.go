@@ -129,11 +129,15 @@ func (e *testEnv) publishScrape(t testing.TB, subj proto.Subject, millis int64, 
 	return ids
 }
 
+// log writes to the test's log, shown when it fails or with -v.
+func (e *testEnv) log(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 // startRouter runs a router until the test ends or the returned stop is called.
 func (e *testEnv) startRouter(t *testing.T, cfg Config) (*Router, func()) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r, err := New(cfg, Deps{Log: log, JS: e.js, Reg: e.reg, Streams: e.streams})
+	r, err := New(cfg, Deps{Log: e.log(t), JS: e.js, Reg: e.reg, Streams: e.streams})
 	if err != nil {
 		t.Fatal(err)
 	}
