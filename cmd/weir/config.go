@@ -9,6 +9,7 @@ import (
 	"github.com/weirmetrics/weir/collector"
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/proto"
+	"github.com/weirmetrics/weir/router"
 	"github.com/weirmetrics/weir/sink"
 )
 
@@ -29,6 +30,8 @@ type fileConfig struct {
 	Streams       proto.StreamsConfig `yaml:"streams"`
 	Collector     collectorSection    `yaml:"collector"`
 	Sinks         []sinkSection       `yaml:"sinks"`
+	// Routes are what `weir router` publishes to each route's stream.
+	Routes []router.Route `yaml:"routes"`
 }
 
 type logConfig struct {
@@ -104,6 +107,7 @@ func (c *fileConfig) Validate() error {
 		names[s.Name] = true
 		errs = append(errs, s.Validate())
 	}
+	errs = append(errs, router.ValidateRoutes(c.Routes))
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,88 @@
+package router
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// benchRoutes are three routes of the kinds users write: a selector, a
+// selector with an expr predicate, and write_relabel_configs that drop and
+// rewrite.
+func benchRoutes() []Route {
+	return []Route{
+		{Name: "containers", Match: []string{`{__name__=~"container_.*"}`}},
+		{Name: "workloads", Match: []string{`{__name__=~"container_(cpu|memory)_.*"}`, `{__name__="machine_cpu_cores"}`},
+			Expr: `label("namespace") != "kube-system" && label("container") != ""`},
+		{Name: "relabeled", WriteRelabelConfigs: []*relabel.Config{
+			{SourceLabels: model.LabelNames{"__name__"}, Regex: relabel.MustNewRegexp(".*_bucket"), Action: relabel.Drop, Separator: ";"},
+			{Regex: relabel.MustNewRegexp("id|image"), Action: relabel.LabelDrop, Separator: ";", Replacement: "$1"},
+			{TargetLabel: "backend", Replacement: "vm", Regex: relabel.MustNewRegexp("(.*)"), Action: relabel.Replace, Separator: ";"},
+		}},
+	}
+}
+
+// BenchmarkRoute routes the real 1.35 cAdvisor capture (one scrape, one
+// message) through three routes: decoding the payload, applying every
+// route and encoding each route's output, as the router does per message
+// before publishing. ns/sample is per input sample.
+func BenchmarkRoute(b *testing.B) {
+	series := captureSeries(b, fixtures.Cadvisor135, 1000, "job", "kubelet", "instance", "node-a:10250")
+	subj := enrichedSubject("node-a", proto.SourceCadvisor)
+	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &Router{maxPayload: defaultMaxPayload}
+	rt := compileForTest(b, benchRoutes()...)
+	r.routes = rt.routes
+	w := &worker{r: r, rt: rt}
+	header := nats.Header{}
+	meta := proto.Meta{MsgID: proto.MsgID(subj, 1000, 0), Encoding: proto.DefaultEncoding.Name(), ScrapeMillis: 1000, Chunks: 1, Samples: len(series)}
+	meta.SetHeaders(header)
+
+	b.ReportAllocs()
+	b.SetBytes(int64(len(payload)))
+	samples := 0
+	for b.Loop() {
+		if err := proto.DefaultEncoding.Decode(payload, &w.batch); err != nil {
+			b.Fatal(err)
+		}
+		w.rt.route(subj, &w.batch)
+		outs, err := w.outputs(subj, meta, header)
+		if err != nil || len(outs) != 3 {
+			b.Fatalf("%d outputs, %v", len(outs), err)
+		}
+		samples += len(series)
+	}
+	kept := 0
+	for i := range rt.routes {
+		kept += rt.counts[i].samplesKept
+	}
+	if kept == 0 || rt.counts[0].samplesKept == len(series) {
+		b.Fatalf("routes kept %d samples in all; the benchmark would measure nothing", kept)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
+	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkRouteOnly is BenchmarkRoute without decoding and encoding: the
+// cost of the routes themselves.
+func BenchmarkRouteOnly(b *testing.B) {
+	series := captureSeries(b, fixtures.Cadvisor135, 1000, "job", "kubelet", "instance", "node-a:10250")
+	subj := enrichedSubject("node-a", proto.SourceCadvisor)
+	rt := compileForTest(b, benchRoutes()...)
+	batch := proto.Batch{Series: series}
+	b.ReportAllocs()
+	samples := 0
+	for b.Loop() {
+		rt.route(subj, &batch)
+		samples += len(series)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
+}
