@@ -22,6 +22,7 @@ import (
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -215,17 +216,53 @@ func (e *testEnv) streamMsgs(t *testing.T, stream string) uint64 {
 	return info.State.Msgs
 }
 
-// waitRouted waits until the router's consumer acked everything in WEIR_ENRICHED.
+// consumers returns the info of every partition consumer of the router,
+// or false while one does not exist yet.
+func (e *testEnv) consumers(t *testing.T) ([]*jetstream.ConsumerInfo, bool) {
+	t.Helper()
+	var out []*jetstream.ConsumerInfo
+	for p := range e.streams.Partitions {
+		c, err := e.js.Consumer(context.Background(), proto.StreamEnriched, partition.ConsumerName(Durable, p))
+		if err != nil {
+			return nil, false
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, info)
+	}
+	return out, true
+}
+
+// waitRouted waits until the router's consumers acked everything in
+// WEIR_ENRICHED: a consumer created after the messages were published
+// counts them as pending.
 func (e *testEnv) waitRouted(t *testing.T) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "every enriched message acked by the router", func() bool {
-		c, err := e.js.Consumer(context.Background(), proto.StreamEnriched, Durable)
-		if err != nil {
+		infos, ok := e.consumers(t)
+		if !ok {
 			return false
 		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0
+		for _, info := range infos {
+			if info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		return true
 	})
+}
+
+// deleteConsumers removes the router's consumers, so that the next router
+// reads WEIR_ENRICHED from the start again.
+func (e *testEnv) deleteConsumers(t *testing.T) {
+	t.Helper()
+	for p := range e.streams.Partitions {
+		if err := e.js.DeleteConsumer(context.Background(), proto.StreamEnriched, partition.ConsumerName(Durable, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // testWriter sends log lines to the test's log, shown when it fails or with -v.

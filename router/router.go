@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -32,6 +33,9 @@ type Deps struct {
 	// MaxPayload is the server's max_payload (nc.MaxPayload()); 0 uses
 	// NATS' default of 1 MiB.
 	MaxPayload int
+	// Member names this replica among the router's replicas; the host
+	// name and process id by default.
+	Member string
 }
 
 // Router applies the routes to WEIR_ENRICHED. See the package
@@ -42,6 +46,7 @@ type Router struct {
 	js         jetstream.JetStream
 	streams    proto.StreamsConfig
 	maxPayload int
+	member     string
 	routes     []*route
 	metrics    *metrics
 
@@ -59,9 +64,6 @@ const (
 	logEvery   = 10 * time.Second
 	minBackoff = 50 * time.Millisecond
 	maxBackoff = 5 * time.Second
-	// drainWait bounds how long a stopping router waits for the messages
-	// the client library already buffered, which it nacks.
-	drainWait = 2 * time.Second
 	// pullBatch bounds the messages the client library buffers for one
 	// partition: their AckWait runs while the router works on another.
 	pullBatch = 16
@@ -120,6 +122,7 @@ func New(cfg Config, d Deps) (*Router, error) {
 		js:         d.JS,
 		streams:    d.Streams,
 		maxPayload: maxPayload,
+		member:     d.Member,
 		routes:     routes,
 		metrics:    m,
 		publishLog: logThrottle{every: logEvery},
@@ -210,19 +213,22 @@ func (r *Router) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-// consume runs the work function on the router's durable consumer until
-// ctx ends, subscribing again after a failure.
-//
-// TODO(partition): replace with partition.Run once internal/partition is
-// in main, so that replicas split the partitions of WEIR_ENRICHED.
+// consume runs the work function on this replica's share of the
+// partitions of WEIR_ENRICHED until ctx ends; the replicas of the router
+// split the partitions among themselves (internal/partition), and each
+// partition is read by one of them at a time.
 func (r *Router) consume(ctx context.Context) {
-	cfg := r.consumerConfig(Durable, proto.StreamFilter(proto.StageEnriched))
-	r.retry(ctx, "consume", func(ctx context.Context) error {
-		cons, err := r.js.CreateOrUpdateConsumer(ctx, proto.StreamEnriched, cfg)
-		if err != nil {
-			return fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, proto.StreamEnriched, err)
-		}
-		return r.work(ctx, 0, cons)
+	cfg := partition.Config{
+		Stream:     proto.StreamEnriched,
+		Stage:      proto.StageEnriched,
+		Durable:    Durable,
+		Partitions: r.streams.Partitions,
+		Member:     r.member,
+		Consumer:   r.consumerConfig("", ""),
+		Log:        r.log,
+	}
+	r.retry(ctx, "consume partitions", func(ctx context.Context) error {
+		return partition.Run(ctx, r.js, cfg, r.work)
 	})
 }
 
@@ -251,54 +257,47 @@ func (r *Router) retry(ctx context.Context, what string, f func(context.Context)
 }
 
 // work processes one partition's consumer, one message at a time so that
-// every target's scrapes reach the route streams in order, until ctx
-// ends. It then nacks the message it was working on and the ones the
-// client library had buffered, and returns nil. It returns an error when
-// the subscription fails.
+// every target's scrapes reach the route streams in order, until ctx ends.
+// It then stops pulling and finishes the messages it already received,
+// for at most publish_timeout, so that the replica taking the partition
+// over starts at once; what it cannot finish in time it nacks, in order.
+// It returns an error when the subscription fails.
 func (r *Router) work(ctx context.Context, partition int, cons jetstream.Consumer) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(min(pullBatch, r.cfg.MaxAckPending)))
 	if err != nil {
 		return fmt.Errorf("partition %d: consume: %w", partition, err)
 	}
+	defer it.Stop()
+	// finish outlives ctx by publish_timeout, for the messages held.
+	finish, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopDrain := context.AfterFunc(ctx, func() {
+		it.Drain()
+		if sleep(finish, r.cfg.PublishTimeout) {
+			cancel()
+		}
+	})
+	defer stopDrain()
+
 	w := r.newWorker(partition)
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		m, err := it.Next()
 		switch {
-		case ctx.Err() != nil:
-			if err == nil {
-				_ = m.Nak()
-			}
-			r.drain(it)
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
 			return nil
 		case errors.Is(err, jetstream.ErrNoHeartbeat):
 			// The library pulls again by itself; say so and keep going.
 			w.log.Warn("no heartbeat from NATS, pulling again", "err", err)
 			continue
 		case err != nil:
-			it.Stop()
+			if ctx.Err() != nil {
+				return nil
+			}
 			return fmt.Errorf("partition %d: next message: %w", partition, err)
 		}
-		if !w.handle(ctx, m) {
+		if finish.Err() != nil || !w.handle(finish, m) {
 			_ = m.Nak()
-			r.drain(it)
-			return nil
 		}
-	}
-}
-
-// drain nacks, in order, the messages the client library already received,
-// so that the next consumer gets them at once instead of after AckWait.
-func (r *Router) drain(it jetstream.MessagesContext) {
-	it.Drain()
-	for {
-		m, err := it.Next(jetstream.NextMaxWait(drainWait))
-		if err != nil {
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				it.Stop()
-			}
-			return
-		}
-		_ = m.Nak()
 	}
 }
 
