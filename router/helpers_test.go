@@ -70,6 +70,15 @@ func captureSeries(t testing.TB, name string, millis int64, extra ...string) []p
 	return out
 }
 
+// stampedAt returns series with every sample moved to millis; labels are shared.
+func stampedAt(series []prompb.TimeSeries, millis int64) []prompb.TimeSeries {
+	out := make([]prompb.TimeSeries, len(series))
+	for i, s := range series {
+		out[i] = prompb.TimeSeries{Labels: s.Labels, Samples: []prompb.Sample{{Value: s.Samples[0].Value, Timestamp: millis}}}
+	}
+	return out
+}
+
 func toLabels(ls []prompb.Label) labels.Labels {
 	b := labels.NewScratchBuilder(len(ls))
 	for _, l := range ls {
