@@ -22,9 +22,17 @@ func benchRoutes() []Route {
 		{Name: "relabeled", WriteRelabelConfigs: []*relabel.Config{
 			{SourceLabels: model.LabelNames{"__name__"}, Regex: relabel.MustNewRegexp(".*_bucket"), Action: relabel.Drop, Separator: ";"},
 			{Regex: relabel.MustNewRegexp("id|image"), Action: relabel.LabelDrop, Separator: ";", Replacement: "$1"},
-			{TargetLabel: "backend", Replacement: "vm", Regex: relabel.MustNewRegexp("(.*)"), Action: relabel.Replace, Separator: ";"},
 		}},
 	}
+}
+
+// rewriteRoute relabels with an action that rewrites labels, which runs
+// through Prometheus' labels.Builder.
+func rewriteRoute() Route {
+	return Route{Name: "rewrite", WriteRelabelConfigs: []*relabel.Config{
+		{SourceLabels: model.LabelNames{"__name__"}, Regex: relabel.MustNewRegexp(".*_bucket"), Action: relabel.Drop, Separator: ";"},
+		{SourceLabels: model.LabelNames{"namespace", "pod"}, Regex: relabel.MustNewRegexp("(.+);(.+)"), TargetLabel: "workload", Replacement: "$1/$2", Action: relabel.Replace, Separator: ";"},
+	}}
 }
 
 // BenchmarkRoute routes the real 1.35 cAdvisor capture (one scrape, one
@@ -72,17 +80,31 @@ func BenchmarkRoute(b *testing.B) {
 }
 
 // BenchmarkRouteOnly is BenchmarkRoute without decoding and encoding: the
-// cost of the routes themselves.
+// cost of the routes themselves, all three and each alone.
 func BenchmarkRouteOnly(b *testing.B) {
 	series := captureSeries(b, fixtures.Cadvisor135, 1000, "job", "kubelet", "instance", "node-a:10250")
 	subj := enrichedSubject("node-a", proto.SourceCadvisor)
-	rt := compileForTest(b, benchRoutes()...)
-	batch := proto.Batch{Series: series}
-	b.ReportAllocs()
-	samples := 0
-	for b.Loop() {
-		rt.route(subj, &batch)
-		samples += len(series)
+	routes := benchRoutes()
+	for _, bc := range []struct {
+		name   string
+		routes []Route
+	}{
+		{"three", routes},
+		{"selector", routes[:1]},
+		{"selectors+expr", routes[1:2]},
+		{"relabel", routes[2:]},
+		{"relabel-rewrite", []Route{rewriteRoute()}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			rt := compileForTest(b, bc.routes...)
+			batch := proto.Batch{Series: series}
+			b.ReportAllocs()
+			samples := 0
+			for b.Loop() {
+				rt.route(subj, &batch)
+				samples += len(series)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
 }

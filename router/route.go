@@ -73,14 +73,72 @@ type route struct {
 	stream    string
 	selectors [][]*labels.Matcher // OR of ANDs; none matches everything
 	program   *vm.Program         // nil when the route has no expr
-	relabel   []*relabel.Config
-	metrics   *routeMetrics
+	steps     []relabelStep       // write_relabel_configs
+	// direct is set when every step only keeps, drops or removes labels:
+	// they then run on the series' own labels, without a labels.Builder.
+	direct  bool
+	metrics *routeMetrics
+}
+
+// relabelStep is one write_relabel_config. Keep, drop, labelkeep and
+// labeldrop, the actions most routes use, match with Prometheus'
+// FastRegexMatcher, which PromQL selectors use: the same anchored regular
+// expression as relabel.Regexp, with fast paths for literals, prefixes,
+// suffixes and sets. The other actions run as Prometheus runs them.
+type relabelStep struct {
+	cfg  *relabel.Config
+	fast *labels.FastRegexMatcher // nil: relabel.ProcessBuilder
+}
+
+func newRelabelStep(cfg *relabel.Config) (relabelStep, error) {
+	st := relabelStep{cfg: cfg}
+	switch cfg.Action {
+	case relabel.Keep, relabel.Drop, relabel.LabelKeep, relabel.LabelDrop:
+		m, err := labels.NewFastRegexMatcher(cfg.Regex.String())
+		if err != nil {
+			return st, fmt.Errorf("regex %q: %w", cfg.Regex.String(), err)
+		}
+		st.fast = m
+	}
+	return st, nil
+}
+
+// filters reports whether the step keeps or drops the whole series.
+func (st relabelStep) filters() bool {
+	return st.fast != nil && (st.cfg.Action == relabel.Keep || st.cfg.Action == relabel.Drop)
+}
+
+// keeps applies a keep or drop step to the labels get reads, as
+// relabel.Process does: the source labels' values joined by the separator
+// are matched against the regex.
+func (st relabelStep) keeps(get func(name string) string) bool {
+	var v string
+	switch src := st.cfg.SourceLabels; len(src) {
+	case 0:
+	case 1:
+		v = get(string(src[0]))
+	default:
+		vals := make([]string, len(src))
+		for i, n := range src {
+			vals[i] = get(string(n))
+		}
+		v = strings.Join(vals, st.cfg.Separator)
+	}
+	return st.fast.MatchString(v) == (st.cfg.Action == relabel.Keep)
 }
 
 func compileRoute(r Route) (*route, error) {
 	// The configs are validated (and their name validation scheme set) by
 	// checkRoute, through Config.Validate, before New compiles the route.
-	out := &route{name: r.Name, stream: proto.RouteStreamName(r.Name), relabel: r.WriteRelabelConfigs}
+	out := &route{name: r.Name, stream: proto.RouteStreamName(r.Name), direct: true}
+	for _, cfg := range r.WriteRelabelConfigs {
+		st, err := newRelabelStep(cfg)
+		if err != nil {
+			return nil, err
+		}
+		out.steps = append(out.steps, st)
+		out.direct = out.direct && st.fast != nil
+	}
 	for _, s := range r.Match {
 		ms, err := parseSelector(s)
 		if err != nil {
@@ -224,12 +282,21 @@ func (rt *router) apply(r *route, si int, ls []prompb.Label) ([]prompb.Label, in
 			return nil, dropExpr
 		}
 	}
-	if len(r.relabel) == 0 {
+	switch {
+	case len(r.steps) == 0:
 		return ls, kept
+	case r.direct:
+		return rt.filter(r, ls)
 	}
 	rt.builder.Reset(rt.labelsOf(si, ls))
-	if !relabel.ProcessBuilder(rt.builder, r.relabel...) {
-		return nil, dropRelabel
+	for _, st := range r.steps {
+		if st.filters() {
+			if !st.keeps(rt.builder.Get) {
+				return nil, dropRelabel
+			}
+		} else if !relabel.ProcessBuilder(rt.builder, st.cfg) {
+			return nil, dropRelabel
+		}
 	}
 	out := rt.builder.Labels()
 	if out.IsEmpty() {
@@ -240,6 +307,38 @@ func (rt *router) apply(r *route, si int, ls []prompb.Label) ([]prompb.Label, in
 		rt.arena = append(rt.arena, prompb.Label{Name: l.Name, Value: l.Value})
 	})
 	return rt.arena[start:len(rt.arena):len(rt.arena)], kept
+}
+
+// filter runs a route whose steps only keep, drop or remove labels on the
+// series' own labels: what is left is a subset, still sorted, shared with
+// the input when no label was removed.
+func (rt *router) filter(r *route, ls []prompb.Label) ([]prompb.Label, int) {
+	cur := ls
+	get := func(name string) string { return labelValue(cur, name) }
+	for _, st := range r.steps {
+		if st.filters() {
+			if !st.keeps(get) {
+				return nil, dropRelabel
+			}
+			continue
+		}
+		keep := st.cfg.Action == relabel.LabelKeep
+		start := len(rt.arena)
+		for _, l := range cur {
+			if st.fast.MatchString(l.Name) == keep {
+				rt.arena = append(rt.arena, l)
+			}
+		}
+		if len(rt.arena)-start == len(cur) {
+			rt.arena = rt.arena[:start] // nothing removed: keep sharing
+			continue
+		}
+		cur = rt.arena[start:len(rt.arena):len(rt.arena)]
+	}
+	if len(cur) == 0 {
+		return nil, dropRelabel
+	}
+	return cur, kept
 }
 
 // labelsOf converts the series at si once, however many routes relabel it.

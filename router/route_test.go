@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/prompb"
 
@@ -250,4 +251,71 @@ func TestRoutesAreIndependent(t *testing.T) {
 	if got := len(rt.out[2]); got != len(all) {
 		t.Errorf("all kept %d of %d", got, len(all))
 	}
+}
+
+// TestRelabelMatchesPrometheus checks the router's relabeling against
+// Prometheus' own relabel.Process, series by series over the real
+// captures, for every action and for mixes of them: the fast paths
+// (FastRegexMatcher, no labels.Builder) must not change a single label.
+func TestRelabelMatchesPrometheus(t *testing.T) {
+	all := slices.Concat(
+		captureSeries(t, fixtures.Cadvisor135, 1000, "job", "kubelet"),
+		captureSeries(t, fixtures.Kubelet121, 1000, "job", "kubelet"),
+		captureSeries(t, fixtures.Probes, 1000, "job", "kubelet"),
+	)
+	rc := func(action relabel.Action, regex string, src ...model.LabelName) *relabel.Config {
+		c := relabel.DefaultRelabelConfig
+		c.Action, c.Regex, c.SourceLabels = action, relabel.MustNewRegexp(regex), src
+		return &c
+	}
+	replace := rc(relabel.Replace, "(.+);(.+)", "namespace", "pod")
+	replace.TargetLabel, replace.Replacement = "workload", "$1/$2"
+	hash := rc(relabel.HashMod, ".*", "__name__")
+	hash.TargetLabel, hash.Modulus = "shard", 4
+	for _, tc := range []struct {
+		name string
+		cfgs []*relabel.Config
+	}{
+		{"drop suffix", []*relabel.Config{rc(relabel.Drop, ".*_bucket", "__name__")}},
+		{"keep prefix", []*relabel.Config{rc(relabel.Keep, "container_(cpu|memory)_.*", "__name__")}},
+		{"keep set on two labels", []*relabel.Config{rc(relabel.Keep, "(kube-system|scraper);.+", "namespace", "container")}},
+		{"keep missing label matches empty", []*relabel.Config{rc(relabel.Keep, "", "pod")}},
+		{"drop contains", []*relabel.Config{rc(relabel.Drop, ".*seconds.*", "__name__")}},
+		{"labeldrop", []*relabel.Config{rc(relabel.LabelDrop, "id|image|name")}},
+		{"labelkeep", []*relabel.Config{rc(relabel.LabelKeep, "__name__|job|namespace|pod|le")}},
+		{"labeldrop everything", []*relabel.Config{rc(relabel.LabelDrop, ".*")}},
+		{"direct chain", []*relabel.Config{rc(relabel.Drop, ".*_bucket", "__name__"), rc(relabel.LabelDrop, "id|image"), rc(relabel.Keep, "kube-.*|", "namespace")}},
+		{"mixed chain", []*relabel.Config{rc(relabel.LabelDrop, "id"), replace, rc(relabel.Keep, ".+/.+", "workload"), hash, rc(relabel.Drop, "0", "shard")}},
+		{"labelmap and lowercase", []*relabel.Config{
+			func() *relabel.Config { c := rc(relabel.LabelMap, "(name|image)"); c.Replacement = "container_$1"; return c }(),
+			func() *relabel.Config { c := rc(relabel.Lowercase, "", "device"); c.TargetLabel = "device_lower"; return c }(),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, c := routeOne(t, Route{Name: "r", WriteRelabelConfigs: tc.cfgs}, enrichedSubject("n", proto.SourceCadvisor), all)
+			var want []string
+			for _, s := range all {
+				lb := labels.NewBuilder(toLabels(s.Labels))
+				if keep := relabel.ProcessBuilder(lb, tc.cfgs...); keep && !lb.Labels().IsEmpty() {
+					want = append(want, lb.Labels().String())
+				}
+			}
+			gotKeys := make([]string, len(got))
+			for i, s := range got {
+				gotKeys[i] = toLabels(s.Labels).String()
+			}
+			if !slices.Equal(gotKeys, want) {
+				t.Fatalf("router kept %d series, Prometheus %d; first differences: %v", len(gotKeys), len(want), firstDiff(sorted(gotKeys), sorted(want)))
+			}
+			if c.seriesKept != len(want) || c.seriesDropped[dropRelabel] != len(all)-len(want) {
+				t.Errorf("counted kept %d dropped %d, want %d and %d", c.seriesKept, c.seriesDropped[dropRelabel], len(want), len(all)-len(want))
+			}
+		})
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }
