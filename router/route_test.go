@@ -287,8 +287,16 @@ func TestRelabelMatchesPrometheus(t *testing.T) {
 		{"direct chain", []*relabel.Config{rc(relabel.Drop, ".*_bucket", "__name__"), rc(relabel.LabelDrop, "id|image"), rc(relabel.Keep, "kube-.*|", "namespace")}},
 		{"mixed chain", []*relabel.Config{rc(relabel.LabelDrop, "id"), replace, rc(relabel.Keep, ".+/.+", "workload"), hash, rc(relabel.Drop, "0", "shard")}},
 		{"labelmap and lowercase", []*relabel.Config{
-			func() *relabel.Config { c := rc(relabel.LabelMap, "(name|image)"); c.Replacement = "container_$1"; return c }(),
-			func() *relabel.Config { c := rc(relabel.Lowercase, "", "device"); c.TargetLabel = "device_lower"; return c }(),
+			func() *relabel.Config {
+				c := rc(relabel.LabelMap, "(name|image)")
+				c.Replacement = "container_$1"
+				return c
+			}(),
+			func() *relabel.Config {
+				c := rc(relabel.Lowercase, "", "device")
+				c.TargetLabel = "device_lower"
+				return c
+			}(),
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
