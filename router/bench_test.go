@@ -62,7 +62,7 @@ func BenchmarkRoute(b *testing.B) {
 			b.Fatal(err)
 		}
 		w.rt.route(subj, &w.batch)
-		outs, err := w.outputs(subj, meta, header)
+		outs, err := w.outputs(subj, meta, header, payload)
 		if err != nil || len(outs) != 3 {
 			b.Fatalf("%d outputs, %v", len(outs), err)
 		}

@@ -71,7 +71,7 @@ func FuzzRoute(f *testing.F) {
 				t.Fatalf("route %s: in %d, kept %d (%d out), dropped %d", rt.routes[i].name, c.seriesIn, c.seriesKept, len(rt.out[i]), dropped)
 			}
 		}
-		if _, err := w.outputs(subj, proto.Meta{Encoding: proto.DefaultEncoding.Name()}, nil); err != nil {
+		if _, err := w.outputs(subj, proto.Meta{Encoding: proto.DefaultEncoding.Name()}, nil, payload); err != nil {
 			t.Logf("outputs: %v", err) // a series larger than a message: an error, not a panic
 		}
 	})

@@ -191,6 +191,14 @@ type routeCounts struct {
 	seriesKept, samplesKept int
 	seriesDropped           [numDropReasons]int
 	samplesDropped          [numDropReasons]int
+	// rewritten counts kept series whose labels relabeling changed; with
+	// nothing dropped either, the route's output is the input as it is.
+	rewritten int
+}
+
+// unchanged reports whether the route kept the batch as it came.
+func (c *routeCounts) unchanged() bool {
+	return c.seriesKept == c.seriesIn && c.rewritten == 0
 }
 
 // router is the per-goroutine state that applies every route to a batch.
@@ -256,6 +264,9 @@ func (rt *router) route(subj proto.Subject, b *proto.Batch) {
 			}
 			c.seriesKept++
 			c.samplesKept += n
+			if &ls[0] != &s.Labels[0] || len(ls) != len(s.Labels) {
+				c.rewritten++
+			}
 			rt.out[ri] = append(rt.out[ri], prompb.TimeSeries{
 				Labels: ls, Samples: s.Samples, Exemplars: s.Exemplars, Histograms: s.Histograms,
 			})

@@ -78,7 +78,7 @@ func (w *worker) handle(ctx context.Context, m jetstream.Msg) bool {
 			w.log.Warn("expr failed on series; they were dropped", "subject", m.Subject(), "err", errors.Join(w.rt.exprErrors...), "suppressed", suppressed)
 		}
 	}
-	outs, err := w.outputs(subj, meta, m.Headers())
+	outs, err := w.outputs(subj, meta, m.Headers(), m.Data())
 	if err != nil {
 		// A series that does not fit in a message after relabeling: the
 		// input is fine, the route's configuration makes it too large.
@@ -132,8 +132,9 @@ func (w *worker) decode(m jetstream.Msg) (proto.Subject, proto.Meta, error) {
 // own stream, so ids cannot collide across routes, and a replay is
 // dropped as a duplicate. A route's share that no longer fits in one
 // message (relabeling added labels) is split, and the later parts get the
-// id with "+<part>" appended.
-func (w *worker) outputs(subj proto.Subject, meta proto.Meta, in nats.Header) ([]output, error) {
+// id with "+<part>" appended. A route that kept the batch as it came
+// publishes the input payload without encoding it again.
+func (w *worker) outputs(subj proto.Subject, meta proto.Meta, in nats.Header, data []byte) ([]output, error) {
 	var outs []output
 	for i, rt := range w.r.routes {
 		series := w.rt.out[i]
@@ -146,10 +147,15 @@ func (w *worker) outputs(subj proto.Subject, meta proto.Meta, in nats.Header) ([
 		}
 		h.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
 		h.Set(proto.HeaderSamples, strconv.Itoa(w.rt.counts[i].samplesKept))
-		room := w.r.maxPayload - headerBytes(h) - len("+999999")
-		chunks, err := proto.EncodeChunks(proto.DefaultEncoding, series, room)
-		if err != nil {
-			return nil, fmt.Errorf("route %s: %w", rt.name, err)
+		var chunks []proto.Chunk
+		if c := &w.rt.counts[i]; c.unchanged() && meta.Encoding == proto.DefaultEncoding.Name() {
+			chunks = []proto.Chunk{{Payload: data, Samples: c.samplesKept}}
+		} else {
+			room := w.r.maxPayload - headerBytes(h) - len("+999999")
+			var err error
+			if chunks, err = proto.EncodeChunks(proto.DefaultEncoding, series, room); err != nil {
+				return nil, fmt.Errorf("route %s: %w", rt.name, err)
+			}
 		}
 		out := proto.Subject{Stage: proto.StageRoute, Route: rt.name, Cluster: subj.Cluster, Node: subj.Node, Source: subj.Source}.String()
 		for k, c := range chunks {
