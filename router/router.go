@@ -274,7 +274,10 @@ func (r *Router) work(ctx context.Context, partition int, cons jetstream.Consume
 	stopDrain := context.AfterFunc(ctx, func() {
 		it.Drain()
 		if sleep(finish, r.cfg.PublishTimeout) {
+			// Out of time: nack what is in hand, and stop waiting for what
+			// a drain that NATS cannot complete would still deliver.
 			cancel()
+			it.Stop()
 		}
 	})
 	defer stopDrain()
