@@ -47,7 +47,8 @@ func TestRouterSurvivesNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &testEnv{js: js, reg: prometheus.NewRegistry(), streams: sc}
-	e.startRouter(t, testConfig(Route{Name: "all"}))
+	_, stopRouter := e.startRouter(t, testConfig(Route{Name: "all"}))
+	defer stopRouter() // before the restarted server's cleanup stops it
 
 	subj := enrichedSubject("node-a", proto.SourceCadvisor)
 	series := captureSeries(t, fixtures.Cadvisor135, 0)[:100]
