@@ -151,11 +151,18 @@ func (e *testEnv) startRouter(t *testing.T, cfg Config) (*Router, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r, runRouter(t, r)
+}
+
+// runRouter runs r until the test ends or the returned stop is called,
+// which checks that Run returns nil in time.
+func runRouter(t *testing.T, r *Router) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	var once sync.Once
-	stop := func() {
+	stop = func() {
 		once.Do(func() {
 			cancel()
 			select {
@@ -172,7 +179,7 @@ func (e *testEnv) startRouter(t *testing.T, cfg Config) (*Router, func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return r, stop
+	return stop
 }
 
 // routeMsg is one message read back from a route stream.

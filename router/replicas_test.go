@@ -1,9 +1,7 @@
 package router
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,20 +23,7 @@ func TestReplicasKeepPerTargetOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- r.Run(ctx) }()
-		var once sync.Once
-		stop := func() {
-			once.Do(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("replica %s: %v", member, err)
-				}
-			})
-		}
-		t.Cleanup(stop)
-		return stop
+		return runRouter(t, r)
 	}
 	start("a")
 	stopB := start("b")

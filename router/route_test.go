@@ -59,8 +59,9 @@ func want(series []prompb.TimeSeries, keep func(ls map[string]string) bool) []pr
 
 // checkKept compares the series a route kept with the expectation, and
 // makes sure the expectation is neither empty nor everything, so that a
-// route that keeps all or nothing cannot pass.
-func checkKept(t *testing.T, all, got, want []prompb.TimeSeries, c routeCounts) {
+// route that keeps all or nothing cannot pass. Every drop must be counted
+// under reason.
+func checkKept(t *testing.T, all, got, want []prompb.TimeSeries, c routeCounts, reason int) {
 	t.Helper()
 	if len(want) == 0 || len(want) == len(all) {
 		t.Fatalf("bad test: expectation keeps %d of %d series", len(want), len(all))
@@ -72,8 +73,9 @@ func checkKept(t *testing.T, all, got, want []prompb.TimeSeries, c routeCounts) 
 	for _, d := range c.seriesDropped {
 		dropped += d
 	}
-	if c.seriesIn != len(all) || c.seriesKept != len(want) || dropped != len(all)-len(want) {
-		t.Errorf("counts in=%d kept=%d dropped=%d, want %d, %d, %d", c.seriesIn, c.seriesKept, dropped, len(all), len(want), len(all)-len(want))
+	if c.seriesIn != len(all) || c.seriesKept != len(want) || dropped != len(all)-len(want) || c.seriesDropped[reason] != dropped {
+		t.Errorf("counts in=%d kept=%d dropped=%d (%d for %s), want %d, %d, %d", c.seriesIn, c.seriesKept, dropped,
+			c.seriesDropped[reason], dropReasons[reason], len(all), len(want), len(all)-len(want))
 	}
 }
 
@@ -116,10 +118,7 @@ func TestSelectors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, c := routeOne(t, Route{Name: "r", Match: tc.match}, subj, all)
-			checkKept(t, all, got, want(all, tc.keep), c)
-			if c.seriesDropped[dropMatch] != len(all)-len(got) {
-				t.Errorf("dropped by match: %d, want %d", c.seriesDropped[dropMatch], len(all)-len(got))
-			}
+			checkKept(t, all, got, want(all, tc.keep), c, dropMatch)
 		})
 	}
 	t.Run("no selector keeps everything", func(t *testing.T) {
@@ -155,10 +154,7 @@ func TestExpr(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, c := routeOne(t, Route{Name: "r", Expr: tc.expr}, subj, all)
-			checkKept(t, all, got, want(all, tc.keep), c)
-			if c.seriesDropped[dropExpr] != len(all)-len(got) {
-				t.Errorf("dropped by expr: %d, want %d", c.seriesDropped[dropExpr], len(all)-len(got))
-			}
+			checkKept(t, all, got, want(all, tc.keep), c, dropExpr)
 		})
 	}
 	t.Run("other node", func(t *testing.T) {

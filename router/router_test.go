@@ -315,15 +315,7 @@ func TestRouterSplitsWhatRelabelingGrows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runRouter(t, r)
 	series := captureSeries(t, fixtures.Cadvisor135, 1000)
 	ids := e.publishScrape(t, enrichedSubject("node-a", proto.SourceCadvisor), 1000, series)
 	e.waitRouted(t)

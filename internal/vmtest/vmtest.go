@@ -11,13 +11,10 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/weirmetrics/weir/internal/promtest"
 )
@@ -36,10 +33,6 @@ func Start(t testing.TB) *VictoriaMetrics {
 	bin := promtest.Binary(t, "victoria-metrics")
 	dir := t.TempDir()
 	addr := promtest.FreePort(t)
-	logFile, err := os.Create(filepath.Join(dir, "victoria-metrics.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(bin,
 		"-httpListenAddr="+addr,
 		"-storageDataPath="+filepath.Join(dir, "data"),
@@ -48,42 +41,9 @@ func Start(t testing.TB) *VictoriaMetrics {
 		"-search.disableCache",
 		"-loggerLevel=WARN",
 	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start victoria-metrics: %v", err)
-	}
 	vm := &VictoriaMetrics{URL: "http://" + addr, WriteURL: "http://" + addr + "/api/v1/write"}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logFile.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logFile.Name()); err == nil {
-				t.Logf("victoria-metrics log:\n%s", b)
-			}
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(vm.URL + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return vm
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("victoria-metrics at %s not healthy after 30s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	promtest.StartProcess(t, "victoria-metrics", dir, vm.URL+"/health", cmd)
+	return vm
 }
 
 // Series is one series of an export, with its raw samples.
