@@ -1,13 +1,17 @@
 package router
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -107,4 +111,47 @@ func BenchmarkRouteOnly(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
 		})
 	}
+}
+
+// BenchmarkRouterPipeline routes b.N real cAdvisor scrapes, of 24
+// targets, already in an embedded JetStream server, through the three
+// routes to their streams: decoding, routing, encoding, publishing and
+// waiting for JetStream's acks, over 12 partitions. Run it with
+// -benchtime=Nx: each iteration is one scrape.
+func BenchmarkRouterPipeline(b *testing.B) {
+	srv := natstest.Run(b)
+	_, js := natstest.Connect(b, srv)
+	streams := testStreams()
+	if err := proto.EnsureStreams(context.Background(), js, streams); err != nil {
+		b.Fatal(err)
+	}
+	e := &testEnv{js: js, streams: streams}
+	series := captureSeries(b, fixtures.Cadvisor135, 0, "job", "kubelet")
+	for i := range b.N {
+		millis := int64(1000 * (i/24 + 1))
+		e.publishScrape(b, enrichedSubject(fmt.Sprintf("node-%02d", i%24), proto.SourceCadvisor), millis, stampedAt(series, millis))
+	}
+	r, err := New(testConfig(benchRoutes()...), Deps{JS: js, Streams: streams})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b.ResetTimer()
+	go func() { done <- r.Run(ctx) }()
+	for {
+		infos, ok := e.consumerInfos()
+		if ok && allAcked(infos) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	samples := b.N * len(series)
+	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "messages/s")
 }

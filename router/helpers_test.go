@@ -94,11 +94,20 @@ type testEnv struct {
 	streams proto.StreamsConfig
 }
 
+// testStreams are the default stream limits with a small max_bytes: the
+// server reserves max_bytes of disk for every stream, and a test creates
+// up to seven.
+func testStreams() proto.StreamsConfig {
+	sc := proto.DefaultStreamsConfig()
+	sc.MaxBytes = 256 << 20
+	return sc
+}
+
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	srv := natstest.Run(t)
 	_, js := natstest.Connect(t, srv)
-	sc := proto.DefaultStreamsConfig()
+	sc := testStreams()
 	sc.Partitions = 4
 	if err := proto.EnsureStreams(context.Background(), js, sc); err != nil {
 		t.Fatal(err)
@@ -232,10 +241,9 @@ func (e *testEnv) streamMsgs(t *testing.T, stream string) uint64 {
 	return info.State.Msgs
 }
 
-// consumers returns the info of every partition consumer of the router,
-// or false while one does not exist yet.
-func (e *testEnv) consumers(t *testing.T) ([]*jetstream.ConsumerInfo, bool) {
-	t.Helper()
+// consumerInfos returns the info of every partition consumer of the
+// router, or false while one does not exist yet.
+func (e *testEnv) consumerInfos() ([]*jetstream.ConsumerInfo, bool) {
 	var out []*jetstream.ConsumerInfo
 	for p := range e.streams.Partitions {
 		c, err := e.js.Consumer(context.Background(), proto.StreamEnriched, partition.ConsumerName(Durable, p))
@@ -251,22 +259,24 @@ func (e *testEnv) consumers(t *testing.T) ([]*jetstream.ConsumerInfo, bool) {
 	return out, true
 }
 
+// allAcked reports whether the consumers acked every message: a consumer
+// created after the messages were published counts them as pending.
+func allAcked(infos []*jetstream.ConsumerInfo) bool {
+	for _, info := range infos {
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // waitRouted waits until the router's consumers acked everything in
-// WEIR_ENRICHED: a consumer created after the messages were published
-// counts them as pending.
+// WEIR_ENRICHED.
 func (e *testEnv) waitRouted(t *testing.T) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "every enriched message acked by the router", func() bool {
-		infos, ok := e.consumers(t)
-		if !ok {
-			return false
-		}
-		for _, info := range infos {
-			if info.NumPending != 0 || info.NumAckPending != 0 {
-				return false
-			}
-		}
-		return true
+		infos, ok := e.consumerInfos()
+		return ok && allAcked(infos)
 	})
 }
 

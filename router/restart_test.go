@@ -41,7 +41,7 @@ func TestRouterSurvivesNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	sc := proto.DefaultStreamsConfig()
+	sc := testStreams()
 	sc.Partitions = 2
 	if err := proto.EnsureStreams(context.Background(), js, sc); err != nil {
 		t.Fatal(err)

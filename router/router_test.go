@@ -175,7 +175,7 @@ func TestRouterAcksOnlyAfterEveryRoute(t *testing.T) {
 		return counter(t, e.reg, "weir_router_publish_failures_total", "route", "broken") >= 2
 	})
 	acked := func() (floor uint64, pending int) {
-		infos, ok := e.consumers(t)
+		infos, ok := e.consumerInfos()
 		if !ok {
 			t.Fatal("the router's consumers are gone")
 		}
@@ -372,7 +372,7 @@ func TestRouterLifecycle(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	waitFor(t, 10*time.Second, "the router's consumers", func() bool {
-		_, ok := e.consumers(t)
+		_, ok := e.consumerInfos()
 		return ok
 	})
 	if err := r.Run(ctx); err == nil || !strings.Contains(err.Error(), "already running") {

@@ -44,6 +44,8 @@ func TestRouterCommand(t *testing.T) {
 	writeFile(t, path, fmt.Sprintf(`cluster: c
 nats:
   url: %s
+streams:
+  max_bytes: 256MiB
 routes:
   - name: cpu
     match: ['{__name__=~".*_cpu_.*"}']
