@@ -20,9 +20,13 @@
 //     that has not acknowledged yet, until it succeeds or the router stops;
 //     the message keeps its Nats-Msg-Id in every route's stream, so a
 //     retry or a replay after a crash is dropped as a duplicate.
-//   - Per-series order. Each partition of WEIR_ENRICHED is processed by one
-//     goroutine, one message at a time, so a target's scrapes reach every
-//     route stream in the order they were scraped.
+//   - Per-series order. Each partition of WEIR_ENRICHED (every scrape of a
+//     target is in the same one) is processed by one goroutine of one
+//     replica at a time, one message after the other, so a target's scrapes
+//     reach every route stream in the order they were scraped. Replicas
+//     split the partitions among themselves (internal/partition); one that
+//     stops finishes the messages it holds, for at most publish_timeout,
+//     before another takes its partitions over.
 //   - Isolation. Every route has its own stream with its own retention
 //     (max_age, max_bytes), so a backend that is away for hours keeps its
 //     data without holding up the other routes' sinks.
