@@ -308,10 +308,13 @@ func TestRouterDeadLetters(t *testing.T) {
 // its own message id, and loses no series.
 func TestRouterSplitsWhatRelabelingGrows(t *testing.T) {
 	e := newEnv(t)
+	// A new label unique to every series, which no encoding can compress
+	// away, with the smallest message limit the router accepts.
 	cfg := testConfig(Route{Name: "big", WriteRelabelConfigs: []*relabel.Config{{
-		TargetLabel: "padding", Replacement: strings.Repeat("p", 200), Regex: relabel.MustNewRegexp("(.*)"), Action: relabel.Replace, Separator: ";",
+		SourceLabels: model.LabelNames{"__name__", "id", "image", "name", "pod", "device"}, TargetLabel: "padding", Replacement: "$1",
+		Regex: relabel.MustNewRegexp("(.*)"), Action: relabel.Replace, Separator: ";",
 	}}})
-	r, err := New(cfg, Deps{JS: e.js, Streams: e.streams, MaxPayload: 256 << 10})
+	r, err := New(cfg, Deps{JS: e.js, Streams: e.streams, MaxPayload: 2 * minPayload})
 	if err != nil {
 		t.Fatal(err)
 	}
