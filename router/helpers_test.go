@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -123,9 +124,17 @@ func enrichedSubject(node string, source proto.Source) proto.Subject {
 // default encoding with Weir's headers. It returns the message ids.
 func (e *testEnv) publishScrape(t testing.TB, subj proto.Subject, millis int64, series []prompb.TimeSeries) []string {
 	t.Helper()
-	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, series, 512<<10)
+	ids, err := e.tryPublishScrape(subj, millis, series)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ids
+}
+
+func (e *testEnv) tryPublishScrape(subj proto.Subject, millis int64, series []prompb.TimeSeries) ([]string, error) {
+	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, series, 512<<10)
+	if err != nil {
+		return nil, err
 	}
 	var ids []string
 	for i, c := range chunks {
@@ -141,11 +150,11 @@ func (e *testEnv) publishScrape(t testing.TB, subj proto.Subject, millis int64, 
 		meta.SetHeaders(msg.Header)
 		msg.Data = c.Payload
 		if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
-			t.Fatalf("publish %s: %v", msg.Subject, err)
+			return ids, fmt.Errorf("publish %s: %w", msg.Subject, err)
 		}
 		ids = append(ids, meta.MsgID)
 	}
-	return ids
+	return ids, nil
 }
 
 // log writes to the test's log, shown when it fails or with -v.

@@ -57,8 +57,12 @@ func TestRouterSurvivesNATSRestart(t *testing.T) {
 
 	stopServer()
 	start()
-	waitFor(t, 20*time.Second, "the connection back", func() bool { return nc.IsConnected() })
-	e.publishScrape(t, subj, 2000, stampedAt(series, 2000))
+	// JetStream takes a moment to restore its streams after the restart:
+	// publish as a collector does, until it is acknowledged.
+	waitFor(t, 20*time.Second, "a publish acknowledged after the restart", func() bool {
+		_, err := e.tryPublishScrape(subj, 2000, stampedAt(series, 2000))
+		return err == nil
+	})
 	waitFor(t, 20*time.Second, "the scrape after the restart routed", func() bool { return e.streamMsgs(t, "WEIR_ROUTE_ALL") >= 2 })
 	e.waitRouted(t)
 	got := e.readStream(t, "WEIR_ROUTE_ALL")
