@@ -150,10 +150,11 @@ func RouteStreams(streams proto.StreamsConfig, routes []Route) []jetstream.Strea
 	return out
 }
 
-// Run creates or updates the route streams and routes what it reads until
-// ctx ends or Close is called. It then nacks what it had not finished,
-// waits for everything it started and returns nil. Failures to reach NATS
-// are logged and retried, not returned.
+// Run creates or updates the route streams and routes this replica's
+// share of WEIR_ENRICHED until ctx ends or Close is called. It then
+// finishes the messages it holds (for at most publish_timeout; the rest it
+// nacks), waits for everything it started and returns nil. Failures to
+// reach NATS are logged and retried, not returned.
 func (r *Router) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -224,16 +225,13 @@ func (r *Router) consume(ctx context.Context) {
 		Durable:    Durable,
 		Partitions: r.streams.Partitions,
 		Member:     r.member,
-		Consumer:   r.consumerConfig("", ""),
-		Log:        r.log,
+		// Durable and filter are set per partition by partition.Run.
+		Consumer: proto.ConsumerConfig("", "", r.cfg.AckWait, r.cfg.MaxAckPending),
+		Log:      r.log,
 	}
 	r.retry(ctx, "consume partitions", func(ctx context.Context) error {
 		return partition.Run(ctx, r.js, cfg, r.work)
 	})
-}
-
-func (r *Router) consumerConfig(durable, filter string) jetstream.ConsumerConfig {
-	return proto.ConsumerConfig(durable, filter, r.cfg.AckWait, r.cfg.MaxAckPending)
 }
 
 // retry calls f until it succeeds or ctx ends, with capped exponential
