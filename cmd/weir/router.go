@@ -11,7 +11,7 @@ import (
 )
 
 func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
-	listen := fs.String("listen-address", ":9472", "serve /metrics, /healthz and /readyz on this address")
+	listen := fs.String("listen-address", ":9473", "serve /metrics, /healthz and /readyz on this address")
 	cfg, err := parseStage(fs, args)
 	if err != nil {
 		return err
