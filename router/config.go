@@ -14,11 +14,13 @@ import (
 	"github.com/weirmetrics/weir/internal/config"
 )
 
-// Config is the router: its routes and how it consumes WEIR_ENRICHED.
+// Config is the router: its routes and how it consumes WEIR_ENRICHED. In
+// Weir's file the routes are the top-level `routes:` list and the rest is
+// the `router:` section.
 type Config struct {
 	// Routes are applied to every series independently: a series may go to
 	// several routes, or to none.
-	Routes []Route `yaml:"routes"`
+	Routes []Route `yaml:"-"`
 	// AckWait is how long the server waits for an ack before redelivering;
 	// the router extends it with InProgress while it retries a publish.
 	AckWait time.Duration `yaml:"ack_wait"`
@@ -44,7 +46,8 @@ type Route struct {
 	Name string `yaml:"name"`
 	// Match holds PromQL series selectors such as {__name__=~"container_.*"}
 	// or up{job="kubelet"}. A series is kept when it matches any of them,
-	// as with Prometheus' match[] parameters; none keeps every series.
+	// as with Prometheus' match[] parameters; none keeps every series. In
+	// YAML a single selector may be written without the list.
 	Match []string `yaml:"match"`
 	// Expr is an optional expr-lang predicate over the series; see Env.
 	Expr string `yaml:"expr"`
@@ -209,7 +212,7 @@ func (r *Route) UnmarshalYAML(n *yaml.Node) error {
 	// unknown action, say) is reported at its entry's line.
 	var plain struct {
 		Name     string          `yaml:"name"`
-		Match    []string        `yaml:"match"`
+		Match    yaml.Node       `yaml:"match"`
 		Expr     string          `yaml:"expr"`
 		Relabel  []yaml.Node     `yaml:"write_relabel_configs"`
 		MaxAge   time.Duration   `yaml:"max_age"`
@@ -223,7 +226,21 @@ func (r *Route) UnmarshalYAML(n *yaml.Node) error {
 		return err
 	}
 	undecoded := map[int]bool{}
-	*r = Route{Name: plain.Name, Match: plain.Match, Expr: plain.Expr, MaxAge: plain.MaxAge, MaxBytes: plain.MaxBytes}
+	*r = Route{Name: plain.Name, Expr: plain.Expr, MaxAge: plain.MaxAge, MaxBytes: plain.MaxBytes}
+	switch m := &plain.Match; m.Kind {
+	case 0: // absent
+	case yaml.ScalarNode:
+		if m.Tag == "!!null" {
+			break
+		}
+		r.Match = []string{m.Value}
+	default:
+		if err := m.Decode(&r.Match); errors.As(err, &te) {
+			errs = append(errs, te.Errors...)
+		} else if err != nil {
+			errs.add(m.Line, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+	}
 	for i := range plain.Relabel {
 		item := &plain.Relabel[i]
 		if item.Kind == yaml.MappingNode {

@@ -31,8 +31,11 @@ func TestDecodeRoutes(t *testing.T) {
 	if err := config.Load("routes.yaml", data, &f); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Routes) != 3 {
-		t.Fatalf("decoded %d routes, want 3", len(f.Routes))
+	if len(f.Routes) != 4 {
+		t.Fatalf("decoded %d routes, want 4", len(f.Routes))
+	}
+	if s := f.Routes[3]; s.Name != "single" || len(s.Match) != 1 || s.Match[0] != `up{job="kubelet"}` {
+		t.Errorf("a single selector without the list decoded as %+v", s)
 	}
 	c, v := f.Routes[0], f.Routes[1]
 	if c.Name != "containers" || len(c.Match) != 1 || c.Match[0] != `{__name__=~"container_.*"}` || c.MaxAge != 48*time.Hour || c.MaxBytes != 20<<30 {

@@ -30,8 +30,15 @@ type fileConfig struct {
 	Streams       proto.StreamsConfig `yaml:"streams"`
 	Collector     collectorSection    `yaml:"collector"`
 	Sinks         []sinkSection       `yaml:"sinks"`
-	// Routes are what `weir router` publishes to each route's stream.
+	// Routes are what `weir router` publishes to each route's stream;
+	// Router is how it runs.
 	Routes []router.Route `yaml:"routes"`
+	Router routerSection  `yaml:"router"`
+}
+
+type routerSection struct {
+	ListenAddress string `yaml:"listen_address"`
+	router.Config `yaml:",inline"`
 }
 
 type logConfig struct {
@@ -70,6 +77,7 @@ func defaultConfig() fileConfig {
 		NATS:          natsConfig{URL: "nats://127.0.0.1:4222", Embedded: embeddedConfig{Host: "127.0.0.1", Port: 4222}},
 		Streams:       proto.DefaultStreamsConfig(),
 		Collector:     collectorSection{ListenAddress: ":9470", Config: collector.DefaultConfig()},
+		Router:        routerSection{ListenAddress: ":9473", Config: router.DefaultConfig()},
 	}
 }
 
@@ -107,8 +115,15 @@ func (c *fileConfig) Validate() error {
 		names[s.Name] = true
 		errs = append(errs, s.Validate())
 	}
-	errs = append(errs, router.ValidateRoutes(c.Routes))
+	errs = append(errs, c.routerConfig().Validate())
 	return errors.Join(errs...)
+}
+
+// routerConfig is the router section with the file's routes.
+func (c *fileConfig) routerConfig() router.Config {
+	rc := c.Router.Config
+	rc.Routes = c.Routes
+	return rc
 }
 
 // overrides are what a container sets through flags or the environment;

@@ -11,7 +11,6 @@ import (
 )
 
 func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
-	listen := fs.String("listen-address", ":9473", "serve /metrics, /healthz and /readyz on this address")
 	cfg, err := parseStage(fs, args)
 	if err != nil {
 		return err
@@ -30,7 +29,7 @@ func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer
 	if err := p.addRouter(); err != nil {
 		return err
 	}
-	if _, err := p.addHTTP(*listen); err != nil {
+	if _, err := p.addHTTP(cfg.Router.ListenAddress); err != nil {
 		return err
 	}
 	p.addSignals(ctx)
@@ -40,9 +39,7 @@ func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer
 // addRouter adds the router of the file's routes; it needs the NATS
 // connection of p.connect. The router creates every route's stream.
 func (p *process) addRouter() error {
-	cfg := router.DefaultConfig()
-	cfg.Routes = p.cfg.Routes
-	r, err := router.New(cfg, router.Deps{
+	r, err := router.New(p.cfg.routerConfig(), router.Deps{
 		Log:        p.log,
 		Reg:        p.reg,
 		JS:         p.js,

@@ -46,9 +46,12 @@ nats:
   url: %s
 streams:
   max_bytes: 256MiB
+router:
+  listen_address: 127.0.0.1:0
+  publish_timeout: 5s
 routes:
   - name: cpu
-    match: ['{__name__=~".*_cpu_.*"}']
+    match: '{__name__=~".*_cpu_.*"}'
     max_age: 1h
 `, srv.ClientURL()))
 
@@ -56,7 +59,7 @@ routes:
 	exit := make(chan int, 1)
 	var stderr bytes.Buffer
 	go func() {
-		exit <- run(ctx, []string{"router", "--config", path, "--listen-address", "127.0.0.1:0"}, io.Discard, &stderr)
+		exit <- run(ctx, []string{"router", "--config", path}, io.Discard, &stderr)
 	}()
 	defer func() {
 		cancel()
