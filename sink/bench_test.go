@@ -22,13 +22,15 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	var batch proto.Batch
-	w := requestBuilder{limit: DefaultConfig().QueueConfig.MaxSamplesPerSend}
+	w := requestBuilder{limit: DefaultConfig().QueueConfig.MaxSamplesPerSend, exemplars: true, histograms: true}
 	want := len(series)
 	wantRequests := (want + w.limit - 1) / w.limit
 	var samples, requests int
+	e := newEncoder()
 	send := func(r request) error {
-		if len(r.body) == 0 || r.samples > w.limit {
-			b.Fatalf("request of %d bytes, %d samples", len(r.body), r.samples)
+		body, err := e.encode(r, protoV1)
+		if err != nil || len(body) == 0 || r.samples > w.limit {
+			b.Fatalf("request of %d bytes, %d samples: %v", len(body), r.samples, err)
 		}
 		samples += r.samples
 		requests++

@@ -257,6 +257,11 @@ type call struct {
 type receiver struct {
 	srv    *httptest.Server
 	answer func(n int, w http.ResponseWriter, r *http.Request) int
+	// only1 answers 415 to remote write 2.0, as a 1.0-only backend does.
+	only1 bool
+	// writtenShort is how many samples fewer than received a 2.0 answer
+	// says were written.
+	writtenShort int
 
 	mu       sync.Mutex
 	calls    []call
@@ -283,9 +288,23 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var wr prompb.WriteRequest
-	if err := wr.Unmarshal(raw); err != nil {
-		http.Error(w, "protobuf: "+err.Error(), http.StatusBadRequest)
+	isV2 := r.Header.Get("Content-Type") == contentTypeV2
+	switch {
+	case isV2 && rc.only1:
+		http.Error(w, "remote write 2.0 not supported", http.StatusUnsupportedMediaType)
 		return
+	case isV2:
+		series, err := decodeV2(raw)
+		if err != nil {
+			http.Error(w, "remote write 2.0: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		wr.Timeseries = series
+	default:
+		if err := wr.Unmarshal(raw); err != nil {
+			http.Error(w, "protobuf: "+err.Error(), http.StatusBadRequest)
+			return
+		}
 	}
 	c := call{at: time.Now(), header: r.Header.Clone(), series: wr.Timeseries}
 	for _, ts := range wr.Timeseries {
@@ -318,6 +337,15 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rc.mu.Unlock()
+	if isV2 && status/100 == 2 {
+		written := c.samples
+		if rc.writtenShort > 0 {
+			written = max(0, written-rc.writtenShort)
+		}
+		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(written))
+		w.Header().Set("X-Prometheus-Remote-Write-Histograms-Written", "0")
+		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", "0")
+	}
 	w.WriteHeader(status)
 	if status >= 400 {
 		_, _ = io.WriteString(w, "rejected by the test receiver\n")

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"cmp"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -41,6 +43,13 @@ type Sink struct {
 	filter  string
 	metrics *metrics
 	client  *client
+	proto   atomic.Int32 // protocol: 2.0 until a backend answers 415
+	// lastRetry is when a request last failed in a way worth retrying,
+	// Unix ns: the shards do not grow while the backend is in trouble.
+	lastRetry atomic.Int64
+
+	// reshardEvery is how often the shard count is reconsidered.
+	reshardEvery time.Duration
 
 	// One log line per interval for each kind of repeating trouble.
 	retryLog, dropLog, deadLog logThrottle
@@ -49,6 +58,8 @@ type Sink struct {
 	running bool
 	closed  bool
 	stop    context.CancelFunc // cancels the running Run
+	pool    *shardPool         // of the running Run
+	parts   map[*partition]struct{}
 }
 
 // Timings that are not worth a configuration key.
@@ -61,10 +72,15 @@ const (
 	maxQueuePerShard = 16
 	// maxErrorHeader bounds the Weir-Error header of a dead letter.
 	maxErrorHeader = 1024
+	// reshardEvery is Prometheus' own interval for the same decision.
+	defaultReshardEvery = 10 * time.Second
+	// lagEvery is how often the consumers are asked how far behind they are.
+	lagEvery = 5 * time.Second
 )
 
-// New checks cfg and d and builds a sink. It does no I/O and starts
-// nothing; Run does.
+// New checks cfg and d and builds a sink. It does no network I/O and
+// starts nothing; Run does. TLS files named in the configuration are read
+// to check them.
 func New(cfg Config, d Deps) (*Sink, error) {
 	var errs []error
 	if err := cfg.Validate(); err != nil {
@@ -83,22 +99,32 @@ func New(cfg Config, d Deps) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m, err := newMetrics(d.Reg, cfg.Name)
+	m, err := newMetrics(d.Reg, cfg.Name, cfg.RouteName())
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{
-		cfg:      cfg,
-		log:      log.With("stage", "sink", "sink", cfg.Name),
-		js:       d.JS,
-		stream:   d.Stream,
-		filter:   d.Filter,
-		metrics:  m,
-		client:   newClient(cfg, m),
-		retryLog: logThrottle{every: logEvery},
-		dropLog:  logThrottle{every: logEvery},
-		deadLog:  logThrottle{every: logEvery},
-	}, nil
+	c, err := newClient(cfg, m)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		cfg:          cfg,
+		log:          log.With("stage", "sink", "sink", cfg.Name, "route", cfg.RouteName()),
+		js:           d.JS,
+		stream:       d.Stream,
+		filter:       d.Filter,
+		metrics:      m,
+		client:       c,
+		reshardEvery: defaultReshardEvery,
+		retryLog:     logThrottle{every: logEvery},
+		dropLog:      logThrottle{every: logEvery},
+		deadLog:      logThrottle{every: logEvery},
+		parts:        map[*partition]struct{}{},
+	}
+	if cfg.ProtobufMessage == MessageV2 {
+		s.proto.Store(int32(protoV2))
+	}
+	return s, nil
 }
 
 // Run creates or updates the sink's durable consumer and sends what it
@@ -117,33 +143,30 @@ func (s *Sink) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		return errors.New("sink: Run is already running")
 	}
-	s.running, s.stop = true, cancel
+	pool := newShardPool(s.cfg, s.metrics)
+	s.running, s.stop, s.pool = true, cancel, pool
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.running, s.stop = false, nil
+		s.running, s.stop, s.pool = false, nil, nil
 		s.mu.Unlock()
 	}()
 
 	s.log.Info("sink starting", "url", s.cfg.URL.Redacted(), "stream", s.stream, "filter", s.filter,
-		"consumer", s.consumerName(), "shards", s.cfg.QueueConfig.MaxShards)
-	held := newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)
-	shards := make([]*shard, s.cfg.QueueConfig.MaxShards)
-	queueLen := max(1, min(maxQueuePerShard, s.cfg.MaxAckPending/len(shards)))
+		"consumer", s.consumerName(), "protocol", s.protocol().String(),
+		"min_shards", s.cfg.QueueConfig.MinShards, "max_shards", s.cfg.QueueConfig.MaxShards)
 	var wg sync.WaitGroup
-	for i := range shards {
-		sh := &shard{
-			queue:   make(chan delivery, queueLen),
-			builder: requestBuilder{limit: s.cfg.QueueConfig.MaxSamplesPerSend},
-		}
-		shards[i] = sh
-		wg.Go(func() { s.runShard(ctx, sh, held) })
+	for _, sh := range pool.shards {
+		wg.Go(func() { s.runShard(pool, sh) })
 	}
-	wg.Go(func() { s.keepAlive(ctx, held) })
+	var bg sync.WaitGroup
+	bg.Go(func() { s.autoscale(ctx, pool) })
+	bg.Go(func() { s.watchLag(ctx) })
 
-	s.consume(ctx, shards, held) // returns once ctx ended, with the queues closed
+	s.consume(ctx) // returns once ctx ended and every partition's work returned
+	bg.Wait()
+	pool.close()
 	wg.Wait()
-	s.nakHeld(held)
 	s.client.close()
 	s.log.Info("sink stopped")
 	return nil
@@ -168,40 +191,19 @@ func (s *Sink) Close() error {
 
 func (s *Sink) consumerName() string { return "sink-" + s.cfg.Name }
 
-// shard sends the messages of the subjects hashed to it, one at a time.
-type shard struct {
-	queue   chan delivery
-	batch   proto.Batch // reused by every message of the shard
-	builder requestBuilder
-}
-
-// delivery is a message with its stream sequence, which the held set is
-// keyed by.
-type delivery struct {
-	msg jetstream.Msg
-	seq uint64
-}
-
-// consume pulls messages and hands each to the shard of its subject until
-// ctx ends. When the subscription fails (NATS away, consumer deleted) it
-// subscribes again after a backoff. It closes the shard queues on return.
-func (s *Sink) consume(ctx context.Context, shards []*shard, held *heldSet) {
-	defer func() {
-		for _, sh := range shards {
-			close(sh.queue)
-		}
-	}()
+// consume drives Work with the sink's one durable consumer until ctx ends,
+// subscribing again after a backoff when the consumer fails (NATS away,
+// consumer deleted).
+func (s *Sink) consume(ctx context.Context) {
 	bo := newBackoff(s.cfg.QueueConfig)
 	for {
-		it, err := s.subscribe(ctx)
-		if err == nil {
+		cfg := proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
+		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+		if err != nil {
+			err = fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, s.stream, err)
+		} else {
 			bo = newBackoff(s.cfg.QueueConfig)
-			err = s.pull(ctx, it, shards, held)
-			if ctx.Err() != nil {
-				s.drain(it, held)
-				return
-			}
-			it.Stop()
+			err = s.Work(ctx, 0, cons)
 		}
 		if ctx.Err() != nil {
 			return
@@ -214,24 +216,74 @@ func (s *Sink) consume(ctx context.Context, shards []*shard, held *heldSet) {
 	}
 }
 
-func (s *Sink) subscribe(ctx context.Context) (jetstream.MessagesContext, error) {
-	cfg := proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, s.stream, err)
+// ConsumerConfig is the template of the sink's durable consumers, for a
+// driver (internal/partition) that creates one per partition.
+func (s *Sink) ConsumerConfig() jetstream.ConsumerConfig {
+	return proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
+}
+
+// partition is one consumer's share of the sink: the messages it holds
+// and how many of them are in the shards.
+type partition struct {
+	ctx      context.Context
+	id       int
+	cons     jetstream.Consumer
+	held     *heldSet
+	inflight sync.WaitGroup
+}
+
+// Work sends what cons delivers until ctx ends or the subscription fails,
+// through the shards of the running Run. Before it returns, every message
+// it received is acked (sent) or nacked, in stream order. It returns nil
+// once ctx ended; it is the work function of internal/partition.
+func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error {
+	s.mu.Lock()
+	pool := s.pool
+	s.mu.Unlock()
+	if pool == nil {
+		return errors.New("sink: Work called outside Run")
 	}
+	part := &partition{ctx: ctx, id: id, cons: cons, held: newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)}
+	s.mu.Lock()
+	s.parts[part] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.parts, part)
+		s.mu.Unlock()
+	}()
+
+	kctx, stopKeepAlive := context.WithCancel(ctx)
+	var keep sync.WaitGroup
+	keep.Go(func() { s.keepAlive(kctx, part.held) })
+	defer func() {
+		stopKeepAlive()
+		keep.Wait()
+		s.nakHeld(part.held)
+	}()
+
 	// A small pull batch: what the client library buffers is not yet ours
 	// to keep alive, and would be redelivered while a full shard blocks us.
 	batch := max(1, min(s.cfg.MaxAckPending, 2*s.cfg.QueueConfig.MaxShards))
 	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
 	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
+		return fmt.Errorf("consume %s: %w", s.consumerName(), err)
 	}
-	return it, nil
+	err = s.pull(ctx, it, pool, part)
+	if ctx.Err() != nil {
+		s.drain(it, part.held)
+		err = nil
+	} else {
+		it.Stop()
+	}
+	// The shards finish what they have of this partition (or skip it once
+	// ctx ended); what is left held is nacked by the deferred nakHeld.
+	part.inflight.Wait()
+	return err
 }
 
 // pull dispatches messages until ctx ends or the subscription fails.
-func (s *Sink) pull(ctx context.Context, it jetstream.MessagesContext, shards []*shard, held *heldSet) error {
+func (s *Sink) pull(ctx context.Context, it jetstream.MessagesContext, pool *shardPool, part *partition) error {
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		switch {
@@ -243,21 +295,18 @@ func (s *Sink) pull(ctx context.Context, it jetstream.MessagesContext, shards []
 		default:
 			return err
 		}
-		seq, ok := s.hold(held, m)
+		seq, ok := s.hold(part.held, m)
 		if !ok {
 			continue
 		}
-		sh := shards[shardFor(m.Subject(), len(shards))]
-		select {
-		case sh.queue <- delivery{msg: m, seq: seq}:
-		case <-ctx.Done():
-			return ctx.Err() // m stays held and is nacked by Run
+		if err := pool.dispatch(ctx, delivery{msg: m, seq: seq, part: part}); err != nil {
+			return err // m stays held and is nacked
 		}
 	}
 }
 
 // drain takes the messages the client library already received, so that
-// Run nacks them instead of leaving them to AckWait.
+// they are nacked instead of left to AckWait.
 func (s *Sink) drain(it jetstream.MessagesContext, held *heldSet) {
 	it.Drain()
 	for {
@@ -285,7 +334,7 @@ func (s *Sink) hold(held *heldSet, m jetstream.Msg) (uint64, bool) {
 		return 0, false
 	}
 	seq := md.Sequence.Stream
-	switch held.add(seq, m, time.Now()) {
+	switch held.add(seq, m, time.Now(), md.Timestamp) {
 	case added:
 		return seq, true
 	case alreadyHeld:
@@ -307,37 +356,54 @@ func shardFor(subject string, shards int) int {
 	return int(h % uint32(shards))
 }
 
-// runShard processes its queue in order until consume closes it. Once ctx
-// has ended it only empties the queue: those messages stay held and Run
-// nacks them.
-func (s *Sink) runShard(ctx context.Context, sh *shard, held *heldSet) {
+// runShard processes its queue in order until the pool closes it. A
+// message whose partition has stopped is skipped: it stays held and its
+// partition nacks it.
+func (s *Sink) runShard(pool *shardPool, sh *shard) {
 	for d := range sh.queue {
-		if ctx.Err() != nil {
-			continue
+		if d.part.ctx.Err() == nil {
+			start := time.Now()
+			if s.handle(d.part.ctx, sh, d.msg) {
+				d.part.held.settle(d.seq)
+			}
+			sh.busy.Add(int64(time.Since(start)))
 		}
-		if s.handle(ctx, sh, d.msg) {
-			held.settle(d.seq)
-		}
+		d.part.inflight.Done()
+		pool.done()
 	}
 }
 
-// handle sends one message and acks it. It reports false when ctx ended
-// first, leaving the message to be nacked.
+// handle sends one message and acks it, or dead-letters it when it cannot
+// be decoded or the backend rejected some of its samples for good. It
+// reports false when ctx ended first, leaving the message to be nacked.
 func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg) bool {
 	log := s.log.With("subject", m.Subject())
 	if err := decode(m, &sh.batch); err != nil {
-		return s.deadLetter(ctx, m, err, log)
+		return s.deadLetter(ctx, m, err, "decode", log)
 	}
-	err := sh.builder.build(&sh.batch, func(req request) error { return s.deliver(ctx, req, log) })
+	var rejected error
+	err := sh.builder.build(&sh.batch, func(req request) error {
+		err := s.deliver(ctx, sh.enc, req, log)
+		var rej *rejectedError
+		if errors.As(err, &rej) {
+			// Send the rest: the backend may take the other series.
+			rejected = cmp.Or(rejected, err)
+			return nil
+		}
+		return err
+	})
 	switch {
-	case err == nil:
+	case err == nil && rejected == nil:
 		s.ack(m, log)
 		return true
+	case err == nil:
+		return s.deadLetter(ctx, m, rejected, "rejected", log)
 	case ctx.Err() != nil:
 		return false
 	default:
 		// The payload decoded but does not encode again: bad input as well.
-		return s.deadLetter(ctx, m, err, log)
+		s.metrics.samplesDropped.WithLabelValues("encode").Add(float64(sh.batch.Samples()))
+		return s.deadLetter(ctx, m, err, "decode", log)
 	}
 }
 
@@ -373,7 +439,7 @@ func decode(m jetstream.Msg, b *proto.Batch) error {
 // deadLetter publishes m to the sink's dead-letter subject with the reason,
 // and acks m once JetStream stored the letter. It retries the publish until
 // it succeeds or ctx ends, and reports whether m was settled.
-func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, log *slog.Logger) bool {
+func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, reason string, log *slog.Logger) bool {
 	out := nats.NewMsg(proto.DeadSubject("sink"))
 	for name, values := range m.Headers() {
 		out.Header[name] = slices.Clone(values)
@@ -408,7 +474,7 @@ func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, log
 			return false
 		}
 	}
-	s.metrics.messagesDead.Inc()
+	s.metrics.messagesDead.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.deadLog.allow(time.Now()); ok {
 		log.Warn("message dead-lettered", "err", cause, "dead_subject", out.Subject, "suppressed", suppressed)
 	}
