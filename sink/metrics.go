@@ -81,7 +81,9 @@ func newMetrics(reg prometheus.Registerer, sink, route string) (*metrics, error)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	counter := func(name string) *prometheus.CounterVec { return vecs[name].(*prometheus.CounterVec).MustCurryWith(own) }
+	counter := func(name string) *prometheus.CounterVec {
+		return vecs[name].(*prometheus.CounterVec).MustCurryWith(own)
+	}
 	gauge := func(name string) prometheus.Gauge { return vecs[name].(*prometheus.GaugeVec).With(own) }
 	return &metrics{
 		samplesSent:      counter("weir_sink_samples_sent_total").WithLabelValues(),

@@ -1,12 +1,12 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"cmp"
 	"slices"
 	"strings"
 	"sync"
