@@ -165,11 +165,23 @@ func (e *testEnv) waitAcked(t *testing.T, sinkName string, seq uint64) {
 // startSink runs a sink until the test ends or the returned stop is called.
 func (e *testEnv) startSink(t *testing.T, cfg Config) (*Sink, func()) {
 	t.Helper()
+	return e.startSinkOn(t, cfg, proto.StreamRaw, proto.StreamFilter(proto.StageRaw))
+}
+
+// startSinkOn is startSink reading another stream, such as a route's.
+func (e *testEnv) startSinkOn(t *testing.T, cfg Config, stream, filter string) (*Sink, func()) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(cfg, Deps{Log: log, JS: e.js, Reg: e.reg, Stream: proto.StreamRaw, Filter: proto.StreamFilter(proto.StageRaw)})
+	s, err := New(cfg, Deps{Log: log, JS: e.js, Reg: e.reg, Stream: stream, Filter: filter})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, e.run(t, s)
+}
+
+// run runs s until the test ends or the returned stop is called.
+func (e *testEnv) run(t *testing.T, s *Sink) func() {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -191,7 +203,7 @@ func (e *testEnv) startSink(t *testing.T, cfg Config) (*Sink, func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return s, stop
+	return stop
 }
 
 // testWriter sends log lines to the test's log, shown when it fails or with -v.
