@@ -31,7 +31,16 @@ type Deps struct {
 	JS     jetstream.JetStream
 	Stream string // stream to read, such as proto.StreamRaw
 	Filter string // subject filter, such as proto.StreamFilter(proto.StageRaw)
+	// Consume, when set, runs work over the partitions of the stream this
+	// replica owns, each through its own durable consumer made from
+	// template, until ctx ends (internal/partition.Run does). Several
+	// replicas of one sink then share a route in per-target order. Nil
+	// reads the whole stream through one durable consumer, "sink-<name>".
+	Consume func(ctx context.Context, template jetstream.ConsumerConfig, work WorkFunc) error
 }
+
+// WorkFunc processes one partition's consumer until ctx ends; Sink.Work is one.
+type WorkFunc func(ctx context.Context, partition int, cons jetstream.Consumer) error
 
 // Sink remote-writes one stream to one backend. See the package
 // documentation for what it guarantees.
@@ -41,6 +50,7 @@ type Sink struct {
 	js      jetstream.JetStream
 	stream  string
 	filter  string
+	drive   func(ctx context.Context, template jetstream.ConsumerConfig, work WorkFunc) error
 	metrics *metrics
 	client  *client
 	proto   atomic.Int32 // protocol: 2.0 until a backend answers 415
@@ -113,6 +123,7 @@ func New(cfg Config, d Deps) (*Sink, error) {
 		js:           d.JS,
 		stream:       d.Stream,
 		filter:       d.Filter,
+		drive:        d.Consume,
 		metrics:      m,
 		client:       c,
 		reshardEvery: defaultReshardEvery,
@@ -191,19 +202,25 @@ func (s *Sink) Close() error {
 
 func (s *Sink) consumerName() string { return "sink-" + s.cfg.Name }
 
-// consume drives Work with the sink's one durable consumer until ctx ends,
-// subscribing again after a backoff when the consumer fails (NATS away,
-// consumer deleted).
+// consume drives Work until ctx ends: through Deps.Consume, or with the
+// sink's one durable consumer. It starts again after a backoff when that
+// fails (NATS away, consumer deleted).
 func (s *Sink) consume(ctx context.Context) {
 	bo := newBackoff(s.cfg.QueueConfig)
 	for {
-		cfg := proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
-		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
-		if err != nil {
-			err = fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, s.stream, err)
+		var err error
+		if s.drive != nil {
+			err = s.drive(ctx, s.ConsumerConfig(), s.Work)
 		} else {
-			bo = newBackoff(s.cfg.QueueConfig)
-			err = s.Work(ctx, 0, cons)
+			cfg := s.ConsumerConfig()
+			var cons jetstream.Consumer
+			cons, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+			if err != nil {
+				err = fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, s.stream, err)
+			} else {
+				bo = newBackoff(s.cfg.QueueConfig)
+				err = s.Work(ctx, 0, cons)
+			}
 		}
 		if ctx.Err() != nil {
 			return
