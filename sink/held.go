@@ -28,24 +28,37 @@ func (s *Sink) keepAlive(ctx context.Context, held *heldSet) {
 	}
 }
 
-// nakHeld returns every unfinished message to the server in stream order:
-// the server redelivers nacked messages first and in the order it got the
-// naks, so the next consumer sends each target's scrapes in order.
-func (s *Sink) nakHeld(held *heldSet) {
-	msgs := held.takeAll()
+// nakHeld returns every unfinished message of part to the server in
+// stream order: the server redelivers nacked messages first and in the
+// order it got the naks, so the next consumer sends each target's scrapes
+// in order. The server applies acks and naks asynchronously, in order; the
+// last nak is a request it answers once applied, so when nakHeld returns
+// every message is queued for redelivery, before the partition's next
+// owner can pull anything newer.
+func (s *Sink) nakHeld(part *share) {
+	msgs := part.held.takeAll()
 	if len(msgs) == 0 {
 		return
 	}
 	failed := 0
-	for _, m := range msgs {
+	for _, m := range msgs[:len(msgs)-1] {
 		if err := m.Nak(); err != nil {
 			failed++
 		}
 	}
-	if nc := s.js.Conn(); nc != nil {
-		_ = nc.FlushTimeout(drainWait)
+	last := msgs[len(msgs)-1]
+	confirmed := false
+	if nc := s.js.Conn(); nc != nil && last.Reply() != "" {
+		_, err := nc.Request(last.Reply(), []byte("-NAK"), drainWait)
+		confirmed = err == nil
 	}
-	s.log.Info("returned unfinished messages for redelivery", "messages", len(msgs), "failed", failed)
+	if !confirmed {
+		if err := last.Nak(); err != nil {
+			failed++
+		}
+	}
+	s.log.Info("returned unfinished messages for redelivery", "partition", part.id,
+		"messages", len(msgs), "failed", failed, "confirmed", confirmed)
 }
 
 // heldSet is every message received and not yet acked or nacked, by stream

@@ -26,7 +26,7 @@ type shard struct {
 type delivery struct {
 	msg  jetstream.Msg
 	seq  uint64
-	part *partition
+	part *share
 }
 
 // shardPool runs max_shards shards and hashes each subject to one of the
@@ -181,7 +181,7 @@ func (s *Sink) watchLag(ctx context.Context) {
 
 func (s *Sink) updateLag(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	parts := make([]*partition, 0, len(s.parts))
+	parts := make([]*share, 0, len(s.parts))
 	for p := range s.parts {
 		parts = append(parts, p)
 	}

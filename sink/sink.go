@@ -69,7 +69,7 @@ type Sink struct {
 	closed  bool
 	stop    context.CancelFunc // cancels the running Run
 	pool    *shardPool         // of the running Run
-	parts   map[*partition]struct{}
+	parts   map[*share]struct{}
 }
 
 // Timings that are not worth a configuration key.
@@ -130,7 +130,7 @@ func New(cfg Config, d Deps) (*Sink, error) {
 		retryLog:     logThrottle{every: logEvery},
 		dropLog:      logThrottle{every: logEvery},
 		deadLog:      logThrottle{every: logEvery},
-		parts:        map[*partition]struct{}{},
+		parts:        map[*share]struct{}{},
 	}
 	if cfg.ProtobufMessage == MessageV2 {
 		s.proto.Store(int32(protoV2))
@@ -239,9 +239,9 @@ func (s *Sink) ConsumerConfig() jetstream.ConsumerConfig {
 	return proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
 }
 
-// partition is one consumer's share of the sink: the messages it holds
+// share is one consumer's share of the sink: the messages it holds
 // and how many of them are in the shards.
-type partition struct {
+type share struct {
 	ctx      context.Context
 	id       int
 	cons     jetstream.Consumer
@@ -260,7 +260,7 @@ func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error 
 	if pool == nil {
 		return errors.New("sink: Work called outside Run")
 	}
-	part := &partition{ctx: ctx, id: id, cons: cons, held: newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)}
+	part := &share{ctx: ctx, id: id, cons: cons, held: newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)}
 	s.mu.Lock()
 	s.parts[part] = struct{}{}
 	s.mu.Unlock()
@@ -276,66 +276,59 @@ func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error 
 	defer func() {
 		stopKeepAlive()
 		keep.Wait()
-		s.nakHeld(part.held)
+		s.nakHeld(part)
 	}()
 
-	// A small pull batch: what the client library buffers is not yet ours
-	// to keep alive, and would be redelivered while a full shard blocks us.
-	batch := max(1, min(s.cfg.MaxAckPending, 2*s.cfg.QueueConfig.MaxShards))
-	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", s.consumerName(), err)
-	}
-	err = s.pull(ctx, it, pool, part)
-	if ctx.Err() != nil {
-		s.drain(it, part.held)
-		err = nil
-	} else {
-		it.Stop()
-	}
+	err := s.pull(ctx, cons, pool, part)
 	// The shards finish what they have of this partition (or skip it once
 	// ctx ended); what is left held is nacked by the deferred nakHeld.
 	part.inflight.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
 	return err
 }
 
-// pull dispatches messages until ctx ends or the subscription fails.
-func (s *Sink) pull(ctx context.Context, it jetstream.MessagesContext, pool *shardPool, part *partition) error {
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		switch {
-		case err == nil:
-		case errors.Is(err, jetstream.ErrNoHeartbeat):
-			// The library pulls again by itself; say so and keep going.
-			s.log.Warn("no heartbeat from NATS, pulling again", "err", err)
-			continue
-		default:
-			return err
-		}
-		seq, ok := s.hold(part.held, m)
-		if !ok {
-			continue
-		}
-		if err := pool.dispatch(ctx, delivery{msg: m, seq: seq, part: part}); err != nil {
-			return err // m stays held and is nacked
-		}
-	}
-}
+// fetchWait bounds one pull request: how long a stopping Work may wait for
+// the batch it asked for.
+const fetchWait = time.Second
 
-// drain takes the messages the client library already received, so that
-// they are nacked instead of left to AckWait.
-func (s *Sink) drain(it jetstream.MessagesContext, held *heldSet) {
-	it.Drain()
-	for {
-		m, err := it.Next(jetstream.NextMaxWait(drainWait))
-		if err != nil {
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				it.Stop()
+// pull fetches batches and dispatches their messages until ctx ends or the
+// consumer is gone. It reads every batch to its end, even once ctx ended:
+// a message the server delivered and nobody saw would only come back after
+// AckWait, behind newer messages the next owner of the partition already
+// sent. Fetched that way, each is held, then sent or nacked.
+func (s *Sink) pull(ctx context.Context, cons jetstream.Consumer, pool *shardPool, part *share) error {
+	// A small batch: what is fetched and not yet dispatched waits in a
+	// full shard queue, kept alive by the keepalive.
+	batch := max(1, min(s.cfg.MaxAckPending, 2*s.cfg.QueueConfig.MaxShards))
+	bo := newBackoff(s.cfg.QueueConfig)
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(batch, jetstream.FetchMaxWait(fetchWait))
+		if err == nil {
+			for m := range msgs.Messages() {
+				seq, ok := s.hold(part.held, m)
+				if !ok || ctx.Err() != nil {
+					continue // held: nacked when Work returns
+				}
+				_ = pool.dispatch(ctx, delivery{msg: m, seq: seq, part: part})
 			}
-			return
+			err = msgs.Error()
 		}
-		s.hold(held, m)
+		switch {
+		case err == nil, errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoHeartbeat):
+			bo = newBackoff(s.cfg.QueueConfig)
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			return fmt.Errorf("fetch from %s: %w", s.consumerName(), err)
+		case ctx.Err() == nil:
+			wait := bo.wait(0)
+			if ok, suppressed := s.retryLog.allow(time.Now()); ok {
+				s.log.Warn("fetch failed, retrying", "err", err, "wait", wait, "suppressed", suppressed)
+			}
+			sleep(ctx, wait)
+		}
 	}
+	return nil
 }
 
 // hold adds m to the held set. It reports false for a redelivery of a

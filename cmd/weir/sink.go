@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 	"github.com/weirmetrics/weir/sink"
 )
@@ -58,16 +59,17 @@ func (s sinkSection) Validate() error {
 	return errors.Join(errs...)
 }
 
-// source is the stream the sink reads and the filter of its consumer.
-func (s sinkSection) source() (stream, filter string) {
+// source is the stream the sink reads, the filter of its consumer and the
+// stage that wrote the stream.
+func (s sinkSection) source() (stream, filter, stage string) {
 	switch s.Stream {
 	case sinkStreamRaw:
-		return proto.StreamRaw, proto.StreamFilter(proto.StageRaw)
+		return proto.StreamRaw, proto.StreamFilter(proto.StageRaw), proto.StageRaw
 	case sinkStreamEnriched:
-		return proto.StreamEnriched, proto.StreamFilter(proto.StageEnriched)
+		return proto.StreamEnriched, proto.StreamFilter(proto.StageEnriched), proto.StageEnriched
 	}
 	route := s.RouteName()
-	return proto.RouteStreamName(route), proto.RouteFilter(route)
+	return proto.RouteStreamName(route), proto.RouteFilter(route), proto.StageRoute
 }
 
 func runSink(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
@@ -126,14 +128,27 @@ func pickSink(sinks []sinkSection, name, route string) (sinkSection, error) {
 // addSink adds one sink as an actor. A route's stream is created when it
 // does not exist yet, so a sink may start before the router; an existing
 // one keeps the limits the router gave it.
+// Its replicas share the stream's partitions (internal/partition), so any
+// number of them keeps every target's scrapes in order.
 func (p *process) addSink(sc sinkSection) error {
-	stream, filter := sc.source()
+	stream, filter, stage := sc.source()
+	route := ""
+	if stage == proto.StageRoute {
+		route = sc.RouteName()
+	}
 	s, err := sink.New(sc.Config, sink.Deps{
 		Log:    p.log,
 		Reg:    p.reg,
 		JS:     p.js,
 		Stream: stream,
 		Filter: filter,
+		Consume: func(ctx context.Context, template jetstream.ConsumerConfig, work sink.WorkFunc) error {
+			return partition.Run(ctx, p.js, partition.Config{
+				Stream: stream, Stage: stage, Route: route, Durable: template.Durable,
+				Partitions: p.cfg.Streams.Partitions, Consumer: template,
+				Log: p.log.With("stage", "sink", "sink", sc.Name),
+			}, partition.Work(work))
+		},
 	})
 	if err != nil {
 		return err

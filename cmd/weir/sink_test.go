@@ -94,7 +94,7 @@ func TestPrometheusRemoteWriteBlockLoads(t *testing.T) {
 			t.Errorf("%s not read from the pasted block: %+v", c.what, g)
 		}
 	}
-	if stream, filter := cfg.Sinks[0].source(); stream != proto.RouteStreamName("all") || filter != proto.RouteFilter("all") {
+	if stream, filter, _ := cfg.Sinks[0].source(); stream != proto.RouteStreamName("all") || filter != proto.RouteFilter("all") {
 		t.Errorf("sink reads %s %s, want its route's stream", stream, filter)
 	}
 }
