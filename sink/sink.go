@@ -291,7 +291,7 @@ func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error 
 
 // fetchWait bounds one pull request: how long a stopping Work may wait for
 // the batch it asked for.
-const fetchWait = time.Second
+const fetchWait = 500 * time.Millisecond
 
 // pull fetches batches and dispatches their messages until ctx ends or the
 // consumer is gone. It reads every batch to its end, even once ctx ended:
