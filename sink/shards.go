@@ -165,9 +165,9 @@ func (s *Sink) autoscale(ctx context.Context, pool *shardPool) {
 }
 
 // watchLag publishes how far the sink is behind its stream, every
-// lagEvery until ctx ends.
+// s.lagEvery until ctx ends.
 func (s *Sink) watchLag(ctx context.Context) {
-	t := time.NewTicker(lagEvery)
+	t := time.NewTicker(s.lagEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -189,7 +189,7 @@ func (s *Sink) updateLag(ctx context.Context, now time.Time) {
 	var pending uint64
 	var oldest time.Time
 	for _, p := range parts {
-		ictx, cancel := context.WithTimeout(ctx, lagEvery)
+		ictx, cancel := context.WithTimeout(ctx, s.lagEvery)
 		info, err := p.cons.Info(ictx)
 		cancel()
 		if err == nil {

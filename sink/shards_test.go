@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,4 +123,42 @@ func TestBearerTokenFileIsReadAgain(t *testing.T) {
 			t.Errorf("request %d: Authorization %q, want %q", i, got, want)
 		}
 	}
+}
+
+// TestLagMetrics: while the backend fails, the sink reports the messages
+// it has not acknowledged and the age of the oldest; once the backend is
+// back, both return to 0.
+func TestLagMetrics(t *testing.T) {
+	env := newEnv(t)
+	var down atomic.Bool
+	down.Store(true)
+	rc := newReceiver(t, func(int, http.ResponseWriter, *http.Request) int {
+		if down.Load() {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	series := captureSeries(t, fixtures.KubeProxy121, scrapeMillis)[:10]
+	var seq uint64
+	for _, node := range []string{"a", "b", "c", "d", "e"} {
+		seq = env.publishScrape(t, subject(node, proto.SourceKubeProxy), scrapeMillis, forTarget(stamped(series, scrapeMillis), node))
+	}
+	s, err := New(testConfig("lag", rc.url()), Deps{JS: env.js, Reg: env.reg, Stream: proto.StreamRaw, Filter: proto.StreamFilter(proto.StageRaw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lagEvery = 50 * time.Millisecond
+	env.run(t, s)
+
+	waitFor(t, 5*time.Second, "lag of 5 messages, 200ms old", func() bool {
+		return metricValue(t, s.metrics.lagMessages) == 5 && metricValue(t, s.metrics.lagSeconds) >= 0.2
+	})
+	if got := metricValue(t, s.metrics.pending); got < 1 {
+		t.Errorf("pending messages = %v while the backend is down, want at least 1", got)
+	}
+	down.Store(false)
+	env.waitAcked(t, "lag", seq)
+	waitFor(t, 5*time.Second, "lag back to 0", func() bool {
+		return metricValue(t, s.metrics.lagMessages) == 0 && metricValue(t, s.metrics.lagSeconds) == 0
+	})
 }

@@ -58,8 +58,9 @@ type Sink struct {
 	// Unix ns: the shards do not grow while the backend is in trouble.
 	lastRetry atomic.Int64
 
-	// reshardEvery is how often the shard count is reconsidered.
-	reshardEvery time.Duration
+	// reshardEvery is how often the shard count is reconsidered, and
+	// lagEvery how often the lag metrics are updated.
+	reshardEvery, lagEvery time.Duration
 
 	// One log line per interval for each kind of repeating trouble.
 	retryLog, dropLog, deadLog logThrottle
@@ -85,7 +86,7 @@ const (
 	// reshardEvery is Prometheus' own interval for the same decision.
 	defaultReshardEvery = 10 * time.Second
 	// lagEvery is how often the consumers are asked how far behind they are.
-	lagEvery = 5 * time.Second
+	defaultLagEvery = 5 * time.Second
 )
 
 // New checks cfg and d and builds a sink. It does no network I/O and
@@ -127,6 +128,7 @@ func New(cfg Config, d Deps) (*Sink, error) {
 		metrics:      m,
 		client:       c,
 		reshardEvery: defaultReshardEvery,
+		lagEvery:     defaultLagEvery,
 		retryLog:     logThrottle{every: logEvery},
 		dropLog:      logThrottle{every: logEvery},
 		deadLog:      logThrottle{every: logEvery},
