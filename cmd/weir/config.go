@@ -122,6 +122,11 @@ func loadConfig(path string, o overrides) (*fileConfig, error) {
 			return nil, err
 		}
 		name = filepath.Base(path)
+		// As in Prometheus: secret and TLS files of a sink are relative to
+		// the configuration file.
+		for i := range cfg.Sinks {
+			cfg.Sinks[i].HTTPClientConfig.SetDirectory(filepath.Dir(path))
+		}
 	}
 	o.env()
 	set := func(dst *string, v string) {

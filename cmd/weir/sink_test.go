@@ -54,7 +54,7 @@ sinks:
       credentials_file: /var/run/secrets/mimir-token
   - name: thanos
     url: http://thanos-receive:19291/api/v1/receive
-    bearer_token_file: /var/run/secrets/thanos-token
+    bearer_token_file: secrets/thanos-token
 `
 
 func TestPrometheusRemoteWriteBlockLoads(t *testing.T) {
@@ -86,7 +86,7 @@ func TestPrometheusRemoteWriteBlockLoads(t *testing.T) {
 			g.QueueConfig.MaxSamplesPerSend == 500 && g.QueueConfig.BatchSendDeadline == 5*time.Second &&
 			g.QueueConfig.MinBackoff == 30*time.Millisecond && g.QueueConfig.MaxBackoff == 5*time.Second && !g.QueueConfig.RetryOnRateLimit},
 		{"authorization", cfg.Sinks[1].HTTPClientConfig.Authorization != nil && cfg.Sinks[1].HTTPClientConfig.Authorization.CredentialsFile == "/var/run/secrets/mimir-token"},
-		{"bearer_token_file", cfg.Sinks[2].HTTPClientConfig.BearerTokenFile == "/var/run/secrets/thanos-token"},
+		{"bearer_token_file, relative to the file", cfg.Sinks[2].HTTPClientConfig.BearerTokenFile == filepath.Join(filepath.Dir(path), "secrets/thanos-token")},
 		{"defaults of a short entry", cfg.Sinks[1].ProtobufMessage == sink.MessageV1 && cfg.Sinks[1].QueueConfig.MaxSamplesPerSend == 2000 && cfg.Sinks[1].RouteName() == "mimir"},
 	}
 	for _, c := range checks {
