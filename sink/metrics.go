@@ -58,7 +58,7 @@ var metricDefs = []metricDef{
 	{kind: "gauge", name: "weir_sink_lag_seconds", help: "Age in the stream of the oldest message the sink holds and has not acknowledged; 0 when it holds none."},
 	{kind: "gauge", name: "weir_sink_shards", help: "Shards sending now."},
 	{kind: "gauge", name: "weir_sink_shards_desired", help: "Shards the sink would use given how busy the shards are, between min_shards and max_shards."},
-	{kind: "counter", name: "weir_sink_protocol_fallbacks_total", help: "Times a remote write 2.0 backend answered 415 and the sink fell back to 1.0."},
+	{kind: "counter", name: "weir_sink_protocol_fallbacks_total", help: "Times a backend answered a remote write 2.0 request with 415, or with 2xx but no written-samples headers, and the sink fell back to 1.0."},
 }
 
 func newMetrics(reg prometheus.Registerer, sink, route string) (*metrics, error) {

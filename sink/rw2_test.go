@@ -14,6 +14,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/promtest"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -225,5 +226,36 @@ func TestFallbackTo1On415(t *testing.T) {
 	}
 	if got := metricValue(t, s.metrics.messagesDead.WithLabelValues("rejected")); got != 0 {
 		t.Errorf("dead letters = %v, want 0: a 415 is not a rejection", got)
+	}
+}
+
+// TestRemoteWrite2ToPrometheus242FallsBack: the Debian Prometheus (2.42)
+// reads a 2.0 message as an empty 1.0 one and answers 204 without the
+// written-samples headers. The sink must notice, send the same data as
+// 1.0, and stay on 1.0: every sample ends up stored.
+func TestRemoteWrite2ToPrometheus242FallsBack(t *testing.T) {
+	prom := promtest.Start(t)
+	env := newEnv(t)
+	series := captureSeries(t, fixtures.KubeProxy121, scrapeMillis)
+	millis := time.Now().Add(-time.Minute).UnixMilli()
+	var seq uint64
+	for i := range 3 {
+		at := millis + int64(i)*15_000
+		seq = env.publishScrape(t, subject("node-1", proto.SourceKubeProxy), at, stamped(series, at))
+	}
+	cfg := testConfig("v2-prom", prom.WriteURL)
+	cfg.ProtobufMessage = MessageV2
+	s, _ := env.startSink(t, cfg)
+	env.waitAcked(t, "v2-prom", seq)
+
+	want := 3 * len(series)
+	if got := promCounter(t, prom.URL, "prometheus_tsdb_head_samples_appended_total"); got != float64(want) {
+		t.Errorf("Prometheus appended %v samples, want %d", got, want)
+	}
+	if got := metricValue(t, s.metrics.protocolFallback); got != 1 {
+		t.Errorf("fallbacks = %v, want 1", got)
+	}
+	if got := metricValue(t, s.metrics.samplesSent); got != float64(want) {
+		t.Errorf("samples sent = %v, want %d (the ignored 2.0 request not counted)", got, want)
 	}
 }

@@ -290,8 +290,9 @@ func (e *rejectedError) Unwrap() error { return e.err }
 
 // deliver sends one request until the backend accepts it (2xx) or rejects
 // it for good, retrying network errors, timeouts, 5xx and 429 without
-// limit. A 2.0 request answered 415 is sent again as 1.0, and so is every
-// later request of the sink. It returns a *rejectedError for a rejection,
+// limit. A 2.0 request answered 415, or 2xx without the headers saying
+// what was written, is sent again as 1.0, and so is every later request of
+// the sink. It returns a *rejectedError for a rejection,
 // errGaveUp when ctx ended first (the message is then left for
 // redelivery), and an encoding error as it is.
 func (s *Sink) deliver(ctx context.Context, enc *encoder, req request, log *slog.Logger) error {
@@ -303,10 +304,17 @@ func (s *Sink) deliver(ctx context.Context, enc *encoder, req request, log *slog
 			return err
 		}
 		w, err := s.client.send(ctx, body, p, s.cfg.QueueConfig.RetryOnRateLimit)
+		if err == nil && p == protoV2 && !w.known {
+			// A 2.0 receiver says what it wrote. A 1.0 receiver, such as
+			// Prometheus before 2.54, reads the 2.0 message as an empty 1.0
+			// one and answers 204 having stored nothing: send it again as 1.0.
+			s.fallBackToV1(errors.New("2xx without X-Prometheus-Remote-Write-Samples-Written: a 1.0 receiver"), log)
+			continue
+		}
 		if err == nil {
 			s.metrics.samplesSent.Add(float64(req.samples))
 			s.metrics.highestSent.observe(req.newest)
-			if p == protoV2 && w.known {
+			if p == protoV2 {
 				s.checkWritten(req, w, log)
 			}
 			return nil
