@@ -14,9 +14,12 @@
 //
 // It speaks remote write 1.0 (prometheus.WriteRequest) and 2.0
 // (io.prometheus.write.v2.Request: symbol table, label references), both
-// snappy-compressed. A 2.0 sink whose backend answers 415 logs once,
-// counts weir_sink_protocol_fallbacks_total, sends the same request again
-// as 1.0 and stays on 1.0. The X-Prometheus-Remote-Write-*-Written answer
+// snappy-compressed. A 2.0 sink whose backend answers 415, or answers 2xx
+// without the X-Prometheus-Remote-Write-Samples-Written header (a 1.0
+// receiver such as Prometheus 2.42 reads the 2.0 message as an empty one
+// and stores nothing), logs once, counts
+// weir_sink_protocol_fallbacks_total, sends the same request again as 1.0
+// and stays on 1.0. The X-Prometheus-Remote-Write-*-Written answer
 // headers of a 2.0 backend are checked: samples it says it did not write
 // are counted as failed (reason partial_write).
 //
