@@ -37,7 +37,7 @@ type shardPool struct {
 	mu       sync.RWMutex // dispatch holds it for reading, resharding for writing
 	shards   []*shard
 	active   int
-	inflight sync.WaitGroup // messages dispatched and not finished
+	inflight atomic.Int64 // messages dispatched and not finished
 	m        *metrics
 }
 
@@ -75,21 +75,33 @@ func (p *shardPool) dispatch(ctx context.Context, d delivery) error {
 		return nil
 	case <-ctx.Done():
 		d.part.inflight.Done()
-		p.inflight.Done()
+		p.inflight.Add(-1)
 		return ctx.Err()
 	}
 }
 
 // done is called by a shard for each message it finished or skipped.
-func (p *shardPool) done() { p.inflight.Done() }
+func (p *shardPool) done() { p.inflight.Add(-1) }
 
-// resize switches to n active shards once every shard is idle.
-func (p *shardPool) resize(n int) {
+// resizeWait bounds how long resharding holds dispatching up while it
+// waits for the shards to be idle: a backend that fails meanwhile must not
+// stop the consumers (and the handover of partitions) until it recovers.
+const resizeWait = 5 * time.Second
+
+// resize switches to n active shards once every shard is idle, and
+// reports whether it did; it gives up after resizeWait.
+func (p *shardPool) resize(n int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inflight.Wait()
+	for deadline := time.Now().Add(resizeWait); p.inflight.Load() > 0; {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	p.active = n
 	p.m.shards.Set(float64(n))
+	return true
 }
 
 func (p *shardPool) activeShards() int {
@@ -157,8 +169,11 @@ func (s *Sink) autoscale(ctx context.Context, pool *shardPool) {
 			case want > active && retrying:
 			case math.Abs(float64(want-active)) <= reshardTolerance*float64(active):
 			default:
-				s.log.Info("resharding", "from", active, "to", want)
-				pool.resize(want)
+				if pool.resize(want) {
+					s.log.Info("resharded", "from", active, "to", want)
+				} else {
+					s.log.Debug("resharding put off: shards still busy", "from", active, "to", want)
+				}
 			}
 		}
 	}
