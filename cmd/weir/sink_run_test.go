@@ -85,7 +85,9 @@ sinks:
 	ctx, cancel := context.WithCancel(context.Background())
 	exit := make(chan int, 1)
 	var stderr bytes.Buffer
-	go func() { exit <- run(ctx, []string{"sink", "--config", path, "--route", "containers"}, io.Discard, &stderr) }()
+	go func() {
+		exit <- run(ctx, []string{"sink", "--config", path, "--route", "containers"}, io.Discard, &stderr)
+	}()
 	defer func() {
 		cancel()
 		select {
