@@ -262,7 +262,13 @@ func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error 
 	if pool == nil {
 		return errors.New("sink: Work called outside Run")
 	}
-	part := &share{ctx: ctx, id: id, cons: cons, held: newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)}
+	// The shards send under sendCtx: once ctx ends they get finishGrace to
+	// finish what they already have, so that a partition handed over to
+	// another replica, or a sink shutting down, rarely leaves anything to
+	// nack (the next owner of a nacked message waits its AckWait out).
+	sendCtx, stopSending := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSending()
+	part := &share{ctx: sendCtx, id: id, cons: cons, held: newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)}
 	s.mu.Lock()
 	s.parts[part] = struct{}{}
 	s.mu.Unlock()
@@ -272,7 +278,7 @@ func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error 
 		s.mu.Unlock()
 	}()
 
-	kctx, stopKeepAlive := context.WithCancel(ctx)
+	kctx, stopKeepAlive := context.WithCancel(sendCtx)
 	var keep sync.WaitGroup
 	keep.Go(func() { s.keepAlive(kctx, part.held) })
 	defer func() {
@@ -282,14 +288,29 @@ func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error 
 	}()
 
 	err := s.pull(ctx, cons, pool, part)
-	// The shards finish what they have of this partition (or skip it once
-	// ctx ended); what is left held is nacked by the deferred nakHeld.
-	part.inflight.Wait()
+	finished := make(chan struct{})
+	go func() {
+		part.inflight.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-time.After(s.finishGrace()):
+		// What is still being sent is given up and nacked.
+		stopSending()
+		<-finished
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
+
+// finishGrace is how long a stopping Work lets the shards finish: well
+// within AckWait, since the keepalive stops with it.
+func (s *Sink) finishGrace() time.Duration { return min(s.cfg.AckWait/2, maxFinishGrace) }
+
+const maxFinishGrace = 5 * time.Second
 
 // fetchWait bounds one pull request: how long a stopping Work may wait for
 // the batch it asked for.
