@@ -59,6 +59,9 @@ func TestThreeReplicasNoOutOfOrderAtPrometheus(t *testing.T) {
 			}
 		}
 	}
+	// Half the scrapes wait in the stream as the replicas join one after
+	// the other, so partitions change hands with messages in flight.
+	publish(0, scrapes/2)
 	var sinks []*Sink
 	for member := range 3 {
 		cfg := testConfig("replicated", prom.WriteURL)
@@ -80,9 +83,7 @@ func TestThreeReplicasNoOutOfOrderAtPrometheus(t *testing.T) {
 		env.run(t, s)
 		sinks = append(sinks, s)
 	}
-	// Publish once the replicas have split the partitions between them:
-	// the test is about replicas sharing a route, not about a member
-	// joining under load (internal/partition's own tests cover handovers).
+	// The other half once the replicas have split the partitions.
 	stable := 0
 	waitFor(t, 15*time.Second, "the replicas sharing every partition", func() bool {
 		total := 0
@@ -102,7 +103,7 @@ func TestThreeReplicasNoOutOfOrderAtPrometheus(t *testing.T) {
 		}
 		return stable >= 100 // a second at waitFor's 10ms polling
 	})
-	publish(0, scrapes)
+	publish(scrapes/2, scrapes)
 
 	want := len(series) * nodes * scrapes
 	// Prometheus scrapes nothing here: every sample its head appended is ours.
