@@ -31,9 +31,12 @@
 //     retried without limit, with capped exponential backoff or the
 //     backend's Retry-After; while it waits the sink keeps telling the
 //     server the message is in progress, so it is not redelivered. On
-//     shutdown the messages not finished are nacked in stream order, so
-//     the next consumer gets them at once. A restart may send samples
-//     twice; it never loses one.
+//     shutdown, or when a partition moves to another replica, the shards
+//     get min(ack_wait/2, 5s) to finish what they hold; what is still not
+//     finished is nacked in stream order (the last nak confirmed by the
+//     server), so the next consumer gets it first. Pulls are whole fetch
+//     batches, read to their end, so no delivered message goes unseen. A
+//     restart may send samples twice; it never loses one.
 //   - Per-series order. The subject of a message names one target; every
 //     message of a subject goes to the same shard, which sends strictly in
 //     order and does not move on before the backend took the message. The
