@@ -10,7 +10,6 @@ import (
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/proto"
 	"github.com/weirmetrics/weir/router"
-	"github.com/weirmetrics/weir/sink"
 )
 
 // fileConfig is the one YAML file every stage reads; each stage uses its
@@ -63,11 +62,6 @@ type collectorSection struct {
 	collector.Config `yaml:",inline"`
 }
 
-type sinkSection struct {
-	ListenAddress string `yaml:"listen_address"`
-	sink.Config   `yaml:",inline"`
-}
-
 func defaultConfig() fileConfig {
 	return fileConfig{
 		Cluster:       "default",
@@ -79,18 +73,6 @@ func defaultConfig() fileConfig {
 		Collector:     collectorSection{ListenAddress: ":9470", Config: collector.DefaultConfig()},
 		Router:        routerSection{ListenAddress: ":9473", Config: router.DefaultConfig()},
 	}
-}
-
-func defaultSinkSection() sinkSection {
-	return sinkSection{ListenAddress: ":9471", Config: sink.DefaultConfig()}
-}
-
-// UnmarshalYAML gives every sink in the list its defaults before the file's
-// values are applied, as Prometheus does for remote_write.
-func (s *sinkSection) UnmarshalYAML(unmarshal func(any) error) error {
-	*s = defaultSinkSection()
-	type plain sinkSection
-	return unmarshal((*plain)(s))
 }
 
 // Validate checks the sections every stage shares and each stage section;
@@ -159,6 +141,11 @@ func loadConfig(path string, o overrides) (*fileConfig, error) {
 			return nil, err
 		}
 		name = filepath.Base(path)
+		// As in Prometheus: secret and TLS files of a sink are relative to
+		// the configuration file.
+		for i := range cfg.Sinks {
+			cfg.Sinks[i].HTTPClientConfig.SetDirectory(filepath.Dir(path))
+		}
 	}
 	o.env()
 	set := func(dst *string, v string) {

@@ -130,7 +130,7 @@ func TestExampleRoutesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Routes) != 2 || cfg.Routes[0].Name != "containers" || cfg.Routes[0].MaxAge != 48*time.Hour ||
+	if len(cfg.Routes) != 2 || cfg.Routes[0].Name != "prometheus" || cfg.Routes[0].MaxAge != 48*time.Hour ||
 		len(cfg.Routes[1].Match) != 2 || len(cfg.Routes[1].WriteRelabelConfigs) != 2 {
 		t.Fatalf("example routes loaded as %+v", cfg.Routes)
 	}
