@@ -73,7 +73,7 @@ routes:
 		}
 	}()
 
-	waitUntil(t, "the route stream", func() bool {
+	waitUntil(t, 15*time.Second, "the route stream", func() bool {
 		s, err := js.Stream(context.Background(), "WEIR_ROUTE_CPU")
 		return err == nil && s.CachedInfo().Config.MaxAge == time.Hour
 	})
@@ -92,7 +92,7 @@ routes:
 	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "one message in the route stream", func() bool {
+	waitUntil(t, 15*time.Second, "one message in the route stream", func() bool {
 		s, err := js.Stream(context.Background(), "WEIR_ROUTE_CPU")
 		if err != nil {
 			return false
@@ -111,17 +111,6 @@ routes:
 	}
 	if len(b.Series) != 1 || b.Series[0].Labels[0].Value != "container_cpu_usage_seconds_total" {
 		t.Errorf("route cpu holds %v, want only the cpu series", b.Series)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
