@@ -16,6 +16,10 @@ type Config struct {
 	// cluster name as it appears in subjects. A cluster that is not listed
 	// gets only the cluster and node labels.
 	Clusters []ClusterConfig `yaml:"clusters"`
+	// LocalInCluster watches the cluster the enricher runs in, the one the
+	// top-level cluster key names, with its pod's service account, unless
+	// Clusters lists it. Outside a pod it does nothing.
+	LocalInCluster bool `yaml:"local_in_cluster"`
 	// NodeLabels copy node labels onto every series of the node.
 	NodeLabels []LabelRule `yaml:"node_labels"`
 	// PodLabels copy pod labels onto every series that names the pod.
@@ -47,6 +51,7 @@ type ClusterConfig struct {
 	// Context picks a context of the kubeconfig; empty is its current one.
 	Context   string `yaml:"context"`
 	InCluster bool   `yaml:"in_cluster"`
+	local     bool   // added by LocalInCluster, not configured
 }
 
 // LabelRule adds the label Name with the value of the first Kubernetes
@@ -88,9 +93,10 @@ func DefaultConfig() Config {
 			Forget:             15 * time.Minute,
 			MaxSeries:          2_000_000,
 		},
-		SyncTimeout:   30 * time.Second,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 64,
+		LocalInCluster: true,
+		SyncTimeout:    30 * time.Second,
+		AckWait:        30 * time.Second,
+		MaxAckPending:  64,
 	}
 }
 

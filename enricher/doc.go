@@ -23,8 +23,10 @@
 //
 // A series whose pod is not in the cache (not listed yet, or deleted) passes
 // with the cluster and node labels and is counted in
-// weir_enricher_series_pod_unknown_total. A cluster without credentials
-// gets only cluster and node.
+// weir_enricher_series_pod_unknown_total. The clusters watched are those
+// of Config.Clusters (a kubeconfig each, or in-cluster) and, when the
+// enricher runs in a pod, its own cluster (Config.LocalInCluster). A
+// cluster without credentials gets only cluster and node.
 //
 // # Metadata
 //

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -44,6 +45,9 @@ type Deps struct {
 	// from the cluster's kubeconfig; a cluster named here needs no entry in
 	// Config.Clusters. Tests pass fake clients.
 	Metadata map[string]metadata.Interface
+	// LocalCluster is the name of the cluster the enricher runs in (the
+	// top-level cluster key), for Config.LocalInCluster.
+	LocalCluster string
 	// Ready is called once the metadata of every cluster synced, or
 	// Config.SyncTimeout after Run started, whichever is first.
 	Ready func()
@@ -154,11 +158,24 @@ func New(cfg Config, d Deps) (*Enricher, error) {
 	if clients == nil {
 		clients = map[string]metadata.Interface{}
 	}
-	for _, cl := range cfg.Clusters {
+	clusters := cfg.Clusters
+	if local := d.LocalCluster; cfg.LocalInCluster && local != "" && clients[local] == nil &&
+		!slices.ContainsFunc(clusters, func(c ClusterConfig) bool { return c.Name == local }) {
+		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+			clusters = append(slices.Clone(clusters), ClusterConfig{Name: local, InCluster: true, local: true})
+		}
+	}
+	for _, cl := range clusters {
 		if clients[cl.Name] != nil {
 			continue
 		}
 		rc, err := restConfig(cl)
+		if err != nil && cl.local {
+			// In a pod without a service account token: the local cluster
+			// gets the cluster and node labels only.
+			e.log.Warn("local cluster not watched: no in-cluster credentials", "cluster", cl.Name, "err", err)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

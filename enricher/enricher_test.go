@@ -3,6 +3,7 @@ package enricher
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -330,5 +331,35 @@ func TestEnrichedScrapeOverTheLimitIsSplit(t *testing.T) {
 		if got := m.header.Get(proto.HeaderMsgID); got != want {
 			t.Errorf("part %d: id %q, want %q", i, got, want)
 		}
+	}
+}
+
+// The cluster the enricher runs in is watched with the pod's service
+// account unless listed; outside a pod, or without a token, it gets the
+// cluster and node labels only and the enricher still starts.
+func TestLocalClusterInCluster(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.Run(t))
+	newE := func(cfg Config) *Enricher {
+		t.Helper()
+		e, err := New(cfg, Deps{JS: js, Partitions: 1, LocalCluster: "home", Reg: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if e := newE(DefaultConfig()); len(e.clusters) != 0 {
+		t.Errorf("outside a pod: clusters %v, want none", e.clusters)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "6443")
+	_, tokenErr := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/token")
+	if _, ok := newE(DefaultConfig()).clusters["home"]; ok != (tokenErr == nil) {
+		t.Errorf("in a pod (token present: %v): local cluster watched = %v", tokenErr == nil, ok)
+	}
+	off := DefaultConfig()
+	off.LocalInCluster = false
+	if e := newE(off); len(e.clusters) != 0 {
+		t.Errorf("local_in_cluster false: clusters %v, want none", e.clusters)
 	}
 }

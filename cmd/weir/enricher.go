@@ -50,12 +50,13 @@ func runEnricher(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writ
 func (p *process) addEnricher() error {
 	synced := p.ready.Require()
 	e, err := enricher.New(p.cfg.Enricher.Config, enricher.Deps{
-		Log:        p.log,
-		Reg:        p.reg,
-		JS:         p.js,
-		MaxPayload: int(p.nc.MaxPayload()),
-		Partitions: p.cfg.Streams.Partitions,
-		Ready:      synced.Ready,
+		Log:          p.log,
+		Reg:          p.reg,
+		JS:           p.js,
+		MaxPayload:   int(p.nc.MaxPayload()),
+		Partitions:   p.cfg.Streams.Partitions,
+		LocalCluster: p.cfg.Cluster,
+		Ready:        synced.Ready,
 	})
 	if err != nil {
 		return err
