@@ -104,10 +104,21 @@ func (c *fileConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// routerConfig is the router section with the file's routes.
+// routerConfig is the router section with the file's routes. A file with
+// sinks but no routes gets one route per sink that keeps every series, so
+// that the smallest configuration still flows end to end.
 func (c *fileConfig) routerConfig() router.Config {
 	rc := c.Router.Config
 	rc.Routes = c.Routes
+	if len(rc.Routes) == 0 {
+		seen := map[string]bool{}
+		for _, s := range c.Sinks {
+			if s.Stream == sinkStreamRoute && !seen[s.RouteName()] {
+				seen[s.RouteName()] = true
+				rc.Routes = append(rc.Routes, router.Route{Name: s.RouteName()})
+			}
+		}
+	}
 	return rc
 }
 

@@ -23,9 +23,10 @@ import (
 
 // TestEndToEndIntoPrometheus runs `weir all` against a test kubelet serving
 // the real 1.35 cAdvisor capture and a test kube-proxy serving the real
-// 1.21 capture, writing into a real Prometheus, and checks through
-// Prometheus's query API that every series of both captures arrived with
-// its labels and value.
+// 1.21 capture, through collector, enricher, router and sink into a real
+// Prometheus, and checks through Prometheus's query API that every series
+// of both captures arrived with its labels, the cluster and node labels of
+// the enricher, and its value.
 func TestEndToEndIntoPrometheus(t *testing.T) {
 	prom := promtest.Start(t)
 	kubelet := httptest.NewServer(fixtures.Handler(fixtures.KubeletEndpoints, time.Now))
@@ -51,13 +52,12 @@ collector:
       source: kubeproxy
 sinks:
   - name: prometheus
-    stream: raw    # no router in this pipeline
     url: %s
 `, dir, kubelet.URL, proxy.URL, prom.WriteURL))
 
 	want := map[string]float64{}
-	captureSeries(t, want, fixtures.Cadvisor135, map[string]string{"job": "kubelet", "instance": hostPort(t, kubelet.URL), "metrics_path": "/metrics/cadvisor"})
-	captureSeries(t, want, fixtures.KubeProxy121, map[string]string{"job": "kube-proxy", "instance": hostPort(t, proxy.URL), "metrics_path": "/metrics"})
+	captureSeries(t, want, fixtures.Cadvisor135, map[string]string{"job": "kubelet", "instance": hostPort(t, kubelet.URL), "metrics_path": "/metrics/cadvisor", "cluster": "e2e", "node": "node-a"})
+	captureSeries(t, want, fixtures.KubeProxy121, map[string]string{"job": "kube-proxy", "instance": hostPort(t, proxy.URL), "metrics_path": "/metrics", "cluster": "e2e", "node": "node-a"})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	exit := make(chan int, 1)

@@ -91,6 +91,11 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	if err := p.addEnricher(); err != nil {
 		return nil, err
 	}
+	if len(cfg.routerConfig().Routes) > 0 {
+		if err := p.addRouter(); err != nil {
+			return nil, err
+		}
+	}
 	for _, s := range cfg.Sinks {
 		if err := p.addSink(s); err != nil {
 			return nil, err
