@@ -26,9 +26,15 @@ type rangeFunc func(ts []int64, vs []float64, now, rng int64) (v float64, ok boo
 
 // rangeFuncs are the functions over a window: name(series(...), "5m").
 var rangeFuncs = map[string]rangeFunc{
-	"rate":     func(ts []int64, vs []float64, now, rng int64) (float64, bool) { return extrapolated(ts, vs, now, rng, true, true) },
-	"increase": func(ts []int64, vs []float64, now, rng int64) (float64, bool) { return extrapolated(ts, vs, now, rng, true, false) },
-	"delta":    func(ts []int64, vs []float64, now, rng int64) (float64, bool) { return extrapolated(ts, vs, now, rng, false, false) },
+	"rate": func(ts []int64, vs []float64, now, rng int64) (float64, bool) {
+		return extrapolated(ts, vs, now, rng, true, true)
+	},
+	"increase": func(ts []int64, vs []float64, now, rng int64) (float64, bool) {
+		return extrapolated(ts, vs, now, rng, true, false)
+	},
+	"delta": func(ts []int64, vs []float64, now, rng int64) (float64, bool) {
+		return extrapolated(ts, vs, now, rng, false, false)
+	},
 	"irate": func(ts []int64, vs []float64, _, _ int64) (float64, bool) {
 		n := len(vs)
 		if n < 2 || ts[n-1] == ts[n-2] {

@@ -48,6 +48,10 @@ type Alert struct {
 	LastSentAt      time.Time
 	KeepFiringSince time.Time
 	ValidUntil      time.Time
+	// holdUntil keeps a restored alert while the windows fill again.
+	holdUntil time.Time
+	// dirty marks a change the state bucket has not stored yet.
+	dirty bool
 }
 
 // needsSending: firing alerts are re-sent every resendDelay; a resolved
@@ -124,16 +128,19 @@ func (r *Rule) Eval(ts time.Time) ([]Transition, error) {
 			a.Value, a.Annotations, a.Labels = s.Value, ann, lset
 			continue
 		}
-		a := &Alert{Labels: lset, Annotations: ann, State: StatePending, Value: s.Value, ActiveAt: ts}
+		a := &Alert{Labels: lset, Annotations: ann, State: StatePending, Value: s.Value, ActiveAt: ts, dirty: true}
 		r.active[h] = a
 		changes = append(changes, Transition{Rule: r, Alert: a, From: StateInactive, To: StatePending, At: ts})
 	}
 	for h, a := range r.active {
 		if _, ok := seen[h]; !ok {
+			if ts.Before(a.holdUntil) {
+				continue
+			}
 			keepFiring := false
 			if a.State == StateFiring && r.KeepFiringFor > 0 {
 				if a.KeepFiringSince.IsZero() {
-					a.KeepFiringSince = ts
+					a.KeepFiringSince, a.dirty = ts, true
 				}
 				keepFiring = ts.Sub(a.KeepFiringSince) < r.KeepFiringFor
 			}
@@ -150,13 +157,17 @@ func (r *Rule) Eval(ts time.Time) ([]Transition, error) {
 				changes = append(changes, Transition{Rule: r, Alert: a, From: a.State, To: StateInactive, At: ts})
 				a.State = StateInactive
 				a.ResolvedAt = ts
+				a.dirty = true
 			}
 			continue
 		}
-		a.KeepFiringSince = time.Time{}
+		if !a.KeepFiringSince.IsZero() {
+			a.KeepFiringSince, a.dirty = time.Time{}, true
+		}
 		if a.State == StatePending && ts.Sub(a.ActiveAt) >= r.For {
 			a.State = StateFiring
 			a.FiredAt = ts
+			a.dirty = true
 			changes = append(changes, Transition{Rule: r, Alert: a, From: StatePending, To: StateFiring, At: ts})
 		}
 	}
