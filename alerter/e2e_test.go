@@ -202,7 +202,7 @@ func TestRestartWhilePending(t *testing.T) {
 `
 	pubCtx, stopPub := context.WithCancel(ctx)
 	var pubWG sync.WaitGroup
-	pubWG.Go(func() { publishLoop(pubCtx, t, js, "temperature", 80) })
+	pubWG.Go(func() { publishLoop(pubCtx, t, js, "node-a", "temperature", 80) })
 	t.Cleanup(func() { stopPub(); pubWG.Wait() })
 
 	cfg := testConfig(t, rules, am)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -14,11 +15,12 @@ import (
 
 var (
 	vectorType = reflect.TypeOf(Vector{})
-	// ErrUnknownFunction, ErrBadMatcher, ErrWrongType and ErrCompile classify
-	// what `weir rules check` reports.
-	ErrCompile   = errors.New("expression does not compile")
-	ErrWrongType = errors.New("expression has the wrong type")
-	ErrBadArg    = errors.New("bad argument")
+	// ErrUnknownFunction, ErrBadArg (a bad matcher or range), ErrWrongType
+	// and ErrCompile classify what `weir rules check` reports.
+	ErrCompile         = errors.New("expression does not compile")
+	ErrUnknownFunction = errors.New("unknown function or name")
+	ErrWrongType       = errors.New("expression has the wrong type")
+	ErrBadArg          = errors.New("bad argument")
 )
 
 var aggregations = []string{"sum_by", "avg_by", "min_by", "max_by", "count_by"}
@@ -85,6 +87,9 @@ func compileExpr(src string, ec *evalCtx) (*compiled, error) {
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
+			if name, ok := strings.CutPrefix(fe.Message, "unknown name "); ok {
+				return nil, &ExprError{Line: fe.Line, Column: fe.Column + 1, Err: fmt.Errorf("%w %s (the functions are %s)", ErrUnknownFunction, name, strings.Join(functionNames(), ", "))}
+			}
 			return nil, &ExprError{Line: fe.Line, Column: fe.Column + 1, Err: fmt.Errorf("%w: %s", ErrCompile, fe.Message)}
 		}
 		return nil, &ExprError{Line: 1, Column: 1, Err: fmt.Errorf("%w: %v", ErrCompile, err)}

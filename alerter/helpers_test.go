@@ -201,10 +201,10 @@ func writeFile(t *testing.T, dir, name, text string) string {
 	return p
 }
 
-// publishLoop publishes one sample of metric on node-a every 100ms to
+// publishLoop publishes one sample of metric on node every 100ms to
 // weir.enriched, encoded as a collector would, until ctx ends.
-func publishLoop(ctx context.Context, t *testing.T, js jetstream.JetStream, metric string, value float64) {
-	subj := proto.Subject{Stage: proto.StageEnriched, Cluster: "c1", Node: "node-a", Source: proto.SourceKubelet}
+func publishLoop(ctx context.Context, t *testing.T, js jetstream.JetStream, node, metric string, value float64) {
+	subj := proto.Subject{Stage: proto.StageEnriched, Cluster: "c1", Node: node, Source: proto.SourceKubelet}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {

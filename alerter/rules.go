@@ -152,7 +152,7 @@ func compileRule(file string, g *Group, idx int, rn ruleNode) (*Rule, error) {
 		active: map[uint64]*Alert{},
 	}
 	where := func(line, col int, format string, a ...any) error {
-		return fmt.Errorf("%s:%d:%d: group %q rule %q: %s", file, line, col, g.Name, r.Name, fmt.Sprintf(format, a...))
+		return fmt.Errorf("%s:%d:%d: group %q rule %q: "+format, append([]any{file, line, col, g.Name, r.Name}, a...)...)
 	}
 	if r.Line == 0 {
 		r.Line = rn.Expr.Line
@@ -173,7 +173,7 @@ func compileRule(file string, g *Group, idx int, rn ruleNode) (*Rule, error) {
 		if errors.As(err, &ee) {
 			line, col = exprPosition(&rn.Expr, ee.Line, ee.Column)
 		}
-		return nil, where(line, col, "expr: %v", err)
+		return nil, where(line, col, "expr: %w", err)
 	}
 	r.prog = c
 	var errs []error

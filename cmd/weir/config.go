@@ -29,6 +29,7 @@ type fileConfig struct {
 	Streams       proto.StreamsConfig `yaml:"streams"`
 	Collector     collectorSection    `yaml:"collector"`
 	Sinks         []sinkSection       `yaml:"sinks"`
+	Alerter       alerterSection      `yaml:"alerter"`
 }
 
 type logConfig struct {
@@ -67,6 +68,7 @@ func defaultConfig() fileConfig {
 		NATS:          natsConfig{URL: "nats://127.0.0.1:4222", Embedded: embeddedConfig{Host: "127.0.0.1", Port: 4222}},
 		Streams:       proto.DefaultStreamsConfig(),
 		Collector:     collectorSection{ListenAddress: ":9470", Config: collector.DefaultConfig()},
+		Alerter:       defaultAlerterSection(),
 	}
 }
 
@@ -95,6 +97,9 @@ func (c *fileConfig) Validate() error {
 	errs = append(errs, c.Streams.Validate())
 	if len(c.Collector.Targets) > 0 {
 		errs = append(errs, c.Collector.Validate())
+	}
+	if len(c.Alerter.RuleFiles) > 0 {
+		errs = append(errs, c.Alerter.Validate())
 	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {

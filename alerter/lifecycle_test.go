@@ -1,0 +1,118 @@
+package alerter
+
+import (
+	"context"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/weirmetrics/weir/internal/natstest"
+	"github.com/weirmetrics/weir/proto"
+)
+
+const lifeRules = `groups:
+  - name: life
+    interval: 100ms
+    rules:
+      - alert: Broken
+        # Both nodes get the same labels once node is overwritten: a
+        # run-time error, not a load-time one.
+        expr: series("temperature") > 0
+        labels:
+          node: same
+      - alert: Hot
+        expr: series("temperature") > 50
+`
+
+// TestRuntimeFailureAndReload: a rule that fails at run time is unhealthy
+// while the others fire; a bad file keeps the old rules; a good one is
+// picked up on change, and alerts of unchanged rules carry over.
+func TestRuntimeFailureAndReload(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	ctx := t.Context()
+	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	pubCtx, stopPub := context.WithCancel(ctx)
+	var pubWG sync.WaitGroup
+	for _, node := range []string{"node-a", "node-b"} {
+		pubWG.Go(func() { publishLoop(pubCtx, t, js, node, "temperature", 80) })
+	}
+	t.Cleanup(func() { stopPub(); pubWG.Wait() })
+
+	cfg := testConfig(t, lifeRules, nil)
+	a, err := New(cfg, Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, a)
+	firing := func(alertname string) int {
+		n := 0
+		for _, e := range events(t, js) {
+			if e.Alertname == alertname && e.State == "firing" {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 10*time.Second, "Hot firing on both nodes", func() bool { return firing("Hot") == 2 })
+	waitFor(t, 5*time.Second, "Broken marked unhealthy", func() bool {
+		return testutil.ToFloat64(a.m.ruleHealth.WithLabelValues("life", "Broken")) == 0 &&
+			testutil.ToFloat64(a.m.ruleHealth.WithLabelValues("life", "Hot")) == 1
+	})
+	if n := testutil.ToFloat64(a.m.evalFailures.WithLabelValues("life")); n < 1 {
+		t.Errorf("evaluation failures %v, want at least 1", n)
+	}
+	if n := firing("Broken"); n != 0 {
+		t.Errorf("Broken fired %d times", n)
+	}
+
+	// A bad file: the old rules keep running.
+	if err := os.WriteFile(cfg.RuleFiles[0], []byte(lifeRules+"      - alert: Typo\n        expr: rat(series(\"x\"), \"5m\") > 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the failed reload", func() bool {
+		return testutil.ToFloat64(a.m.reloads.WithLabelValues("failure")) == 1
+	})
+	if v := testutil.ToFloat64(a.m.reloadOK); v != 0 {
+		t.Errorf("last reload successful = %v after a bad file, want 0", v)
+	}
+	before := histCount(t, a, "life")
+	waitFor(t, 5*time.Second, "evaluations after the failed reload", func() bool { return histCount(t, a, "life") > before+3 })
+
+	// A good file: the new rule runs, Hot's alerts carry over.
+	good := lifeRules + "      - alert: Warm\n        expr: series(\"temperature\") < 100\n"
+	if err := os.WriteFile(cfg.RuleFiles[0], []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "Warm firing after the reload", func() bool { return firing("Warm") == 2 })
+	if v := testutil.ToFloat64(a.m.reloadOK); v != 1 {
+		t.Errorf("last reload successful = %v, want 1", v)
+	}
+	var hot []string
+	for _, e := range events(t, js) {
+		if e.Alertname == "Hot" {
+			hot = append(hot, e.State)
+		}
+	}
+	slices.Sort(hot)
+	if !slices.Equal(hot, []string{"firing", "firing", "pending", "pending"}) {
+		t.Errorf("Hot state changes %v, want each node once pending then firing", hot)
+	}
+}
+
+func histCount(t *testing.T, a *Alerter, group string) uint64 {
+	t.Helper()
+	m := &dto.Metric{}
+	if err := a.m.evalDuration.WithLabelValues(group).(prometheus.Metric).Write(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
