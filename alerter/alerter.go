@@ -170,6 +170,7 @@ func (a *Alerter) consumer(ctx context.Context) (jetstream.Consumer, error) {
 // partition into the store, acknowledged once ingested.
 func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 	var batch proto.Batch
+	var buf []byte
 	for ctx.Err() == nil {
 		it, err := cons.Messages(jetstream.PullMaxMessages(256))
 		if err != nil {
@@ -187,24 +188,40 @@ func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 				}
 				break
 			}
-			a.handle(ctx, m, &batch)
+			a.handle(ctx, m, &batch, &buf)
 		}
 		it.Stop()
 	}
 }
 
-func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batch) {
+func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batch, buf *[]byte) {
 	subj, err := proto.ParseSubject(m.Subject())
+	var meta proto.Meta
 	if err == nil {
-		err = decode(m, batch)
+		meta, err = proto.ParseMeta(m.Headers())
+	}
+	kept := 0
+	st := a.store.Load()
+	switch {
+	case err != nil:
+	case meta.Encoding == proto.SnappyPRW1{}.Name():
+		// The fast path: only the selected series are decoded.
+		var raw []byte
+		if raw, err = snappyDecode(*buf, m.Data()); err == nil {
+			*buf = raw[:0]
+			kept, err = st.IngestWire(subj.Cluster, subj.Node, raw)
+		}
+	default:
+		if err = decode(m, batch); err == nil {
+			kept = st.Ingest(subj.Cluster, subj.Node, batch.Series)
+		}
 	}
 	if err != nil {
 		a.deadLetter(ctx, m, err)
 		return
 	}
-	kept := a.store.Load().Ingest(subj.Cluster, subj.Node, batch.Series)
 	a.m.messages.WithLabelValues("ok").Inc()
-	a.m.samplesIngested.Add(float64(batch.Samples()))
+	a.m.samplesIngested.Add(float64(meta.Samples))
 	a.m.samplesKept.Add(float64(kept))
 	_ = m.Ack()
 	if md, err := m.Metadata(); err == nil && md.NumPending == 0 {

@@ -170,10 +170,9 @@ func (c *evalCtx) rangeCall(name string, f rangeFunc) func(args ...any) (any, er
 		for _, ms := range v.sel.series {
 			ts, vs := ms.window(c.now, rng)
 			if r, ok := f(ts, vs, c.now, rng); ok {
-				out = append(out, Sample{Labels: ms.lset.DropMetricName(), Value: r})
+				out = append(out, Sample{Labels: ms.noName, Value: r})
 			}
 		}
-		sortSamples(out)
 		return Vector{Samples: out}, nil
 	}
 }
@@ -257,7 +256,6 @@ func aggregate(name string, args []any) (any, error) {
 		}
 		out = append(out, Sample{Labels: g.lset, Value: val})
 	}
-	sortSamples(out)
 	return Vector{Samples: out}, nil
 }
 

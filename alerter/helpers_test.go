@@ -192,7 +192,7 @@ func relay(ctx context.Context, t *testing.T, js jetstream.JetStream) func() {
 	return cc.Stop
 }
 
-func writeFile(t *testing.T, dir, name, text string) string {
+func writeFile(t testing.TB, dir, name, text string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {

@@ -58,10 +58,8 @@ type Event struct {
 // eventMsg builds the message of one transition; its id makes a replay
 // after a crash a duplicate JetStream drops.
 func eventMsg(g *Group, tr Transition, defaultCluster string) (*nats.Msg, error) {
-	to := tr.To.String()
-	if tr.To == StateInactive && tr.From == StateFiring {
-		to = "resolved"
-	}
+	to := eventState(tr)
+	tr.Rule.annotate(tr.Alert)
 	ev := Event{
 		Alertname: tr.Rule.Name, State: to, Previous: tr.From.String(), Labels: tr.Alert.Labels.Map(),
 		Annotations: tr.Alert.Annotations, Value: tr.Alert.Value, ActiveAt: tr.Alert.ActiveAt, At: tr.At, Group: g.Name,
@@ -100,6 +98,7 @@ func toSend(g *Group, ts time.Time, resendDelay time.Duration) []amAlert {
 			if !a.needsSending(ts, resendDelay) {
 				continue
 			}
+			r.annotate(a)
 			a.LastSentAt, a.dirty = ts, true
 			a.ValidUntil = ts.Add(4 * delta)
 			am := amAlert{Labels: a.Labels.Map(), Annotations: a.Annotations, StartsAt: a.FiredAt, EndsAt: a.ValidUntil}

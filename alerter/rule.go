@@ -50,6 +50,9 @@ type Alert struct {
 	ValidUntil      time.Time
 	// holdUntil keeps a restored alert while the windows fill again.
 	holdUntil time.Time
+	// annotated is false when Value or Labels changed since the
+	// annotations were expanded: they are expanded only when read.
+	annotated bool
 	// dirty marks a change the state bucket has not stored yet.
 	dirty bool
 }
@@ -117,7 +120,7 @@ func (r *Rule) Eval(ts time.Time) ([]Transition, error) {
 	var changes []Transition
 	seen := make(map[uint64]struct{}, len(samples))
 	for _, s := range samples {
-		lset, ann := r.expandLabels(s)
+		lset := r.alertLabels(s)
 		h := lset.Hash()
 		if _, dup := seen[h]; dup {
 			r.lastErr = fmt.Errorf("two elements have the labels %s once the rule's labels are added", lset)
@@ -125,10 +128,11 @@ func (r *Rule) Eval(ts time.Time) ([]Transition, error) {
 		}
 		seen[h] = struct{}{}
 		if a, ok := r.active[h]; ok && a.State != StateInactive {
-			a.Value, a.Annotations, a.Labels = s.Value, ann, lset
+			a.Value, a.Labels, a.annotated = s.Value, lset, false
 			continue
 		}
-		a := &Alert{Labels: lset, Annotations: ann, State: StatePending, Value: s.Value, ActiveAt: ts, dirty: true}
+		a := &Alert{Labels: lset, State: StatePending, Value: s.Value, ActiveAt: ts, dirty: true}
+		r.annotate(a)
 		r.active[h] = a
 		changes = append(changes, Transition{Rule: r, Alert: a, From: StateInactive, To: StatePending, At: ts})
 	}
@@ -174,22 +178,34 @@ func (r *Rule) Eval(ts time.Time) ([]Transition, error) {
 	return changes, nil
 }
 
-// expandLabels builds an alert's labels (the element's, without the metric
-// name, then the rule's, then alertname) and its annotations.
-func (r *Rule) expandLabels(s Sample) (labels.Labels, map[string]string) {
-	lm := s.Labels.DropMetricName().Map()
-	data := tmplData{Labels: lm, Value: s.Value}
+// alertLabels builds an alert's labels: the element's without the metric
+// name, then the rule's, then alertname.
+func (r *Rule) alertLabels(s Sample) labels.Labels {
 	b := labels.NewBuilder(s.Labels.DropMetricName())
-	for k, t := range r.labels {
-		v, err := expand(t, data)
-		if err != nil {
-			v = fmt.Sprintf("<error expanding template: %v>", err)
-		}
+	for k, v := range r.staticLabels {
 		b.Set(k, v)
 	}
+	if len(r.labels) > 0 {
+		data := tmplData{Labels: s.Labels.DropMetricName().Map(), Value: s.Value}
+		for k, t := range r.labels {
+			v, err := expand(t, data)
+			if err != nil {
+				v = fmt.Sprintf("<error expanding template: %v>", err)
+			}
+			b.Set(k, v)
+		}
+	}
 	b.Set(labels.AlertName, r.Name)
-	lset := b.Labels()
-	data.Labels = lset.Map()
+	return b.Labels()
+}
+
+// annotate expands a's annotations over its labels and value, if they
+// changed since the last time.
+func (r *Rule) annotate(a *Alert) {
+	if a.annotated && a.Annotations != nil {
+		return
+	}
+	data := tmplData{Labels: a.Labels.Map(), Value: a.Value}
 	ann := make(map[string]string, len(r.annotations))
 	for k, t := range r.annotations {
 		v, err := expand(t, data)
@@ -198,7 +214,7 @@ func (r *Rule) expandLabels(s Sample) (labels.Labels, map[string]string) {
 		}
 		ann[k] = v
 	}
-	return lset, ann
+	a.Annotations, a.annotated = ann, true
 }
 
 // Alerts returns the rule's alerts ordered by labels.

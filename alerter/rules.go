@@ -62,7 +62,8 @@ type Rule struct {
 	Line          int
 	key           string // names the rule's alerts in the state bucket
 	prog          *compiled
-	labels        map[string]*template.Template
+	labels        map[string]*template.Template // the templated ones
+	staticLabels  map[string]string
 	annotations   map[string]*template.Template
 	active        map[uint64]*Alert
 	lastErr       error
@@ -149,7 +150,7 @@ func compileRule(file string, g *Group, idx int, rn ruleNode) (*Rule, error) {
 	r := &Rule{
 		Name: rn.Alert.Value, Expr: rn.Expr.Value, For: time.Duration(rn.For), KeepFiringFor: time.Duration(rn.KeepFiringFor),
 		File: file, Line: rn.Alert.Line, labels: map[string]*template.Template{}, annotations: map[string]*template.Template{},
-		active: map[uint64]*Alert{},
+		active: map[uint64]*Alert{}, staticLabels: map[string]string{},
 	}
 	where := func(line, col int, format string, a ...any) error {
 		return fmt.Errorf("%s:%d:%d: group %q rule %q: "+format, append([]any{file, line, col, g.Name, r.Name}, a...)...)
@@ -185,6 +186,10 @@ func compileRule(file string, g *Group, idx int, rn ruleNode) (*Rule, error) {
 		for k, v := range m.src {
 			if m.kind == "labels" && !model.UTF8Validation.IsValidLabelName(k) {
 				errs = append(errs, where(r.Line, 1, "labels: bad label name %q", k))
+				continue
+			}
+			if m.kind == "labels" && !strings.Contains(v, "{{") {
+				r.staticLabels[k] = v
 				continue
 			}
 			t, err := parseTemplate(k, v)

@@ -167,6 +167,7 @@ func checkAlerts(rs *RuleSet, c alertTestCase) error {
 			found = true
 			for _, a := range r.Alerts() {
 				if a.State == StateFiring {
+					r.annotate(a)
 					got = append(got, describe(a.Labels.Map(), a.Annotations))
 				}
 			}

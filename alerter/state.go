@@ -45,6 +45,7 @@ func saveState(ctx context.Context, kv jetstream.KeyValue, g *Group, removed []T
 			if !a.dirty {
 				continue
 			}
+			r.annotate(a)
 			data, err := json.Marshal(stateRecord{
 				Labels: a.Labels.Map(), Annotations: a.Annotations, State: a.State, Value: a.Value,
 				ActiveAt: a.ActiveAt, FiredAt: a.FiredAt, ResolvedAt: a.ResolvedAt, LastSentAt: a.LastSentAt,

@@ -37,6 +37,7 @@ func (s *selection) matches(ls labels.Labels) bool {
 // older than its retention trimmed at every append.
 type memSeries struct {
 	lset      labels.Labels
+	noName    labels.Labels // lset without the metric name, what functions return
 	ts        []int64
 	vs        []float64
 	retention int64
@@ -149,7 +150,7 @@ func (s *Store) ingestLabels(ls labels.Labels, t int64, v float64) {
 }
 
 func (s *Store) add(h uint64, name string, ls labels.Labels) *memSeries {
-	ms := &memSeries{lset: ls, last: math.MinInt64}
+	ms := &memSeries{lset: ls, noName: ls.DropMetricName(), last: math.MinInt64}
 	for _, sel := range s.byName[name] {
 		if sel.matches(ls) {
 			ms.sels = append(ms.sels, sel)
@@ -281,13 +282,15 @@ func (s *Store) migrate(old *Store) {
 func (s *Store) latest(sel *selection, now int64) []Sample {
 	out := make([]Sample, 0, len(sel.series))
 	for _, ms := range sel.series {
-		i := sort.Search(len(ms.ts), func(i int) bool { return ms.ts[i] > now }) - 1
+		i := len(ms.ts) - 1
+		if i >= 0 && ms.ts[i] > now {
+			i = sort.Search(len(ms.ts), func(i int) bool { return ms.ts[i] > now }) - 1
+		}
 		if i < 0 || ms.ts[i] <= now-s.lookback || value.IsStaleNaN(ms.vs[i]) {
 			continue
 		}
 		out = append(out, Sample{Labels: ms.lset, Value: ms.vs[i]})
 	}
-	sortSamples(out)
 	return out
 }
 
