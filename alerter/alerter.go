@@ -209,7 +209,7 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batc
 		var raw []byte
 		if raw, err = snappyDecode(*buf, m.Data()); err == nil {
 			*buf = raw[:0]
-			kept, err = st.IngestWire(subj.Cluster, subj.Node, raw)
+			kept, err = st.IngestWire(Target{Cluster: subj.Cluster, Node: subj.Node, Source: subj.Source, Chunk: meta.Chunk}, raw)
 		}
 	default:
 		if err = decode(m, batch); err == nil {

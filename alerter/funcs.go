@@ -149,7 +149,7 @@ func (c *evalCtx) series(args ...any) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("series %s: not selected when the rules were loaded", key)
 	}
-	return Vector{Samples: c.store.latest(sel, c.now), sel: sel}, nil
+	return Vector{sel: sel, ec: c}, nil
 }
 
 func (c *evalCtx) rangeCall(name string, f rangeFunc) func(args ...any) (any, error) {
@@ -225,7 +225,7 @@ func aggregate(name string, args []any) (any, error) {
 	groups := map[string]*group{}
 	var order []string
 	buf := make([]byte, 0, 256)
-	for _, s := range v.Samples {
+	for _, s := range v.samples() {
 		buf = s.Labels.BytesWithLabels(buf[:0], by...)
 		g, ok := groups[string(buf)]
 		if !ok {
@@ -278,7 +278,7 @@ func histogramQuantile(args ...any) (any, error) {
 	}
 	groups := map[string]*group{}
 	buf := make([]byte, 0, 256)
-	for _, s := range v.Samples {
+	for _, s := range v.samples() {
 		leStr := s.Labels.Get("le")
 		le, err := strconv.ParseFloat(leStr, 64)
 		if err != nil {

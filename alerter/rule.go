@@ -86,7 +86,7 @@ func (r *Rule) run() ([]Sample, error) {
 	}
 	switch v := out.(type) {
 	case Vector:
-		return v.Samples, nil
+		return v.samples(), nil
 	case bool:
 		if v {
 			return []Sample{{Labels: labels.EmptyLabels(), Value: 1}}, nil

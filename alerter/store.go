@@ -2,6 +2,7 @@ package alerter
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +22,9 @@ type selection struct {
 	// window is the longest range a rule reads from this selection, in
 	// milliseconds; 0 when only the latest value is read.
 	window int64
-	series map[uint64]*memSeries
+	// series is a slice, not a map: evaluation iterates it at every
+	// interval, and gc, once a minute, is the only one to remove from it.
+	series []*memSeries
 }
 
 func (s *selection) matches(ls labels.Labels) bool {
@@ -43,6 +46,7 @@ type memSeries struct {
 	retention int64
 	sels      []*selection // nil for a series whose name is selected but that no matcher wants
 	last      int64        // newest timestamp seen, for gc
+	gone      bool         // removed by gc
 }
 
 func (m *memSeries) append(t int64, v float64) bool {
@@ -74,6 +78,7 @@ type Store struct {
 	series   map[uint64]*memSeries
 	extra    int64 // evaluation interval in ms, added to every window
 	lookback int64 // ms a latest value stays valid
+	targets  map[Target]*targetCache
 	digest   *xxhash.Digest
 	lbuf     labels.ScratchBuilder
 }
@@ -85,12 +90,13 @@ func newStore(sels []*selection, extra, lookback int64) *Store {
 		byName:   map[string][]*selection{},
 		sels:     map[string]*selection{},
 		series:   map[uint64]*memSeries{},
+		targets:  map[Target]*targetCache{},
 		extra:    extra,
 		lookback: lookback,
 		digest:   xxhash.New(),
 	}
 	for _, sel := range sels {
-		sel.series = map[uint64]*memSeries{}
+		sel.series = nil
 		s.sels[sel.key] = sel
 		s.byName[sel.name] = append(s.byName[sel.name], sel)
 	}
@@ -154,7 +160,7 @@ func (s *Store) add(h uint64, name string, ls labels.Labels) *memSeries {
 	for _, sel := range s.byName[name] {
 		if sel.matches(ls) {
 			ms.sels = append(ms.sels, sel)
-			sel.series[h] = ms
+			sel.series = append(sel.series, ms)
 			ms.retention = max(ms.retention, sel.window+s.extra)
 		}
 	}
@@ -225,15 +231,27 @@ func (s *Store) toLabels(cluster, node string, ls []prompb.Label) labels.Labels 
 func (s *Store) gc(now int64) (removed int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	touched := map[*selection]bool{}
 	for h, ms := range s.series {
 		if ms.last >= now-ms.retention-s.lookback {
 			continue
 		}
 		for _, sel := range ms.sels {
-			delete(sel.series, h)
+			touched[sel] = true
 		}
+		ms.gone = true
 		delete(s.series, h)
 		removed++
+	}
+	// A target that sent nothing since the last gc is forgotten.
+	for t, tc := range s.targets {
+		if !tc.used {
+			delete(s.targets, t)
+		}
+		tc.used = false
+	}
+	for sel := range touched {
+		sel.series = slices.DeleteFunc(sel.series, func(ms *memSeries) bool { return ms.gone })
 	}
 	return removed
 }

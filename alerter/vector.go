@@ -22,11 +22,22 @@ type Sample struct {
 type Vector struct {
 	Samples []Sample
 	sel     *selection
+	// ec is set on a Vector of series() until something reads its latest
+	// values: a range function reads the window instead, and skips that.
+	ec *evalCtx
+}
+
+func (v Vector) samples() []Sample {
+	if v.ec != nil {
+		return v.ec.store.latest(v.sel, v.ec.now)
+	}
+	return v.Samples
 }
 
 func (v Vector) String() string {
-	parts := make([]string, len(v.Samples))
-	for i, s := range v.Samples {
+	ss := v.samples()
+	parts := make([]string, len(ss))
+	for i, s := range ss {
 		parts[i] = fmt.Sprintf("%s => %g", s.Labels, s.Value)
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
@@ -59,6 +70,7 @@ var binOps = []binOp{
 func (op binOp) apply(l, r any) (any, error) {
 	lv, lok := l.(Vector)
 	rv, rok := r.(Vector)
+	lv.Samples, rv.Samples = lv.samples(), rv.samples()
 	switch {
 	case lok && rok:
 		return op.vectors(lv, rv)
@@ -179,10 +191,11 @@ func toFloat(x any) (float64, error) {
 	case int:
 		return float64(n), nil
 	case Vector:
-		if len(n.Samples) != 1 {
-			return math.NaN(), fmt.Errorf("vector of %d elements where one number is needed", len(n.Samples))
+		ss := n.samples()
+		if len(ss) != 1 {
+			return math.NaN(), fmt.Errorf("vector of %d elements where one number is needed", len(ss))
 		}
-		return n.Samples[0].Value, nil
+		return ss[0].Value, nil
 	}
 	return math.NaN(), fmt.Errorf("%T is not a number", x)
 }

@@ -1,6 +1,7 @@
 package alerter
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -52,9 +53,15 @@ func snappyDecode(buf, src []byte) ([]byte, error) {
 // from cluster and node. It returns how many samples were kept, and an
 // error wrapping proto.ErrMalformed for bytes that are not a WriteRequest;
 // the series before the bad one are kept.
-func (s *Store) IngestWire(cluster, node string, raw []byte) (kept int, err error) {
+func (s *Store) IngestWire(t Target, raw []byte) (kept int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	tc := s.targets[t]
+	if tc == nil {
+		tc = &targetCache{}
+		s.targets[t] = tc
+	}
+	tc.next, tc.used = 0, true
 	for i := 0; len(raw) > 0; i++ {
 		num, typ, n := protowire.ConsumeTag(raw)
 		if n < 0 {
@@ -73,7 +80,7 @@ func (s *Store) IngestWire(cluster, node string, raw []byte) (kept int, err erro
 			return kept, fmt.Errorf("%w: %w: series %d: %v", proto.ErrMalformed, errWire, i, protowire.ParseError(n))
 		}
 		raw = raw[n:]
-		k, err := s.ingestSeries(cluster, node, ts)
+		k, err := s.ingestSeries(t, tc, ts)
 		kept += k
 		if err != nil {
 			return kept, fmt.Errorf("%w: %w: series %d: %v", proto.ErrMalformed, errWire, i, err)
@@ -112,6 +119,14 @@ func eachField(b []byte, num protowire.Number, fn func([]byte) error) error {
 
 // label reads a Label message.
 func label(b []byte) (name, value []byte, err error) {
+	// Fast path: name then value, each shorter than 128 bytes, which is
+	// how every encoder writes nearly every label.
+	if len(b) >= 2 && b[0] == 0x0a && b[1] < 0x80 && int(b[1])+2 <= len(b) {
+		name, rest := b[2:2+int(b[1])], b[2+int(b[1]):]
+		if len(rest) >= 2 && rest[0] == 0x12 && rest[1] < 0x80 && int(rest[1])+2 == len(rest) {
+			return name, rest[2:], nil
+		}
+	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -139,22 +154,58 @@ func label(b []byte) (name, value []byte, err error) {
 	return name, value, nil
 }
 
-func (s *Store) ingestSeries(cluster, node string, ts []byte) (int, error) {
+// Target is where a message comes from: a scrape of one endpoint, or one
+// chunk of it. Successive scrapes of a target list their series in the
+// same order, which the store uses to skip hashing them.
+type Target struct {
+	Cluster, Node string
+	Source        proto.Source
+	Chunk         int
+}
+
+// targetCache remembers, in scrape order, the encoded labels of the
+// selected series of one target and where they are stored: a scrape that
+// lists the same series as the last one finds each with a byte compare.
+type targetCache struct {
+	entries []cacheEntry
+	next    int
+	used    bool // since the last gc
+}
+
+type cacheEntry struct {
+	lbls []byte
+	ms   *memSeries
+}
+
+func (s *Store) ingestSeries(t Target, tc *targetCache, ts []byte) (int, error) {
+	cluster, node := t.Cluster, t.Node
 	// One pass over the labels, which a marshaled TimeSeries holds first:
 	// the metric name (sorted first, so found at once) and where they end.
 	var name []byte
 	labelsEnd, rest := 0, ts
 	for len(rest) > 0 {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return 0, protowire.ParseError(n)
-		}
-		if num != fieldLabels || typ != protowire.BytesType {
-			break
-		}
-		v, m := protowire.ConsumeBytes(rest[n:])
-		if m < 0 {
-			return 0, protowire.ParseError(m)
+		var v []byte
+		var n, m int
+		if len(rest) >= 2 && rest[0] == 0x0a && rest[1] < 0x80 {
+			n, m = 1, 1+int(rest[1]) // one-byte tag and length: the usual label
+			if m+1 > len(rest) {
+				return 0, protowire.ParseError(-1)
+			}
+			v = rest[2 : 1+m]
+		} else {
+			var num protowire.Number
+			var typ protowire.Type
+			num, typ, n = protowire.ConsumeTag(rest)
+			if n < 0 {
+				return 0, protowire.ParseError(n)
+			}
+			if num != fieldLabels || typ != protowire.BytesType {
+				break
+			}
+			v, m = protowire.ConsumeBytes(rest[n:])
+			if m < 0 {
+				return 0, protowire.ParseError(m)
+			}
 		}
 		if name == nil {
 			ln, lv, err := label(v)
@@ -186,23 +237,35 @@ func (s *Store) ingestSeries(cluster, node string, ts []byte) (int, error) {
 	if _, ok := s.byName[string(name)]; !ok || name == nil {
 		return 0, nil
 	}
-	// The encoded labels identify the series: one encoder writes the same
-	// labels to the same bytes, and hashing them whole is the cheapest.
-	d := s.digest
-	d.Reset()
-	_, _ = d.Write(ts[:labelsEnd])
-	_, _ = d.Write(sep)
-	_, _ = d.WriteString(cluster)
-	_, _ = d.Write(sep)
-	_, _ = d.WriteString(node)
-	h := d.Sum64()
-	ms, ok := s.series[h]
-	if !ok {
-		var err error
-		if ms, err = s.addWire(h, cluster, node, string(name), ts); err != nil {
-			return 0, err
+	var ms *memSeries
+	if i := tc.next; i < len(tc.entries) && !tc.entries[i].ms.gone && bytes.Equal(tc.entries[i].lbls, ts[:labelsEnd]) {
+		ms = tc.entries[i].ms
+	} else {
+		// The encoded labels identify the series: one encoder writes the
+		// same labels to the same bytes, and hashing them whole is cheapest.
+		d := s.digest
+		d.Reset()
+		_, _ = d.Write(ts[:labelsEnd])
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(cluster)
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(node)
+		h := d.Sum64()
+		var ok bool
+		if ms, ok = s.series[h]; !ok {
+			var err error
+			if ms, err = s.addWire(h, cluster, node, string(name), ts); err != nil {
+				return 0, err
+			}
+		}
+		e := cacheEntry{lbls: bytes.Clone(ts[:labelsEnd]), ms: ms}
+		if i < len(tc.entries) {
+			tc.entries[i] = e
+		} else {
+			tc.entries = append(tc.entries, e)
 		}
 	}
+	tc.next++
 	kept := 0
 	err := eachField(ts[labelsEnd:], fieldSamples, func(sb []byte) error {
 		var t int64
