@@ -14,8 +14,9 @@ import (
 // runRules is `weir rules check FILE…` and `weir rules test FILE…`.
 func runRules(_ context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: weir rules check FILE…   validate rule files (file:line for every error)")
-		fmt.Fprintln(fs.Output(), "       weir rules test FILE…    run rule unit tests (the promtool test rules layout)")
+		fmt.Fprintln(fs.Output(), "Usage of weir rules:")
+		fmt.Fprintln(fs.Output(), "  weir rules check FILE…   validate rule files (file:line:column for every error)")
+		fmt.Fprintln(fs.Output(), "  weir rules test FILE…    run rule unit tests (the promtool test rules layout)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
