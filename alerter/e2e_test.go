@@ -107,7 +107,7 @@ func states(evs []Event) []string {
 // scraped by the real collector, reaches a real Alertmanager with its
 // labels and annotations; when memory goes back the alert is resolved.
 func TestEndToEndAlertmanager(t *testing.T) {
-	am := startAlertmanager(t)
+	am, am2 := startAlertmanager(t), startAlertmanager(t)
 	srv := natstest.Run(t)
 	nc, js := natstest.Connect(t, srv)
 	ctx := t.Context()
@@ -128,7 +128,10 @@ func TestEndToEndAlertmanager(t *testing.T) {
 	t.Cleanup(func() { stopCol(); <-colDone; _ = col.Close() })
 	t.Cleanup(relay(ctx, t, js))
 
-	a, err := New(testConfig(t, e2eRules, am), Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
+	cfg := testConfig(t, e2eRules, am)
+	// Every alert goes to every Alertmanager.
+	cfg.Alertmanagers = append(cfg.Alertmanagers, AlertmanagerConfig{URL: config.MustParseURL(am2.url), Timeout: 5 * time.Second})
+	a, err := New(cfg, Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,10 +163,26 @@ func TestEndToEndAlertmanager(t *testing.T) {
 	if s := got.Annotations["summary"]; s != "Kubelet on node-a uses 3Gi" {
 		t.Errorf("summary %q, want %q", s, "Kubelet on node-a uses 3Gi")
 	}
+	waitFor(t, 5*time.Second, "the alert in the second alertmanager", func() bool {
+		for _, al := range am2.alerts(t) {
+			if al.Labels["alertname"] == "KubeletMemoryHigh" && al.Labels["node"] == "node-a" && al.Status.State == "active" {
+				return true
+			}
+		}
+		return false
+	})
 
 	kubelet.memory.Store(100 << 20)
 	waitFor(t, 15*time.Second, "the alert resolved in alertmanager", func() bool {
 		for _, al := range am.alerts(t) {
+			if al.Labels["alertname"] == "KubeletMemoryHigh" && al.Status.State == "active" && al.EndsAt.After(time.Now()) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 5*time.Second, "the alert resolved in the second alertmanager", func() bool {
+		for _, al := range am2.alerts(t) {
 			if al.Labels["alertname"] == "KubeletMemoryHigh" && al.Status.State == "active" && al.EndsAt.After(time.Now()) {
 				return false
 			}

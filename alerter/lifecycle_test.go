@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -115,4 +118,45 @@ func histCount(t *testing.T, a *Alerter, group string) uint64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// TestUndecodableMessageIsDeadLettered: a message that is not a batch goes
+// to weir.dead.alerter with the reason, and the alerter keeps going.
+func TestUndecodableMessageIsDeadLettered(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	ctx := t.Context()
+	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(testConfig(t, lifeRules, nil), Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, a)
+	subj := proto.Subject{Stage: proto.StageEnriched, Cluster: "c1", Node: "node-a", Source: proto.SourceKubelet}
+	m := nats.NewMsg(subj.String())
+	m.Data = []byte("not snappy at all")
+	proto.Meta{MsgID: "bad-1", Encoding: proto.DefaultEncoding.Name(), Chunks: 1}.SetHeaders(m.Header)
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := js.Stream(ctx, proto.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var letter *jetstream.RawStreamMsg
+	waitFor(t, 10*time.Second, "the dead letter", func() bool {
+		letter, err = dead.GetLastMsgForSubject(ctx, proto.DeadSubject("alerter"))
+		return err == nil
+	})
+	if e := letter.Header.Get(proto.HeaderError); !strings.Contains(e, "snappy") {
+		t.Errorf("%s = %q, want the snappy error", proto.HeaderError, e)
+	}
+	if s := letter.Header.Get(proto.HeaderSubject); !strings.HasPrefix(s, "weir.enriched.c1.node-a.kubelet") {
+		t.Errorf("%s = %q, want the enriched subject", proto.HeaderSubject, s)
+	}
+	if n := testutil.ToFloat64(a.m.messages.WithLabelValues("dead")); n != 1 {
+		t.Errorf("dead messages %v, want 1", n)
+	}
 }
