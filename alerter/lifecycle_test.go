@@ -160,3 +160,48 @@ func TestUndecodableMessageIsDeadLettered(t *testing.T) {
 		t.Errorf("dead messages %v, want 1", n)
 	}
 }
+
+// TestReloadOnSignal: Reload (what SIGHUP calls) reads the files at once,
+// without waiting for the change check.
+func TestReloadOnSignal(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	ctx := t.Context()
+	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	pubCtx, stopPub := context.WithCancel(ctx)
+	var pubWG sync.WaitGroup
+	pubWG.Go(func() { publishLoop(pubCtx, t, js, "node-a", "temperature", 80) })
+	t.Cleanup(func() { stopPub(); pubWG.Wait() })
+	cfg := testConfig(t, "groups:\n  - name: g\n    interval: 100ms\n    rules:\n      - alert: Hot\n        expr: series(\"temperature\") > 50\n", nil)
+	cfg.ReloadCheckInterval = time.Hour
+	a, err := New(cfg, Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, a)
+	waitFor(t, 10*time.Second, "Hot firing", func() bool {
+		for _, e := range events(t, js) {
+			if e.Alertname == "Hot" && e.State == "firing" {
+				return true
+			}
+		}
+		return false
+	})
+	if err := os.WriteFile(cfg.RuleFiles[0], []byte("groups:\n  - name: g\n    interval: 100ms\n    rules:\n      - alert: Hot\n        expr: series(\"temperature\") > 90\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.Reload()
+	waitFor(t, 5*time.Second, "Hot resolved under the new threshold", func() bool {
+		for _, e := range events(t, js) {
+			if e.Alertname == "Hot" && e.State == "resolved" {
+				return true
+			}
+		}
+		return false
+	})
+	if n := testutil.ToFloat64(a.m.reloads.WithLabelValues("success")); n != 1 {
+		t.Errorf("successful reloads %v, want 1", n)
+	}
+}
