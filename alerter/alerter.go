@@ -327,7 +327,8 @@ func (a *Alerter) applyReload(ctx context.Context, kv jetstream.KeyValue) {
 		a.files, a.filesSum = files, sum // report a bad file once, not at every check
 		return
 	}
-	// Alerts carry over to the rule with the same group, name and position.
+	// Alerts carry over to the rule with the same key: group, name, and
+	// which rule of that name it is.
 	old := map[string]*Rule{}
 	for _, g := range a.rules.Groups {
 		for _, r := range g.Rules {

@@ -133,8 +133,13 @@ func (rs *RuleSet) add(file string, data []byte, defaultInterval time.Duration) 
 		if g.Interval <= 0 {
 			g.Interval = defaultInterval
 		}
+		// A rule's alerts are keyed by group, name and which rule of that
+		// name it is, so inserting another rule does not orphan them.
+		seen := map[string]int{}
 		for i, rn := range gn.Rules {
-			r, err := compileRule(file, g, i, rn)
+			occurrence := seen[rn.Alert.Value]
+			seen[rn.Alert.Value]++
+			r, err := compileRule(file, g, i, occurrence, rn)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -146,7 +151,7 @@ func (rs *RuleSet) add(file string, data []byte, defaultInterval time.Duration) 
 	return errors.Join(errs...)
 }
 
-func compileRule(file string, g *Group, idx int, rn ruleNode) (*Rule, error) {
+func compileRule(file string, g *Group, idx, occurrence int, rn ruleNode) (*Rule, error) {
 	r := &Rule{
 		Name: rn.Alert.Value, Expr: rn.Expr.Value, For: time.Duration(rn.For), KeepFiringFor: time.Duration(rn.KeepFiringFor),
 		File: file, Line: rn.Alert.Line, labels: map[string]*template.Template{}, annotations: map[string]*template.Template{},
@@ -204,7 +209,7 @@ func compileRule(file string, g *Group, idx int, rn ruleNode) (*Rule, error) {
 		return nil, err
 	}
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%s\x00%s\x00%d", g.Name, r.Name, idx)
+	fmt.Fprintf(h, "%s\x00%s\x00%d", g.Name, r.Name, occurrence)
 	r.key = fmt.Sprintf("%016x", h.Sum64())
 	return r, nil
 }
