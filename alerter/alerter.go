@@ -52,6 +52,7 @@ type Alerter struct {
 	caughtUp     chan struct{}
 	caughtUpOnce sync.Once
 	closed       atomic.Bool
+	active       atomic.Bool // the server delivered to this alerter
 	countMu      sync.Mutex
 	counts       map[*Group][3]int
 }
@@ -118,21 +119,39 @@ func (a *Alerter) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create key-value bucket %s: %w", a.cfg.StateBucket, err)
 	}
-	n, err := loadState(ctx, kv, a.rules, a.d.Now().Add(a.cfg.Warmup))
-	if err != nil {
-		return err
-	}
-	a.log.Info("alerter started", "groups", len(a.rules.Groups), "selections", len(a.rules.sels), "alerts_restored", n)
+	a.log.Info("alerter started", "groups", len(a.rules.Groups), "selections", len(a.rules.sels))
 	cons, err := a.consumer(ctx)
 	if err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { a.consume(ctx, cons) })
-	a.runGroups(ctx, kv)
+	err = a.runGroups(ctx, kv)
 	wg.Wait()
-	return nil
+	a.unpin()
+	return err
 }
+
+// unpin hands the consumer to a standby alerter at once, instead of after
+// pinned_ttl, when this one was the active one and stops cleanly.
+func (a *Alerter) unpin() {
+	if !a.active.Load() {
+		return // a standby must not unpin the active alerter
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := a.d.JS.Stream(ctx, proto.StreamEnriched)
+	if err == nil {
+		err = s.UnpinConsumer(ctx, a.cfg.Durable, pinGroup)
+	}
+	if err != nil {
+		a.log.Warn("unpinning the consumer failed; a standby takes over after pinned_ttl", "err", err)
+	}
+}
+
+// pinGroup is the priority group of the alerter's consumer: the server
+// delivers to one alerter of a durable at a time.
+const pinGroup = "alerter"
 
 // Close releases nothing Run does not already end; it is idempotent.
 func (a *Alerter) Close() error {
@@ -156,10 +175,17 @@ func (a *Alerter) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		widest = max(widest, s.window)
 	}
 	cc := proto.ConsumerConfig(a.cfg.Durable, proto.StreamFilter(proto.StageEnriched), a.cfg.AckWait, 1000)
+	cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+	cc.PriorityGroups = []string{pinGroup}
+	cc.PinnedTTL = a.cfg.PinnedTTL
 	cc.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 	start := a.d.Now().Add(-time.Duration(widest)*time.Millisecond - a.cfg.LookbackDelta)
 	cc.OptStartTime = &start
-	cons, err = a.d.JS.CreateOrUpdateConsumer(ctx, proto.StreamEnriched, cc)
+	cons, err = a.d.JS.CreateConsumer(ctx, proto.StreamEnriched, cc)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		// Another alerter of the durable created it first: share it.
+		cons, err = a.d.JS.Consumer(ctx, proto.StreamEnriched, a.cfg.Durable)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s on %s: %w", a.cfg.Durable, proto.StreamEnriched, err)
 	}
@@ -172,7 +198,7 @@ func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 	var batch proto.Batch
 	var buf []byte
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(256))
+		it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullPriorityGroup(pinGroup))
 		if err != nil {
 			a.log.Error("consume failed, retrying", "err", err)
 			if !sleep(ctx, time.Second) {
@@ -195,6 +221,7 @@ func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 }
 
 func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batch, buf *[]byte) {
+	a.active.Store(true)
 	subj, err := proto.ParseSubject(m.Subject())
 	var meta proto.Meta
 	if err == nil {
@@ -269,15 +296,21 @@ func (a *Alerter) deadLetter(ctx context.Context, m jetstream.Msg, cause error) 
 }
 
 // runGroups evaluates every group at its interval until ctx ends; a reload
-// stops the groups, swaps the rules and starts them again.
-func (a *Alerter) runGroups(ctx context.Context, kv jetstream.KeyValue) {
+// stops the groups, swaps the rules and starts them again. It starts once
+// this alerter has read the stream up to date: a standby alerter, which the
+// server delivers nothing to, waits here until the active one is gone, and
+// only then reads the alert state the active one left.
+func (a *Alerter) runGroups(ctx context.Context, kv jetstream.KeyValue) error {
 	select {
 	case <-a.caughtUp:
-	case <-time.After(a.cfg.Warmup):
-		a.log.Info("no data within warmup; evaluating anyway")
 	case <-ctx.Done():
-		return
+		return nil
 	}
+	n, err := loadState(ctx, kv, a.rules, a.d.Now().Add(a.cfg.Warmup))
+	if err != nil {
+		return err
+	}
+	a.log.Info("active: evaluating rules", "alerts_restored", n)
 	check := time.NewTicker(a.cfg.ReloadCheckInterval)
 	defer check.Stop()
 	for {
@@ -293,7 +326,7 @@ func (a *Alerter) runGroups(ctx context.Context, kv jetstream.KeyValue) {
 			case <-ctx.Done():
 				cancel()
 				wg.Wait()
-				return
+				return nil
 			case <-a.reload:
 				reload = true
 			case <-check.C:

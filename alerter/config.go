@@ -27,9 +27,13 @@ type Config struct {
 	ReloadCheckInterval time.Duration `yaml:"reload_check_interval"`
 	// Alertmanagers receive every alert (API v2).
 	Alertmanagers []AlertmanagerConfig `yaml:"alertmanagers"`
-	// Durable names the consumer on WEIR_ENRICHED. Run one alerter per
-	// durable: aggregations need every series in one process.
+	// Durable names the consumer on WEIR_ENRICHED. Aggregations need every
+	// series in one process, so the consumer has a pinned priority group:
+	// one alerter of a durable reads and evaluates, the others stand by.
 	Durable string `yaml:"durable"`
+	// PinnedTTL is how long after the active alerter stopped pulling a
+	// standby one takes over.
+	PinnedTTL time.Duration `yaml:"pinned_ttl"`
 	// StateBucket is the JetStream key-value bucket that holds alert state.
 	StateBucket string `yaml:"state_bucket"`
 	// Warmup is how long a restarted alerter keeps the alerts it restored
@@ -61,6 +65,7 @@ func DefaultConfig() Config {
 		StateBucket:         "WEIR_ALERTER_STATE",
 		AckWait:             30 * time.Second,
 		Warmup:              time.Minute,
+		PinnedTTL:           30 * time.Second,
 	}
 }
 
@@ -87,7 +92,7 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"evaluation_interval", c.EvaluationInterval}, {"resend_delay", c.ResendDelay}, {"lookback_delta", c.LookbackDelta},
-		{"reload_check_interval", c.ReloadCheckInterval}, {"ack_wait", c.AckWait}, {"warmup", c.Warmup}} {
+		{"reload_check_interval", c.ReloadCheckInterval}, {"ack_wait", c.AckWait}, {"warmup", c.Warmup}, {"pinned_ttl", c.PinnedTTL}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("alerter.%s: must be positive, got %s", d.name, d.v))
 		}

@@ -3,9 +3,11 @@
 //
 // Where it sits: it reads WEIR_ENRICHED (weir.enriched.>) with one durable
 // consumer (Config.Durable). Aggregations need every series in one
-// process, so exactly one alerter reads a durable at a time: run one
-// replica per durable (a Deployment with replicas: 1 and the Recreate
-// strategy). A replaced alerter resumes from the state bucket.
+// process, so the consumer has a pinned priority group: the server
+// delivers to one alerter of a durable at a time. Other replicas stand by
+// without evaluating; when the active one stops (it unpins itself) or
+// stops pulling for pinned_ttl, one of them is delivered to, reads the
+// alert state the active one left in the key-value bucket, and goes on.
 //
 // What it keeps: only the samples its rules select. LoadRules reads every
 // series(name, matchers...) of every expression before evaluation, and the

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/weirmetrics/weir/collector"
 	"github.com/weirmetrics/weir/internal/config"
@@ -280,5 +282,58 @@ func TestRestartWhilePending(t *testing.T) {
 	}
 	if got := states(events(t, js)); len(got) != 2 || got[0] != "pending" || got[1] != "firing" {
 		t.Errorf("state changes %v, want [pending firing]", got)
+	}
+}
+
+// TestStandbyTakesOver: two alerters on one durable; the server delivers
+// to one, the other stands by without evaluating. When the active one
+// stops, the standby takes over its alerts: no new pending or firing, no
+// second notification.
+func TestStandbyTakesOver(t *testing.T) {
+	am := startAlertmanager(t)
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	ctx := t.Context()
+	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	rules := "groups:\n  - name: g\n    interval: 100ms\n    rules:\n      - alert: Hot\n        expr: series(\"temperature\") > 50\n"
+	pubCtx, stopPub := context.WithCancel(ctx)
+	var pubWG sync.WaitGroup
+	pubWG.Go(func() { publishLoop(pubCtx, t, js, "node-a", "temperature", 80) })
+	t.Cleanup(func() { stopPub(); pubWG.Wait() })
+	cfg := testConfig(t, rules, am)
+	var alerters [2]*Alerter
+	var stops [2]func()
+	for i := range alerters {
+		a, err := New(cfg, Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alerters[i], stops[i] = a, start(t, a)
+	}
+	waitFor(t, 10*time.Second, "Hot firing", func() bool { return slices.Contains(states(events(t, js)), "firing") })
+	active, standby := 0, 1
+	if !alerters[0].active.Load() {
+		active, standby = 1, 0
+	}
+	time.Sleep(300 * time.Millisecond) // a few evaluations
+	if alerters[standby].active.Load() || testutil.ToFloat64(alerters[standby].m.messages.WithLabelValues("ok")) != 0 {
+		t.Fatal("both alerters received messages")
+	}
+	if got := states(events(t, js)); !slices.Equal(got, []string{"pending", "firing"}) {
+		t.Fatalf("state changes %v, want [pending firing] once", got)
+	}
+
+	stops[active]()
+	waitFor(t, 10*time.Second, "the standby to take over", func() bool {
+		return testutil.ToFloat64(alerters[standby].m.alerts.WithLabelValues("firing")) == 1
+	})
+	time.Sleep(500 * time.Millisecond) // several evaluations by the new active alerter
+	if got := states(events(t, js)); !slices.Equal(got, []string{"pending", "firing"}) {
+		t.Errorf("state changes %v after the takeover, want still [pending firing]", got)
+	}
+	if n := am.posts.Load(); n != 1 {
+		t.Errorf("%d posts to alertmanager, want 1", n)
 	}
 }
