@@ -1,11 +1,14 @@
 package collector
 
 import (
+	"context"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/weirmetrics/weir/internal/buffer"
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -59,4 +62,52 @@ func BenchmarkParseEncode(b *testing.B) {
 			b.ReportMetric(float64(encoded)/float64(samples), "bytes/sample")
 		})
 	}
+}
+
+// BenchmarkPublish measures what follows the encoding: a cAdvisor scrape
+// goes through the buffer and is published to a real embedded JetStream,
+// which stores it and acks it.
+func BenchmarkPublish(b *testing.B) {
+	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
+	p := newParser(testTargetLabels)
+	var batch proto.Batch
+	samples, err := p.parse(&batch, body, textType, scrapeAt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := proto.Subject{Stage: proto.StageRaw, Cluster: testCluster, Node: "node-a", Source: proto.SourceCadvisor}
+	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, batch.Series, 1<<20-headerBytes(subject))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, js := natstest.Connect(b, natstest.Run(b))
+	ctx := context.Background()
+	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
+		b.Fatal(err)
+	}
+	buf, err := buffer.Open(buffer.Config{MaxBytes: 16 << 20}, nil, buffer.Hooks{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer buf.Close()
+	s := &sender{
+		subject: subject, subjectText: subject.String(), buf: buf, pub: js, publishTimeout: 10 * time.Second,
+		metrics: newMetrics(nil).forSource(proto.SourceCadvisor),
+	}
+	b.ReportAllocs()
+	millis := int64(scrapeAt)
+	for b.Loop() {
+		millis++ // a new scrape each time, or JetStream drops it as a duplicate
+		buf.Push(&buffer.Scrape{Subject: s.subjectText, Encoding: proto.DefaultEncoding.Name(), ScrapeMillis: millis, Chunks: chunks})
+		pending, err := buf.Next(ctx, s.subjectText)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.publish(ctx, pending.Scrape); err != nil {
+			b.Fatal(err)
+		}
+		buf.Done(pending)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
+	b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
 }

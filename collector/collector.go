@@ -17,12 +17,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/weirmetrics/weir/internal/buffer"
 	"github.com/weirmetrics/weir/proto"
 )
 
 // minPayloadBytes is the smallest payload limit New accepts once the
 // headers are taken off the message limit.
 const minPayloadBytes = 512
+
+// drainTimeout bounds how long a stopping collector keeps publishing what
+// its buffer holds; what is left then goes to the spool, if any.
+const drainTimeout = 5 * time.Second
 
 // logEvery is how often a target that keeps failing is logged again.
 const logEvery = time.Minute
@@ -60,7 +65,12 @@ type Deps struct {
 
 // Collector scrapes its targets and publishes each scrape to WEIR_RAW.
 type Collector struct {
-	loops []*loop
+	loops   []*loop
+	buffer  BufferConfig
+	metrics *metrics
+	log     *slog.Logger
+	pub     Publisher
+	timeout time.Duration // publish_timeout
 
 	mu      sync.Mutex
 	closed  bool
@@ -118,7 +128,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := newMetrics(d.Reg)
-	c := &Collector{}
+	c := &Collector{buffer: cfg.Buffer, metrics: m, log: log, pub: d.JS, timeout: cfg.PublishTimeout}
 	for _, t := range targets {
 		subj := rawSubject(d.Cluster, t)
 		c.loops = append(c.loops, newLoop(loopConfig{
@@ -152,11 +162,37 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer close(c.done)
 	defer cancel()
 
-	var wg sync.WaitGroup
-	for _, l := range c.loops {
-		wg.Go(func() { l.run(ctx) })
+	buf, err := buffer.Open(buffer.Config{
+		MaxBytes:      int64(c.buffer.MaxBytes),
+		SpoolDir:      c.buffer.SpoolDir,
+		SpoolMaxBytes: int64(c.buffer.SpoolMaxBytes),
+	}, c.log, buffer.Hooks{Dropped: c.metrics.bufferDropped})
+	if err != nil {
+		return fmt.Errorf("collector.buffer: %w", err)
 	}
-	wg.Wait()
+	c.metrics.buffer.Store(buf)
+
+	// The senders outlive the loops: once the loops stopped scraping, they
+	// publish what is still buffered while NATS takes it, for at most
+	// drainTimeout, then stop.
+	publishCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublishing()
+	var loops, senders sync.WaitGroup
+	for _, s := range c.senders(buf) {
+		senders.Go(func() { s.run(ctx, publishCtx) })
+	}
+	for _, l := range c.loops {
+		l.buf = buf
+		loops.Go(func() { l.run(ctx) })
+	}
+	loops.Wait()
+	drain := time.AfterFunc(drainTimeout, stopPublishing)
+	senders.Wait()
+	drain.Stop()
+	// Every sender has put back what it held: the spool gets it all.
+	if err := buf.Close(); err != nil {
+		c.log.Error("collector: spool at exit", "err", err)
+	}
 	return nil
 }
 
@@ -230,7 +266,7 @@ type loop struct {
 	parser      *parser
 	report      reportSeries
 	batch       proto.Batch
-	pending     []pendingChunk
+	buf         *buffer.Buffer // set by Run
 	scrapeLog   failureLog
 	publishLog  failureLog
 }
@@ -346,7 +382,9 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 		l.metrics.samplesScraped.Add(float64(samples))
 		l.scrapeLog.succeeded(time.Now())
 	}
-	l.publish(ctx, scrapeMillis, chunks)
+	// The buffer keeps the scrape until a sender published it, behind the
+	// target's earlier scrapes.
+	l.buf.Push(&buffer.Scrape{Subject: l.subjectText, Encoding: proto.DefaultEncoding.Name(), ScrapeMillis: scrapeMillis, Chunks: chunks})
 }
 
 // scrape fetches and parses the target into l.batch and returns the number

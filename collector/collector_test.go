@@ -415,8 +415,8 @@ func TestChunking(t *testing.T) {
 		maxMessageBytes int
 		maxPayload      int
 	}{
-		{"max_message_bytes", 32 << 10, 0},
-		{"server max_payload", 1 << 20, 48 << 10},
+		{"max_message_bytes", 8 << 10, 0},
+		{"server max_payload", 1 << 20, 12 << 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,8 +35,24 @@ type Config struct {
 	// PublishTimeout is how long to wait for JetStream to acknowledge every
 	// message of one scrape.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// Buffer holds the scrapes not published yet while NATS is away.
+	Buffer BufferConfig `yaml:"buffer"`
 	// Targets are the endpoints to scrape.
 	Targets []TargetConfig `yaml:"targets"`
+}
+
+// BufferConfig bounds what waits while NATS cannot be reached or JetStream
+// does not acknowledge: scrapes are published in order once it is back,
+// and the oldest are dropped, and counted, when a limit is reached.
+type BufferConfig struct {
+	// MaxBytes bounds the scrapes held in memory, payloads and overhead.
+	MaxBytes config.ByteSize `yaml:"max_bytes"`
+	// SpoolDir, when set, receives the oldest scrapes when memory is full,
+	// and every waiting scrape at shutdown; a restarted collector publishes
+	// them first. One directory per collector process.
+	SpoolDir string `yaml:"spool_dir"`
+	// SpoolMaxBytes bounds the spool's files.
+	SpoolMaxBytes config.ByteSize `yaml:"spool_max_bytes"`
 }
 
 // TargetConfig is one endpoint to scrape.
@@ -79,6 +95,10 @@ func DefaultConfig() Config {
 		ScrapeTimeout:   10 * time.Second,
 		MaxMessageBytes: 1 << 20,
 		PublishTimeout:  10 * time.Second,
+		Buffer: BufferConfig{
+			MaxBytes:      16 << 20,
+			SpoolMaxBytes: 256 << 20,
+		},
 	}
 }
 
@@ -102,6 +122,12 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		add("collector.publish_timeout: must be positive, got %s", c.PublishTimeout)
+	}
+	if c.Buffer.MaxBytes <= 0 {
+		add("collector.buffer.max_bytes: must be positive, got %d", c.Buffer.MaxBytes)
+	}
+	if c.Buffer.SpoolDir != "" && c.Buffer.SpoolMaxBytes <= 0 {
+		add("collector.buffer.spool_max_bytes: must be positive with a spool_dir, got %d", c.Buffer.SpoolMaxBytes)
 	}
 
 	// The node and source name the subject, and the subject and scrape time

@@ -85,6 +85,16 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: []string{"collector.publish_timeout: must be positive, got 0s"},
 		},
 		{
+			name:    "no buffer",
+			edit:    func(c *Config) { c.Buffer.MaxBytes = 0 },
+			wantErr: []string{"collector.buffer.max_bytes: must be positive, got 0"},
+		},
+		{
+			name:    "spool without room",
+			edit:    func(c *Config) { c.Buffer.SpoolDir, c.Buffer.SpoolMaxBytes = "/var/lib/weir/spool", 0 },
+			wantErr: []string{"collector.buffer.spool_max_bytes: must be positive with a spool_dir, got 0"},
+		},
+		{
 			name: "every error at once",
 			edit: func(c *Config) {
 				c.ScrapeInterval = 0

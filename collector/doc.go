@@ -16,7 +16,8 @@
 // One message per scrape to weir.raw.<cluster>.<node>.<source>, or several
 // when the scrape is larger than the message limit (the smaller of
 // max_message_bytes and the server's max_payload, less the headers). The
-// payload is a proto.Batch in proto.DefaultEncoding; the headers are
+// payload is a proto.Batch in proto.DefaultEncoding (block1+zstd, about
+// 5.5 bytes per cAdvisor sample); the headers are
 // proto.Meta: a Nats-Msg-Id derived from subject, scrape time and chunk
 // index, the encoding, the scrape time, "<chunk>/<chunks>" and the number of
 // samples.
@@ -43,10 +44,31 @@
 //     minute while it repeats, and the recovery is logged.
 //   - Targets are independent: each has its own loop, connection and
 //     buffers, and a slow or failing target delays no other.
-//   - Per-series order: a loop publishes a scrape only after the previous
-//     scrape's acks arrived or publish_timeout passed.
-//   - Samples are counted as published only once JetStream acked them. A
-//     message not acked is counted and logged but not retried: buffering
-//     while NATS is away is not implemented yet, and those samples are lost.
-//   - Run returns only after every loop has ended.
+//   - Per-series order: every scrape goes into a buffer (internal/buffer)
+//     with one queue per subject, and one sender per subject publishes the
+//     oldest scrape and takes the next only once JetStream acked every
+//     chunk of it. A target's scrapes reach the stream in scrape order, and
+//     a newer scrape never overtakes a buffered one.
+//   - At least once, no duplicates: a scrape not acked within
+//     publish_timeout, or refused, or published while the connection is
+//     down, goes back to the head of its queue and is retried (100 ms,
+//     doubling to 2 s) with the same message ids, so JetStream drops a copy
+//     it already stored within its duplicate window. Samples are counted as
+//     published once acked as new.
+//   - Bounded buffer while NATS is away: scrapes wait in memory up to
+//     buffer.max_bytes (16 MiB by default), the one being published
+//     included. With buffer.spool_dir set, the oldest scrapes move to files
+//     there when memory is full, up to buffer.spool_max_bytes, and at
+//     shutdown every waiting scrape is written there; the next collector on
+//     the directory publishes them first. Past the limits the OLDEST scrapes
+//     are dropped first, counted in weir_collector_buffer_dropped_scrapes_total
+//     and ..._dropped_samples_total and logged at most every 10 s;
+//     weir_collector_buffer_bytes and weir_collector_buffer_scrapes
+//     {where="memory"|"spool"} show what waits. A spool file that does not
+//     decode (truncated, damaged) is logged and removed, never fatal. A
+//     crash (not a shutdown) loses what was only in memory.
+//   - Stopping, the loops stop scraping first; the senders then publish
+//     what is still buffered while NATS takes it, for at most 5 s, and
+//     what is left goes to the spool (or is lost, logged, without one).
+//     Run returns only after every loop and sender has ended.
 package collector

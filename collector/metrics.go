@@ -1,9 +1,12 @@
 package collector
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/weirmetrics/weir/internal/buffer"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -36,11 +39,15 @@ type metrics struct {
 	samplesPublished  *prometheus.CounterVec
 	publishFailures   *prometheus.CounterVec
 	histogramsSkipped *prometheus.CounterVec
+	droppedScrapes    *prometheus.CounterVec
+	droppedSamples    *prometheus.CounterVec
+	// buffer is read by the buffer gauges; nil until Run opened it.
+	buffer atomic.Pointer[buffer.Buffer]
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
-	return &metrics{
+	m := &metrics{
 		scrapes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_collector_scrapes_total",
 			Help: "Scrapes attempted, failed or not.",
@@ -70,7 +77,40 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "weir_collector_native_histograms_skipped_total",
 			Help: "Native histogram samples skipped: the batch encoding carries float samples only.",
 		}, []string{"source"}),
+		droppedScrapes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_buffer_dropped_scrapes_total",
+			Help: "Scrapes dropped, oldest first, because the buffer (memory, and spool if configured) was full while NATS was away.",
+		}, []string{"source"}),
+		droppedSamples: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_buffer_dropped_samples_total",
+			Help: "Samples of the scrapes in weir_collector_buffer_dropped_scrapes_total.",
+		}, []string{"source"}),
 	}
+	stat := func(name, help, where string, v func(buffer.Stats) int64) {
+		f.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"where": where}}, func() float64 {
+			if b := m.buffer.Load(); b != nil {
+				return float64(v(b.Stats()))
+			}
+			return 0
+		})
+	}
+	const bytesHelp = "Bytes of the scrapes waiting to be published, in memory or in the spool."
+	const scrapesHelp = "Scrapes waiting to be published, in memory or in the spool."
+	stat("weir_collector_buffer_bytes", bytesHelp, "memory", func(s buffer.Stats) int64 { return s.MemoryBytes })
+	stat("weir_collector_buffer_bytes", bytesHelp, "spool", func(s buffer.Stats) int64 { return s.SpoolBytes })
+	stat("weir_collector_buffer_scrapes", scrapesHelp, "memory", func(s buffer.Stats) int64 { return s.MemoryScrapes })
+	stat("weir_collector_buffer_scrapes", scrapesHelp, "spool", func(s buffer.Stats) int64 { return s.SpoolScrapes })
+	return m
+}
+
+// bufferDropped counts a scrape the buffer dropped.
+func (m *metrics) bufferDropped(subject string, samples int) {
+	src := "unknown"
+	if s, err := proto.ParseSubject(subject); err == nil {
+		src = string(s.Source)
+	}
+	m.droppedScrapes.WithLabelValues(src).Inc()
+	m.droppedSamples.WithLabelValues(src).Add(float64(samples))
 }
 
 // targetMetrics are the children of one target's source, resolved once so
@@ -96,6 +136,8 @@ func (m *metrics) forSource(s proto.Source) targetMetrics {
 		histogramsSkipped: m.histogramsSkipped.WithLabelValues(src),
 		failures:          make(map[string]prometheus.Counter, len(failureReasons)),
 	}
+	m.droppedScrapes.WithLabelValues(src)
+	m.droppedSamples.WithLabelValues(src)
 	// Every reason exists from the start at 0, so that rate() and alerts
 	// see the first failure as an increase.
 	for _, r := range failureReasons {

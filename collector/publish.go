@@ -9,7 +9,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/weirmetrics/weir/internal/buffer"
 	"github.com/weirmetrics/weir/proto"
+)
+
+// Retry waits of a sender whose scrape was not acknowledged: doubling from
+// the first to the last, so that a NATS back after an outage is used
+// within a few seconds without spinning while it is away.
+const (
+	firstRetryWait = 100 * time.Millisecond
+	lastRetryWait  = 2 * time.Second
 )
 
 // pendingChunk is a published chunk waiting for its JetStream ack.
@@ -19,74 +28,150 @@ type pendingChunk struct {
 	samples int
 }
 
-// publish sends the chunks of one scrape without waiting between them, then
-// waits for every ack, at most publishTimeout. Samples count as published
-// only once acked: JetStream has stored them. A chunk not acked is counted
-// and logged; it is not retried yet, and its samples are lost.
-//
-// The next scrape of the target is published only after this returns, so
-// that its series reach the stream after this scrape's.
-func (l *loop) publish(ctx context.Context, scrapeMillis int64, chunks []proto.Chunk) {
-	var (
-		failed  int
-		lastErr error
-	)
-	pending := l.pending[:0]
-	for i, c := range chunks {
-		msg := nats.NewMsg(l.subjectText)
+// sender publishes the scrapes of one subject from the buffer, oldest
+// first, one scrape at a time: a scrape leaves the buffer only once
+// JetStream acked every chunk of it, and the next scrape of the subject is
+// published only then, so the stream receives a target's scrapes in
+// scrape order whatever NATS does in between.
+type sender struct {
+	subject        proto.Subject
+	subjectText    string
+	buf            *buffer.Buffer
+	pub            Publisher
+	publishTimeout time.Duration
+	metrics        targetMetrics
+	log            failureLog
+	pending        []pendingChunk
+}
+
+// senders returns one sender per target, and one per subject that the
+// spool of an earlier run holds and no target publishes to any more.
+func (c *Collector) senders(buf *buffer.Buffer) []*sender {
+	var out []*sender
+	seen := map[string]bool{}
+	for _, l := range c.loops {
+		seen[l.subjectText] = true
+		out = append(out, &sender{
+			subject: l.subject, subjectText: l.subjectText, buf: buf, pub: c.pub,
+			publishTimeout: c.timeout, metrics: l.metrics, log: l.publishLog,
+		})
+	}
+	for _, text := range buf.Subjects() {
+		subj, err := proto.ParseSubject(text)
+		if seen[text] || err != nil { // the spool checked the subject
+			continue
+		}
+		log := c.log.With("cluster", subj.Cluster, "node", subj.Node, "source", subj.Source)
+		out = append(out, &sender{
+			subject: subj, subjectText: text, buf: buf, pub: c.pub,
+			publishTimeout: c.timeout, metrics: c.metrics.forSource(subj.Source),
+			log: failureLog{log: log, every: logEvery, failedMsg: "publish failed", recoveredMsg: "publish recovered"},
+		})
+	}
+	return out
+}
+
+// run publishes until ctx ends; then, stopping, it goes on publishing what
+// the buffer still holds for the subject until the buffer is empty, a
+// publish fails, or publishCtx ends. A scrape not published goes back to
+// the buffer, which spools it at Close if it can.
+func (s *sender) run(ctx, publishCtx context.Context) {
+	wait := firstRetryWait
+	for {
+		// Next returns what is queued even once ctx ended, and waits for
+		// more only while it has not.
+		p, err := s.buf.Next(ctx, s.subjectText)
+		if err != nil {
+			return // stopping with nothing left, or the buffer closed
+		}
+		if err := s.publish(publishCtx, p.Scrape); err != nil {
+			s.buf.Requeue(p)
+			if ctx.Err() != nil {
+				return // stopping: no retries
+			}
+			s.metrics.publishFailures.Inc()
+			s.log.failed(time.Now(), err, "retry_in", wait)
+			if !sleep(ctx, wait) {
+				return
+			}
+			wait = min(2*wait, lastRetryWait)
+			continue
+		}
+		s.buf.Done(p)
+		s.log.succeeded(time.Now())
+		wait = firstRetryWait
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// publish sends the chunks of one scrape without waiting between them,
+// then waits for every ack, at most publishTimeout. Samples count as
+// published once acked as new: a chunk JetStream already had from an
+// earlier attempt is acked as a duplicate and not counted again.
+func (s *sender) publish(ctx context.Context, sc *buffer.Scrape) error {
+	pending := s.pending[:0]
+	defer func() {
+		clear(pending) // drop the futures and their payloads until the next scrape
+		s.pending = pending[:0]
+	}()
+	// While the client reconnects, a publish would wait in its reconnect
+	// buffer, outside this buffer's limits, and reach the stream later
+	// even if this scrape has been dropped meanwhile: fail it instead.
+	if c, ok := s.pub.(interface{ Conn() *nats.Conn }); ok && c.Conn() != nil && !c.Conn().IsConnected() {
+		return fmt.Errorf("publish %s: %w", s.subjectText, errNotConnected)
+	}
+	var errs []error
+	for i, c := range sc.Chunks {
+		msg := nats.NewMsg(s.subjectText)
 		msg.Data = c.Payload
 		proto.Meta{
-			MsgID:        proto.MsgID(l.subject, scrapeMillis, i),
-			Encoding:     proto.DefaultEncoding.Name(),
-			ScrapeMillis: scrapeMillis,
+			MsgID:        proto.MsgID(s.subject, sc.ScrapeMillis, i),
+			Encoding:     sc.Encoding,
+			ScrapeMillis: sc.ScrapeMillis,
 			Chunk:        i,
-			Chunks:       len(chunks),
+			Chunks:       len(sc.Chunks),
 			Samples:      c.Samples,
 		}.SetHeaders(msg.Header)
-		ack, err := l.pub.PublishMsgAsync(msg)
+		ack, err := s.pub.PublishMsgAsync(msg)
 		if err != nil {
-			failed++
-			lastErr = fmt.Errorf("publish %s chunk %d/%d: %w", l.subjectText, i, len(chunks), err)
+			errs = append(errs, fmt.Errorf("publish %s chunk %d/%d: %w", s.subjectText, i, len(sc.Chunks), err))
 			continue
 		}
 		pending = append(pending, pendingChunk{ack: ack, index: i, samples: c.Samples})
 	}
-	defer func() {
-		clear(pending) // drop the futures and their payloads until the next scrape
-		l.pending = pending[:0]
-	}()
 
-	deadline := time.NewTimer(l.publishTimeout)
+	deadline := time.NewTimer(s.publishTimeout)
 	defer deadline.Stop()
-	acked := 0
-wait:
 	for i, p := range pending {
 		select {
-		case <-p.ack.Ok():
-			acked += p.samples
+		case ack := <-p.ack.Ok():
+			if !ack.Duplicate {
+				s.metrics.samplesPublished.Add(float64(p.samples))
+			}
 		case err := <-p.ack.Err():
-			failed++
-			lastErr = fmt.Errorf("publish %s chunk %d/%d: %w", l.subjectText, p.index, len(chunks), err)
+			errs = append(errs, fmt.Errorf("publish %s chunk %d/%d: %w", s.subjectText, p.index, len(sc.Chunks), err))
 		case <-deadline.C:
-			failed += len(pending) - i
-			lastErr = fmt.Errorf("publish %s: %w: %d of %d chunks not acknowledged within %s",
-				l.subjectText, errAckTimeout, len(pending)-i, len(chunks), l.publishTimeout)
-			break wait
+			return errors.Join(append(errs, fmt.Errorf("publish %s: %w: %d of %d chunks not acknowledged within %s",
+				s.subjectText, errAckTimeout, len(pending)-i, len(sc.Chunks), s.publishTimeout))...)
 		case <-ctx.Done():
-			// Stopping: what is not acked yet may or may not be stored,
-			// and counts as neither.
-			l.metrics.samplesPublished.Add(float64(acked))
-			return
+			return ctx.Err()
 		}
 	}
-	l.metrics.samplesPublished.Add(float64(acked))
-	if failed > 0 {
-		l.metrics.publishFailures.Add(float64(failed))
-		l.publishLog.failed(time.Now(), lastErr, "failed_chunks", failed, "chunks", len(chunks))
-		return
-	}
-	l.publishLog.succeeded(time.Now())
+	return errors.Join(errs...)
 }
+
+// errNotConnected is wrapped when the NATS connection is down.
+var errNotConnected = errors.New("not connected to NATS")
 
 // errAckTimeout is wrapped when JetStream did not ack within publish_timeout.
 var errAckTimeout = errors.New("no ack")

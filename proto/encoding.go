@@ -44,10 +44,17 @@ type Encoding interface {
 	Decode(src []byte, b *Batch) error
 }
 
-// DefaultEncoding is what collectors publish.
-var DefaultEncoding Encoding = SnappyPRW1{}
+// DefaultEncoding is what collectors publish: BlockZstd, about 5.5 bytes
+// per sample of a cAdvisor scrape against 42 for SnappyPRW1, and faster to
+// decode (BENCHMARKS.md, "Wire encoding").
+var DefaultEncoding Encoding = BlockZstd{}
 
-var encodings = map[string]Encoding{SnappyPRW1{}.Name(): SnappyPRW1{}}
+// encodings are every encoding a stage can decode, by header value:
+// messages in an older encoding may still be in the streams.
+var encodings = map[string]Encoding{
+	SnappyPRW1{}.Name(): SnappyPRW1{},
+	BlockZstd{}.Name():  BlockZstd{},
+}
 
 // EncodingByName returns the encoding named by a Weir-Encoding header.
 func EncodingByName(name string) (Encoding, error) {
@@ -100,6 +107,11 @@ func (SnappyPRW1) Decode(src []byte, b *Batch) error {
 	if n > MaxDecodedBytes {
 		return fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, n, MaxDecodedBytes)
 	}
+	// A snappy copy element of 3 bytes yields at most 64: a longer claimed
+	// length is corrupt, and is refused before its buffer is allocated.
+	if n > 22*len(src)+64 {
+		return fmt.Errorf("%w: snappy: %d bytes claim to decode to %d", ErrMalformed, len(src), n)
+	}
 	bufp := marshalPool.Get().(*[]byte)
 	defer marshalPool.Put(bufp)
 	if cap(*bufp) < n {
@@ -115,7 +127,11 @@ func (SnappyPRW1) Decode(src []byte, b *Batch) error {
 		return fmt.Errorf("%w: write request: %v", ErrMalformed, err)
 	}
 	b.Series = wr.Timeseries
-	return validate(b)
+	if err := validate(b); err != nil {
+		b.Reset()
+		return err
+	}
+	return nil
 }
 
 // validate rejects what no backend would accept: a series without labels,
@@ -147,23 +163,38 @@ type Chunk struct {
 // EncodeChunks encodes series into payloads of at most maxBytes each, in
 // series order. A scrape that does not fit is split in halves until every
 // half does; a single series that does not fit fails with ErrChunkTooLarge.
-// Each payload is its own allocation, since an async publish holds it until
-// the server acknowledged it.
+// Each payload is its own allocation of exactly its size, since an async
+// publish (and a buffer while NATS is away) holds it until the server
+// acknowledged it; the encoder's worst-case scratch space stays in a pool.
 func EncodeChunks(enc Encoding, series []prompb.TimeSeries, maxBytes int) ([]Chunk, error) {
 	return appendChunks(nil, enc, series, maxBytes)
 }
 
+// chunkPool holds the scratch buffers payloads are encoded into.
+var chunkPool = sync.Pool{New: func() any { return new([]byte) }}
+
 func appendChunks(out []Chunk, enc Encoding, series []prompb.TimeSeries, maxBytes int) ([]Chunk, error) {
 	b := Batch{Series: series}
-	payload, err := enc.Append(nil, &b)
-	if err != nil {
+	bufp := chunkPool.Get().(*[]byte)
+	payload, err := enc.Append((*bufp)[:0], &b)
+	var chunk Chunk
+	if err == nil && len(payload) <= maxBytes {
+		exact := make([]byte, len(payload))
+		copy(exact, payload)
+		chunk = Chunk{Payload: exact, Samples: b.Samples()}
+	}
+	size := len(payload)
+	if cap(payload) <= MaxDecodedBytes {
+		*bufp = payload
+	}
+	chunkPool.Put(bufp) // before the halves below take their own
+	switch {
+	case err != nil:
 		return out, err
-	}
-	if len(payload) <= maxBytes {
-		return append(out, Chunk{Payload: payload, Samples: b.Samples()}), nil
-	}
-	if len(series) <= 1 {
-		return out, fmt.Errorf("%w: %d bytes, limit %d", ErrChunkTooLarge, len(payload), maxBytes)
+	case chunk.Payload != nil:
+		return append(out, chunk), nil
+	case len(series) <= 1:
+		return out, fmt.Errorf("%w: %d bytes, limit %d", ErrChunkTooLarge, size, maxBytes)
 	}
 	mid := len(series) / 2
 	if out, err = appendChunks(out, enc, series[:mid], maxBytes); err != nil {

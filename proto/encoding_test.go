@@ -9,6 +9,8 @@ import (
 	"github.com/golang/snappy"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
 )
 
 func series(n int) []prompb.TimeSeries {
@@ -29,14 +31,14 @@ func series(n int) []prompb.TimeSeries {
 func TestSnappyPRW1RoundTrip(t *testing.T) {
 	in := Batch{Series: series(100)}
 	in.Series[3].Samples[0].Value = math.Inf(1)
-	payload, err := DefaultEncoding.Append([]byte("prefix"), &in)
+	payload, err := SnappyPRW1{}.Append([]byte("prefix"), &in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(payload[:6]) != "prefix" {
 		t.Fatal("Append did not append")
 	}
-	enc, err := EncodingByName(DefaultEncoding.Name())
+	enc, err := EncodingByName("prw1+snappy")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +77,7 @@ func TestDecodeErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b Batch
-			if err := DefaultEncoding.Decode(tt.in, &b); !errors.Is(err, tt.wantErr) {
+			if err := (SnappyPRW1{}).Decode(tt.in, &b); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Decode = %v, want %v", err, tt.wantErr)
 			}
 		})
@@ -86,13 +88,19 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestEncodeChunks(t *testing.T) {
-	in := series(1000)
-	whole, err := EncodeChunks(DefaultEncoding, in, 1<<20)
-	if err != nil || len(whole) != 1 || whole[0].Samples != 1000 {
+	for _, enc := range []Encoding{SnappyPRW1{}, BlockZstd{}} {
+		t.Run(enc.Name(), func(t *testing.T) { testEncodeChunks(t, enc) })
+	}
+}
+
+func testEncodeChunks(t *testing.T, enc Encoding) {
+	in := captureSeries(t, fixtures.Kubelet121)
+	whole, err := EncodeChunks(enc, in, 1<<20)
+	if err != nil || len(whole) != 1 || whole[0].Samples != len(in) {
 		t.Fatalf("one chunk expected, got %d (%v)", len(whole), err)
 	}
 	limit := len(whole[0].Payload) / 5
-	chunks, err := EncodeChunks(DefaultEncoding, in, limit)
+	chunks, err := EncodeChunks(enc, in, limit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +109,14 @@ func TestEncodeChunks(t *testing.T) {
 	}
 	var got []prompb.TimeSeries
 	for i, c := range chunks {
+		if cap(c.Payload) != len(c.Payload) {
+			t.Errorf("chunk %d holds %d bytes of capacity for a %d-byte payload", i, cap(c.Payload), len(c.Payload))
+		}
 		if len(c.Payload) > limit {
 			t.Errorf("chunk %d is %d bytes, limit %d", i, len(c.Payload), limit)
 		}
 		var b Batch
-		if err := DefaultEncoding.Decode(c.Payload, &b); err != nil {
+		if err := enc.Decode(c.Payload, &b); err != nil {
 			t.Fatal(err)
 		}
 		if b.Samples() != c.Samples {
@@ -121,7 +132,7 @@ func TestEncodeChunks(t *testing.T) {
 			t.Fatalf("series %d out of order or changed", i)
 		}
 	}
-	if _, err := EncodeChunks(DefaultEncoding, in[:1], 10); !errors.Is(err, ErrChunkTooLarge) {
+	if _, err := EncodeChunks(enc, in[:1], 10); !errors.Is(err, ErrChunkTooLarge) {
 		t.Fatalf("EncodeChunks of one series over the limit = %v, want ErrChunkTooLarge", err)
 	}
 }

@@ -54,6 +54,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 // Connect dials url and returns the connection with its JetStream context.
 // It retries forever in the background once connected, and logs every
 // disconnect and reconnect.
+// publishAsyncTimeout bounds how long an async publish waits for its ack.
+const publishAsyncTimeout = 30 * time.Second
+
 func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url,
 		nats.Name(name),
@@ -70,7 +73,10 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc)
+	// An async publish not acked within this is failed and forgotten by
+	// JetStream itself, so that a collector publishing while NATS is away
+	// never accumulates futures; the collector retries it from its buffer.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAsyncTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)

@@ -1,0 +1,68 @@
+package proto
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+)
+
+// BenchmarkEncoding encodes and decodes the Kubernetes 1.35 cAdvisor
+// capture, one scrape in one payload, with every encoding: bytes/sample is
+// what JetStream stores, ns/sample what a collector (encode) or every later
+// stage (decode) spends.
+func BenchmarkEncoding(b *testing.B) {
+	series := captureSeries(b, fixtures.Cadvisor135)
+	in := Batch{Series: series}
+	samples := in.Samples()
+	for _, enc := range []Encoding{SnappyPRW1{}, BlockZstd{}} {
+		payload, err := enc.Append(nil, &in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("encoding=%s/op=encode", enc.Name()), func(b *testing.B) {
+			b.ReportAllocs()
+			var buf []byte
+			cpu := cpuTime()
+			for b.Loop() {
+				if buf, err = enc.Append(buf[:0], &in); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportCPU(b, cpu, samples)
+			b.ReportMetric(float64(len(buf))/float64(samples), "bytes/sample")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
+		})
+		b.Run(fmt.Sprintf("encoding=%s/op=decode", enc.Name()), func(b *testing.B) {
+			b.ReportAllocs()
+			var out Batch
+			cpu := cpuTime()
+			for b.Loop() {
+				if err := enc.Decode(payload, &out); err != nil {
+					b.Fatal(err)
+				}
+				if len(out.Series) != len(series) {
+					b.Fatalf("decoded %d series, want %d", len(out.Series), len(series))
+				}
+			}
+			reportCPU(b, cpu, samples)
+			b.ReportMetric(float64(len(payload))/float64(samples), "bytes/sample")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
+		})
+	}
+}
+
+// cpuTime is the CPU time the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func reportCPU(b *testing.B, since time.Duration, samples int) {
+	b.ReportMetric(float64(cpuTime()-since)/float64(b.N)/float64(samples), "cpu-ns/sample")
+}
