@@ -251,7 +251,9 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batc
 	a.m.samplesIngested.Add(float64(meta.Samples))
 	a.m.samplesKept.Add(float64(kept))
 	_ = m.Ack()
-	if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+	// Caught up: nothing left, or what is left is newer than one
+	// evaluation interval (a busy stream never shows zero pending).
+	if md, err := m.Metadata(); err == nil && (md.NumPending == 0 || a.d.Now().Sub(md.Timestamp) < a.cfg.EvaluationInterval) {
 		a.caughtUpOnce.Do(func() { close(a.caughtUp) })
 	}
 }
