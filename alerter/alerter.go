@@ -420,18 +420,28 @@ func (a *Alerter) runGroup(ctx context.Context, g *Group, kv jetstream.KeyValue)
 // never less.
 func (a *Alerter) evalGroup(ctx context.Context, g *Group, kv jetstream.KeyValue) {
 	start := a.d.Now()
-	changes, errs := g.Eval(a.store.Load(), start)
+	// Each error is also its rule's Health, reported below.
+	changes, _ := g.Eval(a.store.Load(), start)
 	a.m.evalDuration.WithLabelValues(g.Name).Observe(time.Since(start).Seconds())
 	for _, r := range g.Rules {
-		if err := r.Health(); err != nil {
-			a.m.ruleHealth.WithLabelValues(g.Name, r.Name).Set(0)
-		} else {
+		err := r.Health()
+		if err == nil {
 			a.m.ruleHealth.WithLabelValues(g.Name, r.Name).Set(1)
+			if r.loggedErr != "" {
+				a.log.Info("rule healthy again", "group", g.Name, "rule", r.Name)
+				r.loggedErr = ""
+			}
+			continue
 		}
-	}
-	for _, err := range errs {
+		a.m.ruleHealth.WithLabelValues(g.Name, r.Name).Set(0)
 		a.m.evalFailures.WithLabelValues(g.Name).Inc()
-		a.log.Error("rule evaluation failed; the rule is unhealthy", "group", g.Name, "err", err)
+		// Logged when it starts failing or fails differently, not at
+		// every evaluation: the metric counts each one.
+		if msg := err.Error(); msg != r.loggedErr {
+			a.log.Error("rule evaluation failed; the rule is unhealthy", "group", g.Name, "rule", r.Name,
+				"file", fmt.Sprintf("%s:%d", r.File, r.Line), "err", err)
+			r.loggedErr = msg
+		}
 	}
 	var removed []Transition
 	for _, tr := range changes {

@@ -67,6 +67,7 @@ type Rule struct {
 	annotations   map[string]*template.Template
 	active        map[uint64]*Alert
 	lastErr       error
+	loggedErr     string // the error last logged, so a failing rule logs once
 }
 
 // LoadRules reads and compiles files. Every error names file:line[:column]
