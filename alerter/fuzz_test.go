@@ -2,6 +2,7 @@ package alerter
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,4 +86,37 @@ func packFiles(tb testing.TB) []string {
 		}
 	}
 	return out
+}
+
+// FuzzRuleTests: any unit test file of the default pack's layout runs or
+// fails with an error, never a panic or unbounded work.
+func FuzzRuleTests(f *testing.F) {
+	tests, err := filepath.Glob("rules/*_test.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	dir := f.TempDir()
+	for _, p := range packFiles(f) {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), data, 0o600); err != nil {
+			f.Fatal(err)
+		}
+	}
+	for _, p := range tests {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(data))
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		p := filepath.Join(dir, "fuzz_test.yaml")
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = TestRules(p, io.Discard)
+	})
 }

@@ -2,6 +2,7 @@ package alerter
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,5 +71,20 @@ func TestLoadRulesReportsEveryBadRule(t *testing.T) {
 	}
 	if _, err := LoadRules([]string{writeFile(t, t.TempDir(), "u.yaml", "groups:\n  - name: g\n    rulez: []\n")}, time.Minute); err == nil || !strings.Contains(err.Error(), "u.yaml:3") {
 		t.Errorf("unknown key: error %v, want it at u.yaml:3", err)
+	}
+}
+
+func TestRuleTestsRefuseHugeExpansions(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: series(\"up\") == 0\n")
+	for name, body := range map[string]string{
+		"values":    "    input_series:\n      - series: 'up'\n        values: '0+1x10000000'\n",
+		"eval_time": "    alert_rule_test:\n      - eval_time: 100000000m\n        alertname: A\n",
+	} {
+		f := writeFile(t, dir, name+"_test.yaml", "rule_files: [r.yaml]\ntests:\n  - interval: 1m\n"+body)
+		err := TestRules(f, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "more than 100000") {
+			t.Errorf("%s: error %v, want a bound of 100000", name, err)
+		}
 	}
 }

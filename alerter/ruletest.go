@@ -7,8 +7,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,6 +92,28 @@ func TestRules(file string, w io.Writer) error {
 	return errors.Join(errs...)
 }
 
+// maxTestSteps bounds what one test may ask for, evaluations and values of
+// one input series alike, so a typo (10000000x) fails instead of filling
+// memory.
+const maxTestSteps = 100000
+
+var expansionRE = regexp.MustCompile(`x(\d+)`)
+
+func checkExpansion(values string) error {
+	total := 0
+	for _, m := range expansionRE.FindAllStringSubmatch(values, -1) {
+		n, err := strconv.Atoi(m[1])
+		if err != nil || n > maxTestSteps {
+			return fmt.Errorf("values %q: expands to more than %d values", values, maxTestSteps)
+		}
+		total += n
+	}
+	if total > maxTestSteps {
+		return fmt.Errorf("values %q: expands to more than %d values", values, maxTestSteps)
+	}
+	return nil
+}
+
 type testPoint struct {
 	lset labels.Labels
 	t    int64
@@ -110,6 +134,9 @@ func runTestGroup(ruleFiles []string, interval time.Duration, tg testGroup) erro
 	}
 	var points []testPoint
 	for _, in := range tg.InputSeries {
+		if err := checkExpansion(in.Values); err != nil {
+			return fmt.Errorf("input series %s: %w", in.Series, err)
+		}
 		lset, vals, err := promParser.ParseSeriesDesc(in.Series + " " + in.Values)
 		if err != nil {
 			return fmt.Errorf("input series %s: %w", in.Series, err)
@@ -128,6 +155,9 @@ func runTestGroup(ruleFiles []string, interval time.Duration, tg testGroup) erro
 		d := time.Duration(c.EvalTime)
 		if d%interval != 0 {
 			return fmt.Errorf("eval_time %s: not a multiple of evaluation_interval %s", d, interval)
+		}
+		if d < 0 || d/interval > maxTestSteps {
+			return fmt.Errorf("eval_time %s: more than %d evaluations of %s", d, maxTestSteps, interval)
 		}
 		cases[d] = append(cases[d], c)
 		last = max(last, d)
