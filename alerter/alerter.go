@@ -53,6 +53,7 @@ type Alerter struct {
 	caughtUpOnce sync.Once
 	closed       atomic.Bool
 	active       atomic.Bool // the server delivered to this alerter
+	droppedSeen  int64       // of the current store, read by gcLoop only
 	countMu      sync.Mutex
 	counts       map[*Group][3]int
 }
@@ -94,7 +95,9 @@ func New(cfg Config, d Deps) (*Alerter, error) {
 }
 
 func (a *Alerter) newStore(rs *RuleSet) *Store {
-	return newStore(rs.sels, a.cfg.EvaluationInterval.Milliseconds(), a.cfg.LookbackDelta.Milliseconds())
+	st := newStore(rs.sels, a.cfg.EvaluationInterval.Milliseconds(), a.cfg.LookbackDelta.Milliseconds())
+	st.maxSeries = a.cfg.MaxSeries
+	return st
 }
 
 // Reload asks Run to read the rule files again (SIGHUP). It never blocks.
@@ -516,6 +519,11 @@ func (a *Alerter) gcLoop(ctx context.Context) {
 		series, samples := st.selected()
 		a.m.seriesSelected.Set(float64(series))
 		a.m.samplesHeld.Set(float64(samples))
+		if d := st.droppedSeries(); d > a.droppedSeen {
+			a.m.seriesDropped.Add(float64(d - a.droppedSeen))
+			a.log.Warn("series not kept: alerter.max_series reached", "max_series", a.cfg.MaxSeries, "dropped", d-a.droppedSeen)
+		}
+		a.droppedSeen = st.droppedSeries()
 		select {
 		case <-ctx.Done():
 			return

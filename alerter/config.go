@@ -41,6 +41,9 @@ type Config struct {
 	// scrape intervals, so a restart neither resolves a firing alert nor
 	// restarts the for clock of a pending one.
 	Warmup time.Duration `yaml:"warmup"`
+	// MaxSeries bounds the series whose windows the alerter holds; a new
+	// series past it is not kept (weir_alerter_series_dropped_total).
+	MaxSeries int `yaml:"max_series"`
 	// AckWait is how long the alerter may hold a message before it is
 	// delivered again.
 	AckWait time.Duration `yaml:"ack_wait"`
@@ -66,6 +69,7 @@ func DefaultConfig() Config {
 		AckWait:             30 * time.Second,
 		Warmup:              time.Minute,
 		PinnedTTL:           30 * time.Second,
+		MaxSeries:           1_000_000,
 	}
 }
 
@@ -104,6 +108,9 @@ func (c Config) Validate() error {
 		if am.Timeout <= 0 {
 			errs = append(errs, fmt.Errorf("alerter.alertmanagers[%d].timeout: must be positive, got %s", i, am.Timeout))
 		}
+	}
+	if c.MaxSeries < 1 {
+		errs = append(errs, fmt.Errorf("alerter.max_series: must be positive, got %d", c.MaxSeries))
 	}
 	if c.Durable == "" {
 		errs = append(errs, errors.New("alerter.durable: empty"))

@@ -11,6 +11,7 @@ type metrics struct {
 	samplesKept     prometheus.Counter
 	seriesSelected  prometheus.Gauge
 	samplesHeld     prometheus.Gauge
+	seriesDropped   prometheus.Counter
 	ruleHealth      *prometheus.GaugeVec // by group, rule
 	evalFailures    *prometheus.CounterVec
 	evalDuration    *prometheus.HistogramVec
@@ -40,6 +41,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		samplesHeld: f.NewGauge(prometheus.GaugeOpts{
 			Name: "weir_alerter_samples_held", Help: "Samples held in all windows.",
+		}),
+		seriesDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "weir_alerter_series_dropped_total", Help: "Selected series not kept because alerter.max_series was reached.",
 		}),
 		ruleHealth: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "weir_alerter_rule_health", Help: "1 when the rule's last evaluation worked, 0 when it failed.",

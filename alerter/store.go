@@ -72,15 +72,20 @@ func (m *memSeries) append(t int64, v float64) bool {
 // Store holds the windows of the series the rules select, and nothing of
 // the others: memory grows with the selected series, not with all series.
 type Store struct {
-	mu       sync.RWMutex
-	byName   map[string][]*selection
-	sels     map[string]*selection
-	series   map[uint64]*memSeries
-	extra    int64 // evaluation interval in ms, added to every window
-	lookback int64 // ms a latest value stays valid
-	targets  map[Target]*targetCache
-	digest   *xxhash.Digest
-	lbuf     labels.ScratchBuilder
+	mu     sync.RWMutex
+	byName map[string][]*selection
+	sels   map[string]*selection
+	series map[uint64]*memSeries
+	// maxSeries bounds the selected series; past it new ones are not kept,
+	// and counted in dropped.
+	maxSeries int
+	selectedN int
+	dropped   int64
+	extra     int64 // evaluation interval in ms, added to every window
+	lookback  int64 // ms a latest value stays valid
+	targets   map[Target]*targetCache
+	digest    *xxhash.Digest
+	lbuf      labels.ScratchBuilder
 }
 
 // newStore returns a store for sels; extra is added to every window so
@@ -160,15 +165,25 @@ func (s *Store) add(h uint64, name string, ls labels.Labels) *memSeries {
 	for _, sel := range s.byName[name] {
 		if sel.matches(ls) {
 			ms.sels = append(ms.sels, sel)
-			sel.series = append(sel.series, ms)
 			ms.retention = max(ms.retention, sel.window+s.extra)
 		}
+	}
+	if ms.sels != nil && s.maxSeries > 0 && s.selectedN >= s.maxSeries {
+		// Full: remembered as unselected, so the next scrape skips it
+		// fast; gc forgets it with the others, and it may be kept then.
+		s.dropped++
+		ms.sels = nil
+	}
+	for _, sel := range ms.sels {
+		sel.series = append(sel.series, ms)
 	}
 	// A series read only for its latest value keeps one sample, plus what
 	// arrives within the evaluation interval.
 	ms.retention = max(ms.retention, s.extra, 1)
 	if ms.sels == nil {
-		ms.lset = labels.EmptyLabels() // remembered only to skip it fast
+		ms.lset, ms.noName = labels.EmptyLabels(), labels.EmptyLabels() // remembered only to skip it fast
+	} else {
+		s.selectedN++
 	}
 	s.series[h] = ms
 	return ms
@@ -239,6 +254,9 @@ func (s *Store) gc(now int64) (removed int) {
 		for _, sel := range ms.sels {
 			touched[sel] = true
 		}
+		if ms.sels != nil {
+			s.selectedN--
+		}
 		ms.gone = true
 		delete(s.series, h)
 		removed++
@@ -254,6 +272,13 @@ func (s *Store) gc(now int64) (removed int) {
 		sel.series = slices.DeleteFunc(sel.series, func(ms *memSeries) bool { return ms.gone })
 	}
 	return removed
+}
+
+// droppedSeries counts the series not kept because the store was full.
+func (s *Store) droppedSeries() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.dropped
 }
 
 // selected counts the series whose samples the store keeps.

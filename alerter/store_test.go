@@ -57,3 +57,26 @@ func TestStoreKeepsOnlySelected(t *testing.T) {
 		t.Errorf("%d samples held for %d series, want about 42 each", held, sel)
 	}
 }
+
+// TestStoreMaxSeries: past max_series new series are counted, not kept.
+func TestStoreMaxSeries(t *testing.T) {
+	f := writeFile(t, t.TempDir(), "r.yaml", "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: series(\"container_oom_events_total\") > 0\n")
+	rs, err := LoadRules([]string{f}, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newStore(rs.sels, 30000, 300000)
+	st.maxSeries = 10
+	series := captureSeries(t, fixtures.Cadvisor135, "/metrics/cadvisor")
+	st.Ingest("c", "n", series)
+	sel, _ := st.selected()
+	total := 0
+	for _, s := range series {
+		if metricName(s.Labels) == "container_oom_events_total" {
+			total++
+		}
+	}
+	if sel != 10 || st.droppedSeries() != int64(total-10) {
+		t.Errorf("kept %d, dropped %d; want 10 kept and %d dropped", sel, st.droppedSeries(), total-10)
+	}
+}
