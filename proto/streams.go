@@ -107,9 +107,28 @@ func (c StreamsConfig) partitioned(sc jetstream.StreamConfig, prefix string) jet
 // limits. It is safe to call from every replica of every stage at start.
 func EnsureStreams(ctx context.Context, js jetstream.StreamManager, c StreamsConfig) error {
 	for _, sc := range c.Streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("create or update stream %s: %w", sc.Name, err)
+		if err := EnsureStream(ctx, js, sc); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// EnsureStream creates one stream or updates it to sc, keeping the sources
+// and mirror an operator added: a hub's WEIR_RAW sources the edge clusters'
+// streams, and a stage starting must not cut those links.
+func EnsureStream(ctx context.Context, js jetstream.StreamManager, sc jetstream.StreamConfig) error {
+	if st, err := js.Stream(ctx, sc.Name); err == nil {
+		cur := st.CachedInfo().Config
+		if len(sc.Sources) == 0 {
+			sc.Sources = cur.Sources
+		}
+		if sc.Mirror == nil {
+			sc.Mirror = cur.Mirror
+		}
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("create or update stream %s: %w", sc.Name, err)
 	}
 	return nil
 }

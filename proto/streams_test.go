@@ -83,3 +83,41 @@ func TestStreamsAppendStablePartition(t *testing.T) {
 		t.Errorf("partition %d holds %d messages, want 2", got[0].Partition, n)
 	}
 }
+
+// A hub's WEIR_RAW sources edge streams; a stage starting must keep them.
+func TestEnsureStreamsKeepsSources(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, js := natstest.Connect(t, natstest.Run(t))
+	cfg := proto.DefaultStreamsConfig()
+	if err := proto.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EDGE", Subjects: []string{"edge.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, proto.StreamRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSource := st.CachedInfo().Config
+	withSource.Sources = []*jetstream.StreamSource{{Name: "EDGE"}}
+	if _, err := js.UpdateStream(ctx, withSource); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.MaxAge = 48 * time.Hour
+	if err := proto.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != cfg.MaxAge {
+		t.Errorf("max_age %s, want the new %s", info.Config.MaxAge, cfg.MaxAge)
+	}
+	if len(info.Config.Sources) != 1 || info.Config.Sources[0].Name != "EDGE" {
+		t.Errorf("sources after EnsureStreams: %+v, want EDGE kept", info.Config.Sources)
+	}
+}
