@@ -18,6 +18,29 @@ import (
 type evalCtx struct {
 	store *Store
 	now   int64 // milliseconds
+	// memo holds what this evaluation already computed from a selection:
+	// rules of a group often share a rate or a selection (a warning and a
+	// critical threshold), and read it once. Reset at every evaluation.
+	memo map[string][]Sample
+}
+
+func (c *evalCtx) reset(store *Store, now int64) {
+	c.store, c.now = store, now
+	if c.memo == nil {
+		c.memo = map[string][]Sample{}
+	}
+	clear(c.memo)
+}
+
+// latest is store.latest, once per selection and evaluation.
+func (c *evalCtx) latest(sel *selection) []Sample {
+	key := "\x00latest\x00" + sel.key
+	if ss, ok := c.memo[key]; ok {
+		return ss
+	}
+	ss := c.store.latest(sel, c.now)
+	c.memo[key] = ss
+	return ss
 }
 
 // rangeFunc computes one value from the samples of one series in a range;
@@ -166,6 +189,10 @@ func (c *evalCtx) rangeCall(name string, f rangeFunc) func(args ...any) (any, er
 		if name == "absent_over_time" {
 			return c.absent(v.sel, rng), nil
 		}
+		key := name + "\x00" + rs + "\x00" + v.sel.key
+		if ss, ok := c.memo[key]; ok {
+			return Vector{Samples: ss}, nil
+		}
 		out := make([]Sample, 0, len(v.sel.series))
 		for _, ms := range v.sel.series {
 			ts, vs := ms.window(c.now, rng)
@@ -173,6 +200,7 @@ func (c *evalCtx) rangeCall(name string, f rangeFunc) func(args ...any) (any, er
 				out = append(out, Sample{Labels: ms.noName, Value: r})
 			}
 		}
+		c.memo[key] = out
 		return Vector{Samples: out}, nil
 	}
 }

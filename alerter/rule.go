@@ -235,8 +235,7 @@ func (r *Rule) Health() error { return r.lastErr }
 func (g *Group) Eval(store *Store, ts time.Time) (changes []Transition, errs []error) {
 	store.mu.RLock()
 	defer store.mu.RUnlock()
-	g.ec.store = store
-	g.ec.now = ts.UnixMilli()
+	g.ec.reset(store, ts.UnixMilli())
 	for _, r := range g.Rules {
 		c, err := r.Eval(ts)
 		changes = append(changes, c...)

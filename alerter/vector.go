@@ -29,7 +29,7 @@ type Vector struct {
 
 func (v Vector) samples() []Sample {
 	if v.ec != nil {
-		return v.ec.store.latest(v.sel, v.ec.now)
+		return v.ec.latest(v.sel)
 	}
 	return v.Samples
 }
