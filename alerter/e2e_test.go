@@ -38,6 +38,9 @@ func testConfig(t *testing.T, rules string, am *alertmanager) Config {
 	cfg.EvaluationInterval = 100 * time.Millisecond
 	cfg.ReloadCheckInterval = 100 * time.Millisecond
 	cfg.Warmup = 2 * time.Second
+	// A stopping alerter unpins itself, but a pull request it left at the
+	// server may be pinned again; then the standby waits for this.
+	cfg.PinnedTTL = 2 * time.Second
 	if am != nil {
 		cfg.Alertmanagers = []AlertmanagerConfig{{URL: config.MustParseURL(am.url), Timeout: 5 * time.Second}}
 	}
