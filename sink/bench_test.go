@@ -22,13 +22,15 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	var batch proto.Batch
-	w := requestBuilder{limit: DefaultConfig().QueueConfig.MaxSamplesPerSend}
+	w := requestBuilder{limit: DefaultConfig().QueueConfig.MaxSamplesPerSend, exemplars: true, histograms: true}
 	want := len(series)
 	wantRequests := (want + w.limit - 1) / w.limit
 	var samples, requests int
+	e := newEncoder()
 	send := func(r request) error {
-		if len(r.body) == 0 || r.samples > w.limit {
-			b.Fatalf("request of %d bytes, %d samples", len(r.body), r.samples)
+		body, err := e.encode(r, protoV1)
+		if err != nil || len(body) == 0 || r.samples > w.limit {
+			b.Fatalf("request of %d bytes, %d samples: %v", len(body), r.samples, err)
 		}
 		samples += r.samples
 		requests++
@@ -51,4 +53,31 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(want*n)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkEncode measures building and encoding the requests of one
+// decoded cAdvisor scrape, in each protocol.
+func BenchmarkEncode(b *testing.B) {
+	batch := proto.Batch{Series: captureSeries(b, fixtures.Cadvisor135, scrapeMillis)}
+	for _, p := range []protocol{protoV1, protoV2} {
+		b.Run(p.String(), func(b *testing.B) {
+			w := requestBuilder{limit: DefaultConfig().QueueConfig.MaxSamplesPerSend, exemplars: true, histograms: true}
+			e := newEncoder()
+			bytes := 0
+			send := func(r request) error {
+				body, err := e.encode(r, p)
+				bytes += len(body)
+				return err
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				bytes = 0
+				if err := w.build(&batch, send); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(batch.Series)*b.N)/b.Elapsed().Seconds(), "samples/s")
+			b.ReportMetric(float64(bytes), "bytes/scrape")
+		})
+	}
 }

@@ -108,12 +108,12 @@ max_ack_pending: 200
 	if err := config.Load("sink.yaml", []byte(in), &c); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{
-		Name: "vm", URL: config.MustParseURL("http://vm:8428/api/v1/write"), RemoteTimeout: 10 * time.Second,
-		Headers:     map[string]string{"X-Scope-OrgID": "team-a"},
-		QueueConfig: QueueConfig{MaxSamplesPerSend: 500, MaxShards: 8, MinBackoff: 50 * time.Millisecond, MaxBackoff: 10 * time.Second},
-		AckWait:     time.Minute, MaxAckPending: 200,
-	}
+	want := DefaultConfig()
+	want.Name, want.URL, want.RemoteTimeout = "vm", config.MustParseURL("http://vm:8428/api/v1/write"), 10*time.Second
+	want.Headers = map[string]string{"X-Scope-OrgID": "team-a"}
+	want.QueueConfig.MaxSamplesPerSend, want.QueueConfig.MaxShards = 500, 8
+	want.QueueConfig.MinBackoff, want.QueueConfig.MaxBackoff = 50*time.Millisecond, 10*time.Second
+	want.AckWait, want.MaxAckPending = time.Minute, 200
 	if c.Name != want.Name || c.URL.String() != want.URL.String() || c.RemoteTimeout != want.RemoteTimeout ||
 		c.Headers["X-Scope-OrgID"] != "team-a" || c.QueueConfig != want.QueueConfig || c.AckWait != want.AckWait || c.MaxAckPending != want.MaxAckPending {
 		t.Fatalf("Load = %+v, want %+v", c, want)

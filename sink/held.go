@@ -28,24 +28,37 @@ func (s *Sink) keepAlive(ctx context.Context, held *heldSet) {
 	}
 }
 
-// nakHeld returns every unfinished message to the server in stream order:
-// the server redelivers nacked messages first and in the order it got the
-// naks, so the next consumer sends each target's scrapes in order.
-func (s *Sink) nakHeld(held *heldSet) {
-	msgs := held.takeAll()
+// nakHeld returns every unfinished message of part to the server in
+// stream order: the server redelivers nacked messages first and in the
+// order it got the naks, so the next consumer sends each target's scrapes
+// in order. The server applies acks and naks asynchronously, in order; the
+// last nak is a request it answers once applied, so when nakHeld returns
+// every message is queued for redelivery, before the partition's next
+// owner can pull anything newer.
+func (s *Sink) nakHeld(part *share) {
+	msgs := part.held.takeAll()
 	if len(msgs) == 0 {
 		return
 	}
 	failed := 0
-	for _, m := range msgs {
+	for _, m := range msgs[:len(msgs)-1] {
 		if err := m.Nak(); err != nil {
 			failed++
 		}
 	}
-	if nc := s.js.Conn(); nc != nil {
-		_ = nc.FlushTimeout(drainWait)
+	last := msgs[len(msgs)-1]
+	confirmed := false
+	if nc := s.js.Conn(); nc != nil && last.Reply() != "" {
+		_, err := nc.Request(last.Reply(), []byte("-NAK"), drainWait)
+		confirmed = err == nil
 	}
-	s.log.Info("returned unfinished messages for redelivery", "messages", len(msgs), "failed", failed)
+	if !confirmed {
+		if err := last.Nak(); err != nil {
+			failed++
+		}
+	}
+	s.log.Info("returned unfinished messages for redelivery", "partition", part.id,
+		"messages", len(msgs), "failed", failed, "confirmed", confirmed)
 }
 
 // heldSet is every message received and not yet acked or nacked, by stream
@@ -61,15 +74,17 @@ type heldSet struct {
 }
 
 type heldMsg struct {
-	msg   jetstream.Msg
-	since time.Time
+	msg    jetstream.Msg
+	since  time.Time // when the sink received it
+	stored time.Time // when the stream stored it
 }
 
 // newHeldSet remembers up to remember settled sequences. The server hands
 // out at most max_ack_pending messages at a time, so a copy of a settled
-// message can only come from about that many deliveries back.
+// message can only come from about that many deliveries back. The gauge
+// is shared by the held sets of every partition, so it only moves by
+// differences.
 func newHeldSet(gauge prometheus.Gauge, remember int) *heldSet {
-	gauge.Set(0)
 	return &heldSet{
 		msgs:    map[uint64]heldMsg{},
 		settled: make(map[uint64]struct{}, remember),
@@ -86,7 +101,7 @@ const (
 	alreadySettled
 )
 
-func (h *heldSet) add(seq uint64, m jetstream.Msg, now time.Time) addResult {
+func (h *heldSet) add(seq uint64, m jetstream.Msg, now, stored time.Time) addResult {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.msgs[seq]; ok {
@@ -95,8 +110,8 @@ func (h *heldSet) add(seq uint64, m jetstream.Msg, now time.Time) addResult {
 	if _, ok := h.settled[seq]; ok {
 		return alreadySettled
 	}
-	h.msgs[seq] = heldMsg{msg: m, since: now}
-	h.gauge.Set(float64(len(h.msgs)))
+	h.msgs[seq] = heldMsg{msg: m, since: now, stored: stored}
+	h.gauge.Inc()
 	return added
 }
 
@@ -104,8 +119,10 @@ func (h *heldSet) add(seq uint64, m jetstream.Msg, now time.Time) addResult {
 func (h *heldSet) settle(seq uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.msgs, seq)
-	h.gauge.Set(float64(len(h.msgs)))
+	if _, ok := h.msgs[seq]; ok {
+		delete(h.msgs, seq)
+		h.gauge.Dec()
+	}
 	if len(h.recent) < cap(h.recent) {
 		h.recent = append(h.recent, seq)
 	} else {
@@ -142,7 +159,20 @@ func (h *heldSet) takeAll() []jetstream.Msg {
 	for _, seq := range seqs {
 		out = append(out, h.msgs[seq].msg)
 	}
+	h.gauge.Sub(float64(len(h.msgs)))
 	clear(h.msgs)
-	h.gauge.Set(0)
 	return out
+}
+
+// oldest is when the stream stored the oldest message held, or zero.
+func (h *heldSet) oldest() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var o time.Time
+	for _, hm := range h.msgs {
+		if o.IsZero() || hm.stored.Before(o) {
+			o = hm.stored
+		}
+	}
+	return o
 }

@@ -165,11 +165,23 @@ func (e *testEnv) waitAcked(t *testing.T, sinkName string, seq uint64) {
 // startSink runs a sink until the test ends or the returned stop is called.
 func (e *testEnv) startSink(t *testing.T, cfg Config) (*Sink, func()) {
 	t.Helper()
+	return e.startSinkOn(t, cfg, proto.StreamRaw, proto.StreamFilter(proto.StageRaw))
+}
+
+// startSinkOn is startSink reading another stream, such as a route's.
+func (e *testEnv) startSinkOn(t *testing.T, cfg Config, stream, filter string) (*Sink, func()) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(cfg, Deps{Log: log, JS: e.js, Reg: e.reg, Stream: proto.StreamRaw, Filter: proto.StreamFilter(proto.StageRaw)})
+	s, err := New(cfg, Deps{Log: log, JS: e.js, Reg: e.reg, Stream: stream, Filter: filter})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, e.run(t, s)
+}
+
+// run runs s until the test ends or the returned stop is called.
+func (e *testEnv) run(t *testing.T, s *Sink) func() {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -191,7 +203,7 @@ func (e *testEnv) startSink(t *testing.T, cfg Config) (*Sink, func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return s, stop
+	return stop
 }
 
 // testWriter sends log lines to the test's log, shown when it fails or with -v.
@@ -257,6 +269,11 @@ type call struct {
 type receiver struct {
 	srv    *httptest.Server
 	answer func(n int, w http.ResponseWriter, r *http.Request) int
+	// only1 answers 415 to remote write 2.0, as a 1.0-only backend does.
+	only1 bool
+	// writtenShort is how many samples fewer than received a 2.0 answer
+	// says were written.
+	writtenShort int
 
 	mu       sync.Mutex
 	calls    []call
@@ -283,9 +300,23 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var wr prompb.WriteRequest
-	if err := wr.Unmarshal(raw); err != nil {
-		http.Error(w, "protobuf: "+err.Error(), http.StatusBadRequest)
+	isV2 := r.Header.Get("Content-Type") == contentTypeV2
+	switch {
+	case isV2 && rc.only1:
+		http.Error(w, "remote write 2.0 not supported", http.StatusUnsupportedMediaType)
 		return
+	case isV2:
+		series, err := decodeV2(raw)
+		if err != nil {
+			http.Error(w, "remote write 2.0: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		wr.Timeseries = series
+	default:
+		if err := wr.Unmarshal(raw); err != nil {
+			http.Error(w, "protobuf: "+err.Error(), http.StatusBadRequest)
+			return
+		}
 	}
 	c := call{at: time.Now(), header: r.Header.Clone(), series: wr.Timeseries}
 	for _, ts := range wr.Timeseries {
@@ -318,6 +349,15 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rc.mu.Unlock()
+	if isV2 && status/100 == 2 {
+		written := c.samples
+		if rc.writtenShort > 0 {
+			written = max(0, written-rc.writtenShort)
+		}
+		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(written))
+		w.Header().Set("X-Prometheus-Remote-Write-Histograms-Written", "0")
+		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", "0")
+	}
 	w.WriteHeader(status)
 	if status >= 400 {
 		_, _ = io.WriteString(w, "rejected by the test receiver\n")

@@ -46,6 +46,7 @@ func TestSinksShareARegistry(t *testing.T) {
 	sinks[0].metrics.samplesDropped.WithLabelValues("http_4xx").Add(3)
 	sinks[2].metrics.samplesDropped.WithLabelValues("http_4xx").Add(4) // same name: same series
 	sinks[1].metrics.requests.WithLabelValues("2xx").Inc()
+	sinks[1].metrics.messagesDead.WithLabelValues("decode").Inc()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -68,14 +69,15 @@ func TestSinksShareARegistry(t *testing.T) {
 	}
 	for _, name := range []string{
 		"weir_sink_samples_sent_total", "weir_sink_samples_retried_total", "weir_sink_request_duration_seconds",
-		"weir_sink_messages_acked_total", "weir_sink_messages_dead_total", "weir_sink_highest_sent_timestamp_seconds",
-		"weir_sink_pending_messages",
+		"weir_sink_messages_acked_total", "weir_sink_highest_sent_timestamp_seconds",
+		"weir_sink_pending_messages", "weir_sink_lag_messages", "weir_sink_lag_seconds", "weir_sink_shards",
+		"weir_sink_shards_desired", "weir_sink_protocol_fallbacks_total",
 	} {
 		if !bySink["prom"][name] || !bySink["vm"][name] {
 			t.Errorf("%s missing for a sink: %v", name, bySink)
 		}
 	}
-	if !bySink["prom"]["weir_sink_samples_dropped_total"] || !bySink["vm"]["weir_sink_requests_total"] {
+	if !bySink["prom"]["weir_sink_samples_dropped_total"] || !bySink["vm"]["weir_sink_requests_total"] || !bySink["vm"]["weir_sink_messages_dead_total"] {
 		t.Errorf("labelled series missing: %v", bySink)
 	}
 }
@@ -119,11 +121,11 @@ func TestHeldSet(t *testing.T) {
 	h := newHeldSet(gauge, 2)
 	now := time.Now()
 	for _, seq := range []uint64{5, 3, 9, 4} {
-		if got := h.add(seq, seqMsg{seq: seq}, now); got != added {
+		if got := h.add(seq, seqMsg{seq: seq}, now, now); got != added {
 			t.Fatalf("add(%d) = %v, want added", seq, got)
 		}
 	}
-	if got := h.add(3, seqMsg{seq: 3}, now); got != alreadyHeld {
+	if got := h.add(3, seqMsg{seq: 3}, now, now); got != alreadyHeld {
 		t.Fatalf("add of a held sequence = %v, want alreadyHeld", got)
 	}
 	h.settle(3)
@@ -131,11 +133,11 @@ func TestHeldSet(t *testing.T) {
 	if got := metricValue(t, gauge); got != 2 {
 		t.Fatalf("pending gauge = %v, want 2", got)
 	}
-	if got := h.add(3, seqMsg{seq: 3}, now); got != alreadySettled {
+	if got := h.add(3, seqMsg{seq: 3}, now, now); got != alreadySettled {
 		t.Fatalf("add of a settled sequence = %v, want alreadySettled", got)
 	}
 	h.settle(5) // remembers two: 3 is forgotten
-	if got := h.add(3, seqMsg{seq: 3}, now); got != added {
+	if got := h.add(3, seqMsg{seq: 3}, now, now); got != added {
 		t.Fatalf("add of a forgotten sequence = %v, want added", got)
 	}
 	var order []uint64

@@ -7,104 +7,106 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // metrics are one sink's series. Several sinks share a registry in one
-// process (one per route), so every collector carries a "sink" label and
-// is registered once per registry: a second sink, or the same sink built
-// again after a restart, finds the vectors already registered and uses
-// them with its own label value.
+// process (one per route), so every collector carries "sink" and "route"
+// labels and is registered once per registry: a second sink, or the same
+// sink built again after a restart, finds the vectors already registered
+// and uses them with its own label values. The names follow Prometheus'
+// own prometheus_remote_storage_* series where the meaning is the same.
 type metrics struct {
-	samplesSent     prometheus.Counter
-	samplesDropped  *prometheus.CounterVec // by reason
-	samplesRetried  prometheus.Counter
-	requests        *prometheus.CounterVec // by code: 2xx, 4xx, 5xx, error
-	requestDuration prometheus.Observer
-	messagesAcked   prometheus.Counter
-	messagesDead    prometheus.Counter
-	highestSent     *highestGauge
-	pending         prometheus.Gauge
+	samplesSent      prometheus.Counter
+	samplesFailed    *prometheus.CounterVec // by reason: rejected for good
+	samplesDropped   *prometheus.CounterVec // by reason: never sent
+	samplesRetried   prometheus.Counter
+	requests         *prometheus.CounterVec // by code: 2xx, 4xx, 5xx, error
+	requestDuration  prometheus.Observer
+	messagesAcked    prometheus.Counter
+	messagesDead     *prometheus.CounterVec // by reason: decode, rejected
+	highestSent      *highestGauge
+	pending          prometheus.Gauge
+	lagMessages      prometheus.Gauge
+	lagSeconds       prometheus.Gauge
+	shards           prometheus.Gauge
+	shardsDesired    prometheus.Gauge
+	protocolFallback prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, sink string) (*metrics, error) {
-	// promauto.With(nil) builds without registering; registerOrReuse does it, so
-	// that an AlreadyRegisteredError means "reuse" instead of a panic.
-	f := promauto.With(nil)
-	sinkOnly := []string{"sink"}
-	vecs := struct {
-		sent, dropped, retried, requests, acked, dead *prometheus.CounterVec
-		duration                                      *prometheus.HistogramVec
-		highest, pending                              *prometheus.GaugeVec
-	}{
-		sent: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_sink_samples_sent_total",
-			Help: "Samples the backend accepted with a 2xx.",
-		}, sinkOnly),
-		dropped: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_sink_samples_dropped_total",
-			Help: "Samples given up on, by reason (http_4xx: the backend rejected them).",
-		}, []string{"sink", "reason"}),
-		retried: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_sink_samples_retried_total",
-			Help: "Samples sent again after a network error, timeout, 5xx or 429.",
-		}, sinkOnly),
-		requests: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_sink_requests_total",
-			Help: "Remote-write requests by HTTP status class, or error when no answer came.",
-		}, []string{"sink", "code"}),
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "weir_sink_request_duration_seconds",
-			Help:    "Duration of one remote-write request, whatever its outcome.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5ms to ~41s
-		}, sinkOnly),
-		acked: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_sink_messages_acked_total",
-			Help: "Messages acknowledged after the backend accepted or rejected all their samples.",
-		}, sinkOnly),
-		dead: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_sink_messages_dead_total",
-			Help: "Messages that could not be decoded and went to the dead-letter subject.",
-		}, sinkOnly),
-		highest: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "weir_sink_highest_sent_timestamp_seconds",
-			Help: "Newest sample timestamp the backend accepted, Unix seconds.",
-		}, sinkOnly),
-		pending: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "weir_sink_pending_messages",
-			Help: "Messages received and not yet acknowledged.",
-		}, sinkOnly),
-	}
+// metricDef is one vector: its kind, name, help and labels beyond sink
+// and route.
+type metricDef struct {
+	kind   string // counter, gauge, histogram
+	name   string
+	help   string
+	extra  []string
+	bucket []float64
+}
+
+var metricDefs = []metricDef{
+	{kind: "counter", name: "weir_sink_samples_sent_total", help: "Samples the backend accepted with a 2xx."},
+	{kind: "counter", name: "weir_sink_samples_failed_total", help: "Samples the backend rejected for good (reason http_4xx; partial_write when a 2.0 backend wrote fewer than sent). Their messages are dead-lettered.", extra: []string{"reason"}},
+	{kind: "counter", name: "weir_sink_samples_dropped_total", help: "Samples never sent, by reason (encode: the message decoded but could not be encoded again; it is dead-lettered).", extra: []string{"reason"}},
+	{kind: "counter", name: "weir_sink_samples_retried_total", help: "Samples sent again after a network error, timeout, 5xx or 429."},
+	{kind: "counter", name: "weir_sink_requests_total", help: "Remote-write requests by HTTP status class, or error when no answer came.", extra: []string{"code"}},
+	{kind: "histogram", name: "weir_sink_request_duration_seconds", help: "Duration of one remote-write request, whatever its outcome.", bucket: prometheus.ExponentialBuckets(0.005, 2, 14)},
+	{kind: "counter", name: "weir_sink_messages_acked_total", help: "Messages acknowledged after the backend accepted all their samples, or after they were dead-lettered."},
+	{kind: "counter", name: "weir_sink_messages_dead_total", help: "Messages published to weir.dead.sink, by reason (decode: unreadable; rejected: the backend answered 4xx).", extra: []string{"reason"}},
+	{kind: "gauge", name: "weir_sink_highest_sent_timestamp_seconds", help: "Newest sample timestamp the backend accepted, Unix seconds."},
+	{kind: "gauge", name: "weir_sink_pending_messages", help: "Messages received from the stream and not yet acknowledged."},
+	{kind: "gauge", name: "weir_sink_lag_messages", help: "Messages of the route's stream the sink has not acknowledged yet (consumer num_pending + num_ack_pending)."},
+	{kind: "gauge", name: "weir_sink_lag_seconds", help: "Age in the stream of the oldest message the sink holds and has not acknowledged; 0 when it holds none."},
+	{kind: "gauge", name: "weir_sink_shards", help: "Shards sending now."},
+	{kind: "gauge", name: "weir_sink_shards_desired", help: "Shards the sink would use given how busy the shards are, between min_shards and max_shards."},
+	{kind: "counter", name: "weir_sink_protocol_fallbacks_total", help: "Times a backend answered a remote write 2.0 request with 415, or with 2xx but no written-samples headers, and the sink fell back to 1.0."},
+}
+
+func newMetrics(reg prometheus.Registerer, sink, route string) (*metrics, error) {
+	own := prometheus.Labels{"sink": sink, "route": route}
+	vecs := map[string]any{}
 	var errs []error
-	vecs.sent = registerOrReuse(reg, vecs.sent, &errs)
-	vecs.dropped = registerOrReuse(reg, vecs.dropped, &errs)
-	vecs.retried = registerOrReuse(reg, vecs.retried, &errs)
-	vecs.requests = registerOrReuse(reg, vecs.requests, &errs)
-	vecs.duration = registerOrReuse(reg, vecs.duration, &errs)
-	vecs.acked = registerOrReuse(reg, vecs.acked, &errs)
-	vecs.dead = registerOrReuse(reg, vecs.dead, &errs)
-	vecs.highest = registerOrReuse(reg, vecs.highest, &errs)
-	vecs.pending = registerOrReuse(reg, vecs.pending, &errs)
+	for _, d := range metricDefs {
+		labels := append([]string{"sink", "route"}, d.extra...)
+		var c prometheus.Collector
+		switch d.kind {
+		case "counter":
+			c = prometheus.NewCounterVec(prometheus.CounterOpts{Name: d.name, Help: d.help}, labels)
+		case "gauge":
+			c = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: d.name, Help: d.help}, labels)
+		case "histogram":
+			c = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: d.name, Help: d.help, Buckets: d.bucket}, labels)
+		}
+		vecs[d.name] = registerOrReuse(reg, c, &errs)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	own := prometheus.Labels{"sink": sink}
+	counter := func(name string) *prometheus.CounterVec {
+		return vecs[name].(*prometheus.CounterVec).MustCurryWith(own)
+	}
+	gauge := func(name string) prometheus.Gauge { return vecs[name].(*prometheus.GaugeVec).With(own) }
 	return &metrics{
-		samplesSent:     vecs.sent.WithLabelValues(sink),
-		samplesDropped:  vecs.dropped.MustCurryWith(own),
-		samplesRetried:  vecs.retried.WithLabelValues(sink),
-		requests:        vecs.requests.MustCurryWith(own),
-		requestDuration: vecs.duration.WithLabelValues(sink),
-		messagesAcked:   vecs.acked.WithLabelValues(sink),
-		messagesDead:    vecs.dead.WithLabelValues(sink),
-		highestSent:     &highestGauge{g: vecs.highest.WithLabelValues(sink), millis: math.MinInt64},
-		pending:         vecs.pending.WithLabelValues(sink),
+		samplesSent:      counter("weir_sink_samples_sent_total").WithLabelValues(),
+		samplesFailed:    counter("weir_sink_samples_failed_total"),
+		samplesDropped:   counter("weir_sink_samples_dropped_total"),
+		samplesRetried:   counter("weir_sink_samples_retried_total").WithLabelValues(),
+		requests:         counter("weir_sink_requests_total"),
+		requestDuration:  vecs["weir_sink_request_duration_seconds"].(*prometheus.HistogramVec).With(own),
+		messagesAcked:    counter("weir_sink_messages_acked_total").WithLabelValues(),
+		messagesDead:     counter("weir_sink_messages_dead_total"),
+		highestSent:      &highestGauge{g: gauge("weir_sink_highest_sent_timestamp_seconds"), millis: math.MinInt64},
+		pending:          gauge("weir_sink_pending_messages"),
+		lagMessages:      gauge("weir_sink_lag_messages"),
+		lagSeconds:       gauge("weir_sink_lag_seconds"),
+		shards:           gauge("weir_sink_shards"),
+		shardsDesired:    gauge("weir_sink_shards_desired"),
+		protocolFallback: counter("weir_sink_protocol_fallbacks_total").WithLabelValues(),
 	}, nil
 }
 
 // registerOrReuse registers c, or returns the identical collector a sink
 // registered before. A nil registry registers nothing.
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C, errs *[]error) C {
+func registerOrReuse(reg prometheus.Registerer, c prometheus.Collector, errs *[]error) prometheus.Collector {
 	if reg == nil {
 		return c
 	}
@@ -113,10 +115,8 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C, err
 		return c
 	}
 	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
+	if errors.As(err, &are) && fmt.Sprintf("%T", are.ExistingCollector) == fmt.Sprintf("%T", c) {
+		return are.ExistingCollector
 	}
 	*errs = append(*errs, fmt.Errorf("register sink metrics: %w", err))
 	return c

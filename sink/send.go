@@ -14,10 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
-
-	"github.com/weirmetrics/weir/proto"
+	promconfig "github.com/prometheus/common/config"
 )
 
 const (
@@ -59,39 +56,77 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("remote write answered HTTP %d: %s", e.code, e.body)
 }
 
-// client posts remote-write 1.0 requests to one backend.
+// client posts remote-write requests to one backend.
 type client struct {
-	url       string
-	headers   map[string]string // configured, checked by Config.Validate
-	timeout   time.Duration
-	transport *http.Transport
-	http      *http.Client
-	m         *metrics
+	url     string
+	headers map[string]string // configured, checked by Config.Validate
+	timeout time.Duration
+	http    *http.Client
+	m       *metrics
 }
 
-func newClient(cfg Config, m *metrics) *client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	// One connection per shard stays open between requests.
-	t.MaxIdleConnsPerHost = cfg.QueueConfig.MaxShards
-	return &client{
-		url:       cfg.URL.String(),
-		headers:   cfg.Headers,
-		timeout:   cfg.RemoteTimeout,
-		transport: t,
-		http:      &http.Client{Transport: t},
-		m:         m,
+// newClient builds the HTTP client from the Prometheus-style settings:
+// auth, TLS and proxy. It reads the TLS files once to check them; the
+// round tripper reads them again when they change.
+func newClient(cfg Config, m *metrics) (*client, error) {
+	rt, err := promconfig.NewRoundTripperFromConfig(cfg.HTTPClientConfig, "weir_sink_"+cfg.Name,
+		promconfig.WithUserAgent(userAgent))
+	if err != nil {
+		return nil, fmt.Errorf("sinks[%s]: http client: %w", cfg.Name, err)
 	}
+	return &client{
+		url:     cfg.URL.String(),
+		headers: cfg.Headers,
+		timeout: cfg.RemoteTimeout,
+		http:    &http.Client{Transport: rt, CheckRedirect: redirectPolicy(cfg.HTTPClientConfig.FollowRedirects)},
+		m:       m,
+	}, nil
 }
 
-// send posts one compressed write request. It returns nil on 2xx, a
-// RetryableError for what is worth retrying, a *statusError for any other
-// answer, and ctx's error once ctx has ended.
-func (c *client) send(ctx context.Context, body []byte) error {
+func redirectPolicy(follow bool) func(*http.Request, []*http.Request) error {
+	if follow {
+		return nil
+	}
+	return func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+}
+
+// written is what a 2.0 backend says it stored, from its
+// X-Prometheus-Remote-Write-*-Written headers; known is false when it
+// sent none of them (a 1.0 backend, or a 1.0 request).
+type written struct {
+	samples, histograms, exemplars int64
+	known                          bool
+}
+
+func readWritten(h http.Header) written {
+	var w written
+	for _, f := range []struct {
+		dst *int64
+		key string
+	}{
+		{&w.samples, "X-Prometheus-Remote-Write-Samples-Written"},
+		{&w.histograms, "X-Prometheus-Remote-Write-Histograms-Written"},
+		{&w.exemplars, "X-Prometheus-Remote-Write-Exemplars-Written"},
+	} {
+		if v := h.Get(f.key); v != "" {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+				*f.dst, w.known = n, true
+			}
+		}
+	}
+	return w
+}
+
+// send posts one compressed write request of protocol p. It returns nil
+// on 2xx, a RetryableError for what is worth retrying (429 only when
+// retry429), a *statusError for any other answer, and ctx's error once
+// ctx has ended.
+func (c *client) send(ctx context.Context, body []byte, p protocol, retry429 bool) (written, error) {
 	reqCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.url, nil)
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
+		return written{}, fmt.Errorf("build request: %w", err)
 	}
 	rb := &requestBody{data: body}
 	// The transport reads the body after Do returns in some error paths;
@@ -105,9 +140,13 @@ func (c *client) send(ctx context.Context, body []byte) error {
 		req.Header.Set(name, value)
 	}
 	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	req.Header.Set("User-Agent", userAgent)
+	if p == protoV2 {
+		req.Header.Set("Content-Type", contentTypeV2)
+		req.Header.Set("X-Prometheus-Remote-Write-Version", versionV2)
+	} else {
+		req.Header.Set("Content-Type", contentTypeV1)
+		req.Header.Set("X-Prometheus-Remote-Write-Version", versionV1)
+	}
 
 	start := time.Now()
 	resp, err := c.http.Do(req)
@@ -115,10 +154,10 @@ func (c *client) send(ctx context.Context, body []byte) error {
 		c.m.requestDuration.Observe(time.Since(start).Seconds())
 		c.m.requests.WithLabelValues("error").Inc()
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return written{}, ctx.Err()
 		}
 		// Network errors and our own timeout: the backend may be back soon.
-		return RetryableError{Err: err}
+		return written{}, RetryableError{Err: err}
 	}
 	defer resp.Body.Close()
 	var snippet []byte
@@ -129,17 +168,17 @@ func (c *client) send(ctx context.Context, body []byte) error {
 	c.m.requestDuration.Observe(time.Since(start).Seconds())
 	c.m.requests.WithLabelValues(statusClass(resp.StatusCode)).Inc()
 	if resp.StatusCode/100 == 2 {
-		return nil
+		return readWritten(resp.Header), nil
 	}
 	serr := &statusError{code: resp.StatusCode, body: strings.TrimSpace(string(snippet))}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode/100 == 5 {
-		return RetryableError{Err: serr, After: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	if (retry429 && resp.StatusCode == http.StatusTooManyRequests) || resp.StatusCode/100 == 5 {
+		return written{}, RetryableError{Err: serr, After: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
-	return serr
+	return written{}, serr
 }
 
 // close drops the idle connections.
-func (c *client) close() { c.transport.CloseIdleConnections() }
+func (c *client) close() { c.http.CloseIdleConnections() }
 
 func statusClass(code int) string {
 	switch code / 100 {
@@ -238,141 +277,106 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// request is one compressed write request, valid until the builder that
-// made it builds the next.
-type request struct {
-	body    []byte
-	samples int   // float samples and histograms, as Prometheus counts them
-	newest  int64 // newest timestamp in the request, Unix ms
-}
-
-// requestBuilder cuts a decoded batch into write requests of at most limit
-// samples. The requests share labels and samples with the batch, and the
-// builder keeps its buffers from one message to the next.
-type requestBuilder struct {
-	limit      int
-	series     []prompb.TimeSeries
-	samples    int
-	newest     int64
-	raw        []byte
-	compressed []byte
-}
-
-// build calls send with each request of b, in series order. A series with
-// more samples than fit is split over consecutive requests, oldest first,
-// so every request stays within the limit and order is kept. build stops
-// at the first error send returns.
-func (w *requestBuilder) build(b *proto.Batch, send func(request) error) error {
-	w.reset()
-	for i := range b.Series {
-		ts := &b.Series[i]
-		samples, histograms := ts.Samples, ts.Histograms
-		exemplars := ts.Exemplars // sent with the first piece of the series
-		for len(samples)+len(histograms) > 0 {
-			room := w.limit - w.samples
-			piece := prompb.TimeSeries{Labels: ts.Labels, Exemplars: exemplars}
-			n := min(room, len(samples))
-			piece.Samples, samples = samples[:n:n], samples[n:]
-			h := min(room-n, len(histograms))
-			piece.Histograms, histograms = histograms[:h:h], histograms[h:]
-			exemplars = nil
-			w.add(piece, n+h)
-			if w.samples == w.limit {
-				if err := w.flush(send); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if w.samples > 0 {
-		return w.flush(send)
-	}
-	return nil
-}
-
-func (w *requestBuilder) add(piece prompb.TimeSeries, samples int) {
-	for _, s := range piece.Samples {
-		w.newest = max(w.newest, s.Timestamp)
-	}
-	for _, h := range piece.Histograms {
-		w.newest = max(w.newest, h.Timestamp)
-	}
-	w.series = append(w.series, piece)
-	w.samples += samples
-}
-
-func (w *requestBuilder) flush(send func(request) error) error {
-	wr := prompb.WriteRequest{Timeseries: w.series}
-	size := wr.Size()
-	if cap(w.raw) < size {
-		w.raw = make([]byte, size)
-	}
-	w.raw = w.raw[:size]
-	if _, err := wr.MarshalToSizedBuffer(w.raw); err != nil {
-		return fmt.Errorf("marshal write request: %w", err)
-	}
-	if n := snappy.MaxEncodedLen(size); cap(w.compressed) < n {
-		w.compressed = make([]byte, n)
-	}
-	w.compressed = snappy.Encode(w.compressed[:cap(w.compressed)], w.raw)
-	req := request{body: w.compressed, samples: w.samples, newest: w.newest}
-	w.reset()
-	return send(req)
-}
-
-func (w *requestBuilder) reset() {
-	clear(w.series) // drop references into the previous batch
-	w.series = w.series[:0]
-	w.samples = 0
-	w.newest = minMillis
-}
-
-const minMillis = -1 << 63
-
 // errGaveUp is what deliver returns when ctx ended before the backend
 // answered for good.
 var errGaveUp = errors.New("sink stopping")
 
+// rejectedError is a request the backend refused for good: its message
+// is dead-lettered.
+type rejectedError struct{ err error }
+
+func (e *rejectedError) Error() string { return "backend rejected samples: " + e.err.Error() }
+func (e *rejectedError) Unwrap() error { return e.err }
+
 // deliver sends one request until the backend accepts it (2xx) or rejects
-// it for good (other answers, counted as dropped), retrying network errors,
-// timeouts, 5xx and 429 without limit. It returns an error only when ctx
-// ended first; the message is then left for redelivery.
-func (s *Sink) deliver(ctx context.Context, req request, log *slog.Logger) error {
+// it for good, retrying network errors, timeouts, 5xx and 429 without
+// limit. A 2.0 request answered 415, or 2xx without the headers saying
+// what was written, is sent again as 1.0, and so is every later request of
+// the sink. It returns a *rejectedError for a rejection,
+// errGaveUp when ctx ended first (the message is then left for
+// redelivery), and an encoding error as it is.
+func (s *Sink) deliver(ctx context.Context, enc *encoder, req request, log *slog.Logger) error {
 	bo := newBackoff(s.cfg.QueueConfig)
 	for attempt := 1; ; attempt++ {
-		err := s.client.send(ctx, req.body)
+		p := s.protocol()
+		body, err := enc.encode(req, p)
+		if err != nil {
+			return err
+		}
+		w, err := s.client.send(ctx, body, p, s.cfg.QueueConfig.RetryOnRateLimit)
+		if err == nil && p == protoV2 && !w.known {
+			// A 2.0 receiver says what it wrote. A 1.0 receiver, such as
+			// Prometheus before 2.54, reads the 2.0 message as an empty 1.0
+			// one and answers 204 having stored nothing: send it again as 1.0.
+			s.fallBackToV1(errors.New("2xx without X-Prometheus-Remote-Write-Samples-Written: a 1.0 receiver"), log)
+			continue
+		}
 		if err == nil {
 			s.metrics.samplesSent.Add(float64(req.samples))
 			s.metrics.highestSent.observe(req.newest)
+			if p == protoV2 {
+				s.checkWritten(req, w, log)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return errGaveUp
 		}
+		var serr *statusError
+		errors.As(err, &serr)
+		if p == protoV2 && serr != nil && serr.code == http.StatusUnsupportedMediaType {
+			s.fallBackToV1(serr, log)
+			continue // the same data, at once, as 1.0
+		}
 		var retryable RetryableError
 		if !errors.As(err, &retryable) {
 			reason := "error"
-			var serr *statusError
-			if errors.As(err, &serr) {
+			if serr != nil {
 				reason = "http_" + statusClass(serr.code)
 			}
-			s.metrics.samplesDropped.WithLabelValues(reason).Add(float64(req.samples))
+			s.metrics.samplesFailed.WithLabelValues(reason).Add(float64(req.samples))
 			if ok, suppressed := s.dropLog.allow(time.Now()); ok {
-				log.Error("remote write rejected, samples dropped", "err", err,
+				log.Error("remote write rejected, message goes to the dead letters", "err", err,
 					"reason", reason, "samples", req.samples, "suppressed", suppressed)
 			}
-			return nil
+			return &rejectedError{err: err}
 		}
 		wait := bo.wait(retryable.After)
+		s.lastRetry.Store(time.Now().UnixNano())
 		s.metrics.samplesRetried.Add(float64(req.samples))
 		if ok, suppressed := s.retryLog.allow(time.Now()); ok {
 			log.Warn("remote write failed, retrying", "err", err,
 				"attempt", attempt, "wait", wait, "samples", req.samples, "suppressed", suppressed)
 		}
-		// The keepalive in Run calls InProgress on this message while we wait.
+		// The keepalive calls InProgress on this message while we wait.
 		if !sleep(ctx, wait) {
 			return errGaveUp
 		}
+	}
+}
+
+// checkWritten compares what a 2.0 backend says it wrote with what the
+// request held, and counts the difference as failed: the backend answered
+// 2xx, so sending again would not help.
+func (s *Sink) checkWritten(req request, w written, log *slog.Logger) {
+	short := int64(req.samples) - (w.samples + w.histograms)
+	if short <= 0 {
+		return
+	}
+	s.metrics.samplesFailed.WithLabelValues("partial_write").Add(float64(short))
+	if ok, suppressed := s.dropLog.allow(time.Now()); ok {
+		log.Warn("backend wrote fewer samples than sent", "sent", req.samples,
+			"samples_written", w.samples, "histograms_written", w.histograms, "suppressed", suppressed)
+	}
+}
+
+func (s *Sink) protocol() protocol { return protocol(s.proto.Load()) }
+
+// fallBackToV1 switches the sink to remote write 1.0 for good, once.
+func (s *Sink) fallBackToV1(cause error, log *slog.Logger) {
+	if s.proto.CompareAndSwap(int32(protoV2), int32(protoV1)) {
+		s.metrics.protocolFallback.Inc()
+		log.Warn("backend does not take remote write 2.0, falling back to 1.0", "err", cause)
 	}
 }
 

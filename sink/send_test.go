@@ -74,6 +74,16 @@ func TestRetryableErrorUnwraps(t *testing.T) {
 }
 
 // decodeRequest is what a receiver does with a request body.
+// encodeV1 encodes r as remote write 1.0 with a fresh encoder.
+func encodeV1(t testing.TB, r request) []byte {
+	t.Helper()
+	body, err := newEncoder().encode(r, protoV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
 func decodeRequest(t testing.TB, body []byte) prompb.WriteRequest {
 	t.Helper()
 	raw, err := snappy.Decode(nil, body)
@@ -103,11 +113,11 @@ func TestRequestBuilderSplitsSeriesInOrder(t *testing.T) {
 		{Labels: b, Samples: samples(10, 12)},
 		{Labels: h, Histograms: []prompb.Histogram{{Timestamp: 99_000}, {Timestamp: 100_000}}},
 	}}
-	w := requestBuilder{limit: 7}
+	w := requestBuilder{limit: 7, exemplars: true, histograms: true}
 	var reqs []prompb.WriteRequest
 	var counted, newest []int64
 	err := w.build(&in, func(r request) error {
-		reqs = append(reqs, decodeRequest(t, r.body))
+		reqs = append(reqs, decodeRequest(t, encodeV1(t, r)))
 		counted = append(counted, int64(r.samples))
 		newest = append(newest, r.newest)
 		return nil
@@ -161,10 +171,17 @@ func TestRequestBuilderSplitsSeriesInOrder(t *testing.T) {
 func TestRequestBuilderReusesBuffers(t *testing.T) {
 	series := captureSeries(t, fixtures.KubeProxy121, scrapeMillis)
 	b := proto.Batch{Series: series}
-	w := requestBuilder{limit: 100}
+	w := requestBuilder{limit: 100, exemplars: true, histograms: true}
+	enc := newEncoder()
 	send := func(r request) error {
-		if len(r.body) == 0 {
-			return errors.New("empty body")
+		for _, p := range []protocol{protoV1, protoV2} {
+			body, err := enc.encode(r, p)
+			if err != nil {
+				return err
+			}
+			if len(body) == 0 {
+				return errors.New("empty body")
+			}
 		}
 		return nil
 	}
@@ -177,7 +194,7 @@ func TestRequestBuilderReusesBuffers(t *testing.T) {
 		}
 	})
 	if allocs != 0 {
-		t.Fatalf("build allocates %v times per message once warm, want 0", allocs)
+		t.Fatalf("build and encode (1.0 and 2.0) allocate %v times per message once warm, want 0", allocs)
 	}
 }
 
@@ -199,19 +216,23 @@ func FuzzBuildRequests(f *testing.F) {
 		if err := proto.DefaultEncoding.Decode(payload, &b); err != nil {
 			return
 		}
-		w := requestBuilder{limit: int(limit%2000) + 1}
+		w := requestBuilder{limit: int(limit%2000) + 1, exemplars: true, histograms: true}
 		total := 0
 		err := w.build(&b, func(r request) error {
 			if r.samples > w.limit {
 				t.Fatalf("request of %d samples, limit %d", r.samples, w.limit)
 			}
-			wr := decodeRequest(t, r.body)
+			wr := decodeRequest(t, encodeV1(t, r))
 			n := 0
 			for _, ts := range wr.Timeseries {
 				n += len(ts.Samples) + len(ts.Histograms)
 			}
 			if n != r.samples {
-				t.Fatalf("request holds %d samples, builder said %d", n, r.samples)
+				t.Fatalf("request 1.0 holds %d samples, builder said %d", n, r.samples)
+			}
+			v2 := decodeRequestV2(t, encodeV2(t, r))
+			if got := samplesV2(v2); got != r.samples {
+				t.Fatalf("request 2.0 holds %d samples, builder said %d", got, r.samples)
 			}
 			total += n
 			return nil

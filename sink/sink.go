@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -29,7 +31,16 @@ type Deps struct {
 	JS     jetstream.JetStream
 	Stream string // stream to read, such as proto.StreamRaw
 	Filter string // subject filter, such as proto.StreamFilter(proto.StageRaw)
+	// Consume, when set, runs work over the partitions of the stream this
+	// replica owns, each through its own durable consumer made from
+	// template, until ctx ends (internal/partition.Run does). Several
+	// replicas of one sink then share a route in per-target order. Nil
+	// reads the whole stream through one durable consumer, "sink-<name>".
+	Consume func(ctx context.Context, template jetstream.ConsumerConfig, work WorkFunc) error
 }
+
+// WorkFunc processes one partition's consumer until ctx ends; Sink.Work is one.
+type WorkFunc func(ctx context.Context, partition int, cons jetstream.Consumer) error
 
 // Sink remote-writes one stream to one backend. See the package
 // documentation for what it guarantees.
@@ -39,8 +50,17 @@ type Sink struct {
 	js      jetstream.JetStream
 	stream  string
 	filter  string
+	drive   func(ctx context.Context, template jetstream.ConsumerConfig, work WorkFunc) error
 	metrics *metrics
 	client  *client
+	proto   atomic.Int32 // protocol: 2.0 until a backend answers 415
+	// lastRetry is when a request last failed in a way worth retrying,
+	// Unix ns: the shards do not grow while the backend is in trouble.
+	lastRetry atomic.Int64
+
+	// reshardEvery is how often the shard count is reconsidered, and
+	// lagEvery how often the lag metrics are updated.
+	reshardEvery, lagEvery time.Duration
 
 	// One log line per interval for each kind of repeating trouble.
 	retryLog, dropLog, deadLog logThrottle
@@ -49,6 +69,8 @@ type Sink struct {
 	running bool
 	closed  bool
 	stop    context.CancelFunc // cancels the running Run
+	pool    *shardPool         // of the running Run
+	parts   map[*share]struct{}
 }
 
 // Timings that are not worth a configuration key.
@@ -61,10 +83,15 @@ const (
 	maxQueuePerShard = 16
 	// maxErrorHeader bounds the Weir-Error header of a dead letter.
 	maxErrorHeader = 1024
+	// reshardEvery is Prometheus' own interval for the same decision.
+	defaultReshardEvery = 10 * time.Second
+	// lagEvery is how often the consumers are asked how far behind they are.
+	defaultLagEvery = 5 * time.Second
 )
 
-// New checks cfg and d and builds a sink. It does no I/O and starts
-// nothing; Run does.
+// New checks cfg and d and builds a sink. It does no network I/O and
+// starts nothing; Run does. TLS files named in the configuration are read
+// to check them.
 func New(cfg Config, d Deps) (*Sink, error) {
 	var errs []error
 	if err := cfg.Validate(); err != nil {
@@ -83,22 +110,34 @@ func New(cfg Config, d Deps) (*Sink, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m, err := newMetrics(d.Reg, cfg.Name)
+	m, err := newMetrics(d.Reg, cfg.Name, cfg.RouteName())
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{
-		cfg:      cfg,
-		log:      log.With("stage", "sink", "sink", cfg.Name),
-		js:       d.JS,
-		stream:   d.Stream,
-		filter:   d.Filter,
-		metrics:  m,
-		client:   newClient(cfg, m),
-		retryLog: logThrottle{every: logEvery},
-		dropLog:  logThrottle{every: logEvery},
-		deadLog:  logThrottle{every: logEvery},
-	}, nil
+	c, err := newClient(cfg, m)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		cfg:          cfg,
+		log:          log.With("stage", "sink", "sink", cfg.Name, "route", cfg.RouteName()),
+		js:           d.JS,
+		stream:       d.Stream,
+		filter:       d.Filter,
+		drive:        d.Consume,
+		metrics:      m,
+		client:       c,
+		reshardEvery: defaultReshardEvery,
+		lagEvery:     defaultLagEvery,
+		retryLog:     logThrottle{every: logEvery},
+		dropLog:      logThrottle{every: logEvery},
+		deadLog:      logThrottle{every: logEvery},
+		parts:        map[*share]struct{}{},
+	}
+	if cfg.ProtobufMessage == MessageV2 {
+		s.proto.Store(int32(protoV2))
+	}
+	return s, nil
 }
 
 // Run creates or updates the sink's durable consumer and sends what it
@@ -117,33 +156,30 @@ func (s *Sink) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		return errors.New("sink: Run is already running")
 	}
-	s.running, s.stop = true, cancel
+	pool := newShardPool(s.cfg, s.metrics)
+	s.running, s.stop, s.pool = true, cancel, pool
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.running, s.stop = false, nil
+		s.running, s.stop, s.pool = false, nil, nil
 		s.mu.Unlock()
 	}()
 
 	s.log.Info("sink starting", "url", s.cfg.URL.Redacted(), "stream", s.stream, "filter", s.filter,
-		"consumer", s.consumerName(), "shards", s.cfg.QueueConfig.MaxShards)
-	held := newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)
-	shards := make([]*shard, s.cfg.QueueConfig.MaxShards)
-	queueLen := max(1, min(maxQueuePerShard, s.cfg.MaxAckPending/len(shards)))
+		"consumer", s.consumerName(), "protocol", s.protocol().String(),
+		"min_shards", s.cfg.QueueConfig.MinShards, "max_shards", s.cfg.QueueConfig.MaxShards)
 	var wg sync.WaitGroup
-	for i := range shards {
-		sh := &shard{
-			queue:   make(chan delivery, queueLen),
-			builder: requestBuilder{limit: s.cfg.QueueConfig.MaxSamplesPerSend},
-		}
-		shards[i] = sh
-		wg.Go(func() { s.runShard(ctx, sh, held) })
+	for _, sh := range pool.shards {
+		wg.Go(func() { s.runShard(pool, sh) })
 	}
-	wg.Go(func() { s.keepAlive(ctx, held) })
+	var bg sync.WaitGroup
+	bg.Go(func() { s.autoscale(ctx, pool) })
+	bg.Go(func() { s.watchLag(ctx) })
 
-	s.consume(ctx, shards, held) // returns once ctx ended, with the queues closed
+	s.consume(ctx) // returns once ctx ended and every partition's work returned
+	bg.Wait()
+	pool.close()
 	wg.Wait()
-	s.nakHeld(held)
 	s.client.close()
 	s.log.Info("sink stopped")
 	return nil
@@ -168,40 +204,25 @@ func (s *Sink) Close() error {
 
 func (s *Sink) consumerName() string { return "sink-" + s.cfg.Name }
 
-// shard sends the messages of the subjects hashed to it, one at a time.
-type shard struct {
-	queue   chan delivery
-	batch   proto.Batch // reused by every message of the shard
-	builder requestBuilder
-}
-
-// delivery is a message with its stream sequence, which the held set is
-// keyed by.
-type delivery struct {
-	msg jetstream.Msg
-	seq uint64
-}
-
-// consume pulls messages and hands each to the shard of its subject until
-// ctx ends. When the subscription fails (NATS away, consumer deleted) it
-// subscribes again after a backoff. It closes the shard queues on return.
-func (s *Sink) consume(ctx context.Context, shards []*shard, held *heldSet) {
-	defer func() {
-		for _, sh := range shards {
-			close(sh.queue)
-		}
-	}()
+// consume drives Work until ctx ends: through Deps.Consume, or with the
+// sink's one durable consumer. It starts again after a backoff when that
+// fails (NATS away, consumer deleted).
+func (s *Sink) consume(ctx context.Context) {
 	bo := newBackoff(s.cfg.QueueConfig)
 	for {
-		it, err := s.subscribe(ctx)
-		if err == nil {
-			bo = newBackoff(s.cfg.QueueConfig)
-			err = s.pull(ctx, it, shards, held)
-			if ctx.Err() != nil {
-				s.drain(it, held)
-				return
+		var err error
+		if s.drive != nil {
+			err = s.drive(ctx, s.ConsumerConfig(), s.Work)
+		} else {
+			cfg := s.ConsumerConfig()
+			var cons jetstream.Consumer
+			cons, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+			if err != nil {
+				err = fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, s.stream, err)
+			} else {
+				bo = newBackoff(s.cfg.QueueConfig)
+				err = s.Work(ctx, 0, cons)
 			}
-			it.Stop()
 		}
 		if ctx.Err() != nil {
 			return
@@ -214,62 +235,123 @@ func (s *Sink) consume(ctx context.Context, shards []*shard, held *heldSet) {
 	}
 }
 
-func (s *Sink) subscribe(ctx context.Context) (jetstream.MessagesContext, error) {
-	cfg := proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, s.stream, err)
+// ConsumerConfig is the template of the sink's durable consumers, for a
+// driver (internal/partition) that creates one per partition.
+func (s *Sink) ConsumerConfig() jetstream.ConsumerConfig {
+	return proto.ConsumerConfig(s.consumerName(), s.filter, s.cfg.AckWait, s.cfg.MaxAckPending)
+}
+
+// share is one consumer's share of the sink: the messages it holds
+// and how many of them are in the shards.
+type share struct {
+	ctx      context.Context
+	id       int
+	cons     jetstream.Consumer
+	held     *heldSet
+	inflight sync.WaitGroup
+}
+
+// Work sends what cons delivers until ctx ends or the subscription fails,
+// through the shards of the running Run. Before it returns, every message
+// it received is acked (sent) or nacked, in stream order. It returns nil
+// once ctx ended; it is the work function of internal/partition.
+func (s *Sink) Work(ctx context.Context, id int, cons jetstream.Consumer) error {
+	s.mu.Lock()
+	pool := s.pool
+	s.mu.Unlock()
+	if pool == nil {
+		return errors.New("sink: Work called outside Run")
 	}
-	// A small pull batch: what the client library buffers is not yet ours
-	// to keep alive, and would be redelivered while a full shard blocks us.
+	// The shards send under sendCtx: once ctx ends they get finishGrace to
+	// finish what they already have, so that a partition handed over to
+	// another replica, or a sink shutting down, rarely leaves anything to
+	// nack (the next owner of a nacked message waits its AckWait out).
+	sendCtx, stopSending := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSending()
+	part := &share{ctx: sendCtx, id: id, cons: cons, held: newHeldSet(s.metrics.pending, 2*s.cfg.MaxAckPending)}
+	s.mu.Lock()
+	s.parts[part] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.parts, part)
+		s.mu.Unlock()
+	}()
+
+	kctx, stopKeepAlive := context.WithCancel(sendCtx)
+	var keep sync.WaitGroup
+	keep.Go(func() { s.keepAlive(kctx, part.held) })
+	defer func() {
+		stopKeepAlive()
+		keep.Wait()
+		s.nakHeld(part)
+	}()
+
+	err := s.pull(ctx, cons, pool, part)
+	finished := make(chan struct{})
+	go func() {
+		part.inflight.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-time.After(s.finishGrace()):
+		// What is still being sent is given up and nacked.
+		stopSending()
+		<-finished
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// finishGrace is how long a stopping Work lets the shards finish: well
+// within AckWait, since the keepalive stops with it.
+func (s *Sink) finishGrace() time.Duration { return min(s.cfg.AckWait/2, maxFinishGrace) }
+
+const maxFinishGrace = 5 * time.Second
+
+// fetchWait bounds one pull request: how long a stopping Work may wait for
+// the batch it asked for.
+const fetchWait = 500 * time.Millisecond
+
+// pull fetches batches and dispatches their messages until ctx ends or the
+// consumer is gone. It reads every batch to its end, even once ctx ended:
+// a message the server delivered and nobody saw would only come back after
+// AckWait, behind newer messages the next owner of the partition already
+// sent. Fetched that way, each is held, then sent or nacked.
+func (s *Sink) pull(ctx context.Context, cons jetstream.Consumer, pool *shardPool, part *share) error {
+	// A small batch: what is fetched and not yet dispatched waits in a
+	// full shard queue, kept alive by the keepalive.
 	batch := max(1, min(s.cfg.MaxAckPending, 2*s.cfg.QueueConfig.MaxShards))
-	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
-	}
-	return it, nil
-}
-
-// pull dispatches messages until ctx ends or the subscription fails.
-func (s *Sink) pull(ctx context.Context, it jetstream.MessagesContext, shards []*shard, held *heldSet) error {
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		switch {
-		case err == nil:
-		case errors.Is(err, jetstream.ErrNoHeartbeat):
-			// The library pulls again by itself; say so and keep going.
-			s.log.Warn("no heartbeat from NATS, pulling again", "err", err)
-			continue
-		default:
-			return err
-		}
-		seq, ok := s.hold(held, m)
-		if !ok {
-			continue
-		}
-		sh := shards[shardFor(m.Subject(), len(shards))]
-		select {
-		case sh.queue <- delivery{msg: m, seq: seq}:
-		case <-ctx.Done():
-			return ctx.Err() // m stays held and is nacked by Run
-		}
-	}
-}
-
-// drain takes the messages the client library already received, so that
-// Run nacks them instead of leaving them to AckWait.
-func (s *Sink) drain(it jetstream.MessagesContext, held *heldSet) {
-	it.Drain()
-	for {
-		m, err := it.Next(jetstream.NextMaxWait(drainWait))
-		if err != nil {
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				it.Stop()
+	bo := newBackoff(s.cfg.QueueConfig)
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(batch, jetstream.FetchMaxWait(fetchWait))
+		if err == nil {
+			for m := range msgs.Messages() {
+				seq, ok := s.hold(part.held, m)
+				if !ok || ctx.Err() != nil {
+					continue // held: nacked when Work returns
+				}
+				_ = pool.dispatch(ctx, delivery{msg: m, seq: seq, part: part})
 			}
-			return
+			err = msgs.Error()
 		}
-		s.hold(held, m)
+		switch {
+		case err == nil, errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoHeartbeat):
+			bo = newBackoff(s.cfg.QueueConfig)
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			return fmt.Errorf("fetch from %s: %w", s.consumerName(), err)
+		case ctx.Err() == nil:
+			wait := bo.wait(0)
+			if ok, suppressed := s.retryLog.allow(time.Now()); ok {
+				s.log.Warn("fetch failed, retrying", "err", err, "wait", wait, "suppressed", suppressed)
+			}
+			sleep(ctx, wait)
+		}
 	}
+	return nil
 }
 
 // hold adds m to the held set. It reports false for a redelivery of a
@@ -285,7 +367,7 @@ func (s *Sink) hold(held *heldSet, m jetstream.Msg) (uint64, bool) {
 		return 0, false
 	}
 	seq := md.Sequence.Stream
-	switch held.add(seq, m, time.Now()) {
+	switch held.add(seq, m, time.Now(), md.Timestamp) {
 	case added:
 		return seq, true
 	case alreadyHeld:
@@ -307,37 +389,54 @@ func shardFor(subject string, shards int) int {
 	return int(h % uint32(shards))
 }
 
-// runShard processes its queue in order until consume closes it. Once ctx
-// has ended it only empties the queue: those messages stay held and Run
-// nacks them.
-func (s *Sink) runShard(ctx context.Context, sh *shard, held *heldSet) {
+// runShard processes its queue in order until the pool closes it. A
+// message whose partition has stopped is skipped: it stays held and its
+// partition nacks it.
+func (s *Sink) runShard(pool *shardPool, sh *shard) {
 	for d := range sh.queue {
-		if ctx.Err() != nil {
-			continue
+		if d.part.ctx.Err() == nil {
+			start := time.Now()
+			if s.handle(d.part.ctx, sh, d.msg) {
+				d.part.held.settle(d.seq)
+			}
+			sh.busy.Add(int64(time.Since(start)))
 		}
-		if s.handle(ctx, sh, d.msg) {
-			held.settle(d.seq)
-		}
+		d.part.inflight.Done()
+		pool.done()
 	}
 }
 
-// handle sends one message and acks it. It reports false when ctx ended
-// first, leaving the message to be nacked.
+// handle sends one message and acks it, or dead-letters it when it cannot
+// be decoded or the backend rejected some of its samples for good. It
+// reports false when ctx ended first, leaving the message to be nacked.
 func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg) bool {
 	log := s.log.With("subject", m.Subject())
 	if err := decode(m, &sh.batch); err != nil {
-		return s.deadLetter(ctx, m, err, log)
+		return s.deadLetter(ctx, m, err, "decode", log)
 	}
-	err := sh.builder.build(&sh.batch, func(req request) error { return s.deliver(ctx, req, log) })
+	var rejected error
+	err := sh.builder.build(&sh.batch, func(req request) error {
+		err := s.deliver(ctx, sh.enc, req, log)
+		var rej *rejectedError
+		if errors.As(err, &rej) {
+			// Send the rest: the backend may take the other series.
+			rejected = cmp.Or(rejected, err)
+			return nil
+		}
+		return err
+	})
 	switch {
-	case err == nil:
+	case err == nil && rejected == nil:
 		s.ack(m, log)
 		return true
+	case err == nil:
+		return s.deadLetter(ctx, m, rejected, "rejected", log)
 	case ctx.Err() != nil:
 		return false
 	default:
 		// The payload decoded but does not encode again: bad input as well.
-		return s.deadLetter(ctx, m, err, log)
+		s.metrics.samplesDropped.WithLabelValues("encode").Add(float64(sh.batch.Samples()))
+		return s.deadLetter(ctx, m, err, "decode", log)
 	}
 }
 
@@ -373,7 +472,7 @@ func decode(m jetstream.Msg, b *proto.Batch) error {
 // deadLetter publishes m to the sink's dead-letter subject with the reason,
 // and acks m once JetStream stored the letter. It retries the publish until
 // it succeeds or ctx ends, and reports whether m was settled.
-func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, log *slog.Logger) bool {
+func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, reason string, log *slog.Logger) bool {
 	out := nats.NewMsg(proto.DeadSubject("sink"))
 	for name, values := range m.Headers() {
 		out.Header[name] = slices.Clone(values)
@@ -408,7 +507,7 @@ func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, log
 			return false
 		}
 	}
-	s.metrics.messagesDead.Inc()
+	s.metrics.messagesDead.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.deadLog.allow(time.Now()); ok {
 		log.Warn("message dead-lettered", "err", cause, "dead_subject", out.Subject, "suppressed", suppressed)
 	}

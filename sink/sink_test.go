@@ -89,13 +89,17 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	}
 }
 
-func TestClientErrorIsDroppedNotRetried(t *testing.T) {
+// TestClientErrorIsDeadLetteredNotRetried: a 4xx is not retried; the
+// message goes to the dead letters with the backend's answer, and is then
+// acked.
+func TestClientErrorIsDeadLetteredNotRetried(t *testing.T) {
 	env := newEnv(t)
 	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) int {
 		return http.StatusBadRequest
 	})
 	series := captureSeries(t, fixtures.KubeProxy121, scrapeMillis)
-	seq := env.publishScrape(t, subject("node-1", proto.SourceKubeProxy), scrapeMillis, series)
+	subj := subject("node-1", proto.SourceKubeProxy)
+	seq := env.publishScrape(t, subj, scrapeMillis, series)
 	s, _ := env.startSink(t, testConfig("rejected", rc.url()))
 
 	env.waitAcked(t, "rejected", seq)
@@ -103,14 +107,32 @@ func TestClientErrorIsDroppedNotRetried(t *testing.T) {
 	if calls := rc.requests(); len(calls) != 1 {
 		t.Fatalf("got %d requests, want exactly 1", len(calls))
 	}
-	if got := metricValue(t, s.metrics.samplesDropped.WithLabelValues("http_4xx")); got != float64(len(series)) {
-		t.Errorf("samples dropped{reason=http_4xx} = %v, want %d", got, len(series))
+	if got := metricValue(t, s.metrics.samplesFailed.WithLabelValues("http_4xx")); got != float64(len(series)) {
+		t.Errorf("samples failed{reason=http_4xx} = %v, want %d", got, len(series))
 	}
 	if got := metricValue(t, s.metrics.samplesRetried); got != 0 {
 		t.Errorf("samples retried = %v, want 0", got)
 	}
-	if got := metricValue(t, s.metrics.messagesAcked); got != 1 {
-		t.Errorf("messages acked = %v, want 1", got)
+	if got := metricValue(t, s.metrics.messagesDead.WithLabelValues("rejected")); got != 1 {
+		t.Errorf("messages dead{reason=rejected} = %v, want 1", got)
+	}
+	dead, err := env.js.Stream(context.Background(), proto.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	letter, err := dead.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	if e := letter.Header.Get(proto.HeaderError); !strings.Contains(e, "HTTP 400: rejected by the test receiver") {
+		t.Errorf("dead letter error %q, want the backend's status and answer", e)
+	}
+	if got := letter.Header.Get(proto.HeaderSubject); !strings.HasPrefix(got, subj.String()+".") {
+		t.Errorf("dead letter subject header %q, want %q with its partition", got, subj.String())
+	}
+	var b proto.Batch
+	if err := proto.DefaultEncoding.Decode(letter.Data, &b); err != nil || len(b.Series) != len(series) {
+		t.Errorf("dead letter payload: %d series, err %v; want the %d series sent", len(b.Series), err, len(series))
 	}
 }
 
@@ -228,7 +250,7 @@ func TestUndecodableMessagesAreDeadLettered(t *testing.T) {
 
 	rc.waitSamples(t, uniqueKeys(good), 10*time.Second)
 	env.waitAcked(t, "dead", seq)
-	if got := metricValue(t, s.metrics.messagesDead); got != float64(len(bad)) {
+	if got := metricValue(t, s.metrics.messagesDead.WithLabelValues("decode")); got != float64(len(bad)) {
 		t.Errorf("messages dead = %v, want %d", got, len(bad))
 	}
 	ctx := context.Background()

@@ -9,7 +9,7 @@ import (
 	"github.com/weirmetrics/weir/collector"
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/proto"
-	"github.com/weirmetrics/weir/sink"
+	"github.com/weirmetrics/weir/router"
 )
 
 // fileConfig is the one YAML file every stage reads; each stage uses its
@@ -28,8 +28,18 @@ type fileConfig struct {
 	NATS          natsConfig          `yaml:"nats"`
 	Streams       proto.StreamsConfig `yaml:"streams"`
 	Collector     collectorSection    `yaml:"collector"`
+	Enricher      enricherSection     `yaml:"enricher"`
 	Sinks         []sinkSection       `yaml:"sinks"`
 	Alerter       alerterSection      `yaml:"alerter"`
+	// Routes are what `weir router` publishes to each route's stream;
+	// Router is how it runs.
+	Routes []router.Route `yaml:"routes"`
+	Router routerSection  `yaml:"router"`
+}
+
+type routerSection struct {
+	ListenAddress string `yaml:"listen_address"`
+	router.Config `yaml:",inline"`
 }
 
 type logConfig struct {
@@ -54,11 +64,6 @@ type collectorSection struct {
 	collector.Config `yaml:",inline"`
 }
 
-type sinkSection struct {
-	ListenAddress string `yaml:"listen_address"`
-	sink.Config   `yaml:",inline"`
-}
-
 func defaultConfig() fileConfig {
 	return fileConfig{
 		Cluster:       "default",
@@ -69,19 +74,9 @@ func defaultConfig() fileConfig {
 		Streams:       proto.DefaultStreamsConfig(),
 		Collector:     collectorSection{ListenAddress: ":9470", Config: collector.DefaultConfig()},
 		Alerter:       defaultAlerterSection(),
+		Enricher:      defaultEnricherSection(),
+		Router:        routerSection{ListenAddress: ":9473", Config: router.DefaultConfig()},
 	}
-}
-
-func defaultSinkSection() sinkSection {
-	return sinkSection{ListenAddress: ":9471", Config: sink.DefaultConfig()}
-}
-
-// UnmarshalYAML gives every sink in the list its defaults before the file's
-// values are applied, as Prometheus does for remote_write.
-func (s *sinkSection) UnmarshalYAML(unmarshal func(any) error) error {
-	*s = defaultSinkSection()
-	type plain sinkSection
-	return unmarshal((*plain)(s))
 }
 
 // Validate checks the sections every stage shares and each stage section;
@@ -101,6 +96,7 @@ func (c *fileConfig) Validate() error {
 	if len(c.Alerter.RuleFiles) > 0 {
 		errs = append(errs, c.Alerter.Validate())
 	}
+	errs = append(errs, c.Enricher.Validate())
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
 		if names[s.Name] {
@@ -109,7 +105,15 @@ func (c *fileConfig) Validate() error {
 		names[s.Name] = true
 		errs = append(errs, s.Validate())
 	}
+	errs = append(errs, c.routerConfig().Validate())
 	return errors.Join(errs...)
+}
+
+// routerConfig is the router section with the file's routes.
+func (c *fileConfig) routerConfig() router.Config {
+	rc := c.Router.Config
+	rc.Routes = c.Routes
+	return rc
 }
 
 // overrides are what a container sets through flags or the environment;
@@ -145,6 +149,11 @@ func loadConfig(path string, o overrides) (*fileConfig, error) {
 			return nil, err
 		}
 		name = filepath.Base(path)
+		// As in Prometheus: secret and TLS files of a sink are relative to
+		// the configuration file.
+		for i := range cfg.Sinks {
+			cfg.Sinks[i].HTTPClientConfig.SetDirectory(filepath.Dir(path))
+		}
 	}
 	o.env()
 	set := func(dst *string, v string) {

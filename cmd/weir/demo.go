@@ -124,6 +124,7 @@ func demoConfig(fleet *loadtest.Fleet, rwURL, dataDir, listen string, interval t
 	}
 	sc := defaultSinkSection()
 	sc.Name = "demo"
+	sc.Stream = sinkStreamRaw // the demo has no router yet
 	u, err := config.ParseURL(rwURL)
 	if err != nil {
 		return nil, err

@@ -51,6 +51,7 @@ collector:
       source: kubeproxy
 sinks:
   - name: prometheus
+    stream: raw    # no router in this pipeline
     url: %s
 `, dir, kubelet.URL, proxy.URL, prom.WriteURL))
 

@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/weirmetrics/weir/collector"
 	"github.com/weirmetrics/weir/internal/broker"
 	"github.com/weirmetrics/weir/internal/telemetry"
-	"github.com/weirmetrics/weir/proto"
-	"github.com/weirmetrics/weir/sink"
 )
 
 // parseStage adds the shared stage flags to fs, parses args and loads the
@@ -51,48 +47,6 @@ func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Wri
 	}
 	p.addSignals(ctx)
 	return p.runGroup()
-}
-
-func runSink(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
-	name := fs.String("sink", "", "name of the sink to run (default: the only one in the file)")
-	cfg, err := parseStage(fs, args)
-	if err != nil {
-		return err
-	}
-	sc, err := pickSink(cfg.Sinks, *name)
-	if err != nil {
-		return err
-	}
-	p, err := newProcess(cfg, os.Stderr)
-	if err != nil {
-		return err
-	}
-	defer p.close()
-	if err := p.connect(cfg.NATS.URL, "weir-sink-"+sc.Name); err != nil {
-		return err
-	}
-	if err := p.addSink(sc.Config); err != nil {
-		return err
-	}
-	if _, err := p.addHTTP(sc.ListenAddress); err != nil {
-		return err
-	}
-	p.addSignals(ctx)
-	return p.runGroup()
-}
-
-func pickSink(sinks []sinkSection, name string) (sinkSection, error) {
-	var names []string
-	for _, s := range sinks {
-		if s.Name == name || (name == "" && len(sinks) == 1) {
-			return s, nil
-		}
-		names = append(names, s.Name)
-	}
-	if name == "" {
-		return sinkSection{}, fmt.Errorf("--sink: choose one of %s", strings.Join(names, ", "))
-	}
-	return sinkSection{}, fmt.Errorf("--sink: no sink named %q in sinks (have %s)", name, strings.Join(names, ", "))
 }
 
 func runAll(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) error {
@@ -134,8 +88,11 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	} else {
 		p.log.Warn("no collector targets configured; running without a collector")
 	}
+	if err := p.addEnricher(); err != nil {
+		return nil, err
+	}
 	for _, s := range cfg.Sinks {
-		if err := p.addSink(s.Config); err != nil {
+		if err := p.addSink(s); err != nil {
 			return nil, err
 		}
 	}
@@ -166,21 +123,5 @@ func (p *process) addCollector(stopEarly context.Context) error {
 	}
 	p.closers = append(p.closers, func() { _ = c.Close() })
 	p.addStage("collector", stopEarly, c.Run)
-	return nil
-}
-
-func (p *process) addSink(cfg sink.Config) error {
-	s, err := sink.New(cfg, sink.Deps{
-		Log:    p.log.With("stage", "sink", "sink", cfg.Name),
-		Reg:    p.reg,
-		JS:     p.js,
-		Stream: proto.StreamRaw,
-		Filter: proto.StreamFilter(proto.StageRaw),
-	})
-	if err != nil {
-		return err
-	}
-	p.closers = append(p.closers, func() { _ = s.Close() })
-	p.addStage("sink "+cfg.Name, context.Background(), s.Run)
 	return nil
 }

@@ -133,8 +133,10 @@ type runner struct {
 	work    Work
 	key     string
 	running map[int]*running
-	errs    chan error
-	wg      sync.WaitGroup
+	// lastView is the sorted member list of the previous heartbeat.
+	lastView []string
+	errs     chan error
+	wg       sync.WaitGroup
 }
 
 type running struct {
@@ -171,6 +173,12 @@ func (r *runner) rebalance(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	slices.Sort(members)
+	// Give partitions up at once, but take new ones only once the view of
+	// the members has held for a heartbeat: every member lists them at
+	// every beat, so by then the others have given up what is now ours.
+	stable := slices.Equal(members, r.lastView)
+	r.lastView = members
 	mine := Assign(members, r.cfg.Member, r.cfg.Partitions)
 	var revoked []int
 	for p, w := range r.running {
@@ -183,6 +191,9 @@ func (r *runner) rebalance(ctx context.Context) error {
 		r.release(ctx, p)
 	}
 	for _, p := range mine {
+		if !stable {
+			break
+		}
 		if w := r.running[p]; w != nil {
 			select {
 			case <-w.done: // ended on its own (an error was reported); restart
@@ -301,6 +312,25 @@ func (r *runner) awaitPredecessor(ctx context.Context, cons jetstream.Consumer, 
 	}
 }
 
+// awaitAcks waits, at most a heartbeat, for the server to have applied the
+// acks of a work that ended: acks travel asynchronously, and a successor
+// must not find them still pending.
+func (r *runner) awaitAcks(ctx context.Context, consumer string) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+	defer cancel()
+	for {
+		c, err := r.stream.Consumer(ctx, consumer)
+		if err != nil || c.CachedInfo().NumAckPending == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.cfg.Heartbeat / 20):
+		}
+	}
+}
+
 // pinnedElsewhere reports whether a client holds the partition's pin; it is
 // called before this member has pulled, so the client is another one.
 func pinnedElsewhere(info *jetstream.ConsumerInfo) bool {
@@ -318,6 +348,7 @@ func (r *runner) release(ctx context.Context, p int) {
 	<-r.running[p].done
 	delete(r.running, p)
 	name := ConsumerName(r.cfg.Durable, p)
+	r.awaitAcks(ctx, name)
 	if err := r.stream.UnpinConsumer(ctx, name, Group); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		r.cfg.Log.Debug("unpin failed; the pin expires on its own", "consumer", name, "err", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -63,10 +62,6 @@ func Start(t testing.TB) *Prometheus {
 		t.Fatal(err)
 	}
 	addr := FreePort(t)
-	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(bin,
 		"--config.file="+cfg,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -74,42 +69,9 @@ func Start(t testing.TB) *Prometheus {
 		"--web.enable-remote-write-receiver",
 		"--log.level=warn",
 	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start prometheus: %v", err)
-	}
 	p := &Prometheus{URL: "http://" + addr, WriteURL: "http://" + addr + "/api/v1/write", cmd: cmd}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logFile.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logFile.Name()); err == nil {
-				t.Logf("prometheus log:\n%s", b)
-			}
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.URL + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus at %s not ready after 30s: %v", addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	StartProcess(t, "prometheus", dir, p.URL+"/-/ready", cmd)
+	return p
 }
 
 // Sample is one series of an instant vector.

@@ -1,0 +1,188 @@
+package enricher
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// captureMeta is metadata for every pod of the 1.35 cAdvisor capture, each
+// owned through a ReplicaSet by a Deployment, on a node with labels.
+func captureMeta(b testing.TB, capture proto.Batch) *clusterMeta {
+	objs := []k8sruntime.Object{node("datagen-1-35", map[string]string{
+		"topology.kubernetes.io/zone": "zone-b", "topology.kubernetes.io/region": "region-1",
+		"node.kubernetes.io/instance-type": "e2-standard-4", "cloud.google.com/gke-nodepool": "pool-1"})}
+	seen := map[string]bool{}
+	for _, s := range capture.Series {
+		ns, p := podOf(s.Labels)
+		if ns == "" || p == "" || seen[ns+"/"+p] {
+			continue
+		}
+		seen[ns+"/"+p] = true
+		objs = append(objs, replicaSet(ns, p+"-rs", "Deployment", p+"-deploy"),
+			pod(ns, p, map[string]string{"app": p}, "ReplicaSet", p+"-rs"))
+	}
+	cfg := DefaultConfig()
+	_, nodeKeys := compileRules(cfg.NodeLabels)
+	_, podKeys := compileRules(cfg.PodLabels)
+	c, err := newClusterMeta("c1", fakeClient(objs...), 0, nodeKeys, podKeys, newMetrics(nil, func() float64 { return 0 }))
+	if err != nil {
+		b.Fatal(err)
+	}
+	runMeta(b, context.Background(), c) // stopped by runMeta's cleanup
+	return c
+}
+
+// BenchmarkJoin measures the join alone on the real 1.35 cAdvisor capture:
+// cluster, node, node labels, pod labels and workload onto every series.
+func BenchmarkJoin(b *testing.B) {
+	capture := captureBatch(b, fixtures.Cadvisor135)
+	c := captureMeta(b, capture)
+	orig := make([][]prompb.Label, len(capture.Series))
+	for i := range capture.Series {
+		orig[i] = capture.Series[i].Labels
+	}
+	j := testJoiner()
+	samples := capture.Samples()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := cpuTime()
+	for b.Loop() {
+		for i := range capture.Series {
+			capture.Series[i].Labels = orig[i]
+		}
+		j.begin(c, "c1", "datagen-1-35")
+		if st := j.enrich(c, &capture); st.unknownPods != 0 {
+			b.Fatalf("%d series of unknown pods", st.unknownPods)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
+	// On a shared machine wall time counts the waits for a core; the
+	// process's CPU time does not.
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*samples), "cpu-ns/sample")
+	b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkMessage is the whole path of one message without NATS: decode
+// the payload, join, run the cardinality guard and encode the result.
+func BenchmarkMessage(b *testing.B) {
+	capture := captureBatch(b, fixtures.Cadvisor135)
+	c := captureMeta(b, capture)
+	payload, err := proto.DefaultEncoding.Append(nil, &capture)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &Enricher{guard: newGuard(DefaultConfig().Cardinality, time.Now), clusters: map[string]*clusterMeta{"c1": c},
+		metrics: newMetrics(nil, func() float64 { return 0 }), deadLog: throttle{every: 1}}
+	w := &worker{join: testJoiner()}
+	subj := proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "datagen-1-35", Source: proto.SourceCadvisor}
+	samples := capture.Samples()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := cpuTime()
+	for b.Loop() {
+		if err := proto.DefaultEncoding.Decode(payload, &w.batch); err != nil {
+			b.Fatal(err)
+		}
+		w.join.begin(c, "c1", subj.Node)
+		w.join.enrich(c, &w.batch)
+		e.filter(w, subj)
+		if _, err := proto.EncodeChunks(proto.DefaultEncoding, w.batch.Series, 1<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
+	// On a shared machine wall time counts the waits for a core; the
+	// process's CPU time does not.
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*samples), "cpu-ns/sample")
+	b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkMetadataMemory feeds generated objects for 5,000 nodes, 150,000
+// pods, 50,000 ReplicaSets and 5,000 Jobs, shaped like real ones (labels,
+// a large last-applied annotation, managed fields, two owner references),
+// through the transform into an informer's indexer, as the informers do,
+// and reports the heap they hold after GC.
+func BenchmarkMetadataMemory(b *testing.B) {
+	const nodes, pods, replicaSets, jobs = 5000, 150_000, 50_000, 5000
+	cfg := DefaultConfig()
+	_, nodeKeys := compileRules(cfg.NodeLabels)
+	_, podKeys := compileRules(cfg.PodLabels)
+	annotation := strings.Repeat("x", 2048)
+	for b.Loop() {
+		before := heap()
+		newStore := func() cache.Indexer {
+			return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		}
+		rv := 1_000_000
+		stores := []cache.Indexer{newStore(), newStore(), newStore(), newStore()}
+		add := func(s cache.Indexer, keep map[string]bool, o *metav1.PartialObjectMetadata) {
+			rv++
+			o.ResourceVersion = strconv.Itoa(rv)
+			o.UID = "6f1c1b8e-2d3a-4c5b-9e8f-0a1b2c3d4e5f"
+			o.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": annotation}
+			out, err := strip(keep)(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Add(out); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for i := range nodes {
+			add(stores[0], nodeKeys, node(fmt.Sprintf("ip-10-%d-%d-%d.eu-west-1.compute.internal", i/65536, i/256%256, i%256), map[string]string{
+				"topology.kubernetes.io/zone": "eu-west-1" + string(rune('a'+i%3)), "topology.kubernetes.io/region": "eu-west-1",
+				"node.kubernetes.io/instance-type": "m5.2xlarge", "eks.amazonaws.com/nodegroup": fmt.Sprintf("ng-%d", i%20),
+				"kubernetes.io/hostname": fmt.Sprint("host-", i), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+			}))
+		}
+		for i := range replicaSets {
+			add(stores[2], nil, replicaSet(fmt.Sprintf("ns-%d", i%500), fmt.Sprintf("app-%d-7d9f8c6b5", i), "Deployment", fmt.Sprintf("app-%d", i)))
+		}
+		for i := range jobs {
+			add(stores[3], nil, job(fmt.Sprintf("ns-%d", i%500), fmt.Sprintf("report-%d-2900", i), "CronJob", fmt.Sprintf("report-%d", i)))
+		}
+		for i := range pods {
+			rs := i % replicaSets
+			add(stores[1], podKeys, pod(fmt.Sprintf("ns-%d", rs%500), fmt.Sprintf("app-%d-7d9f8c6b5-%05x", rs, i), map[string]string{
+				"app.kubernetes.io/name": fmt.Sprint("app-", rs), "app.kubernetes.io/instance": "prod", "pod-template-hash": "7d9f8c6b5",
+				"team": "payments", "version": "v1.2.3",
+			}, "ReplicaSet", fmt.Sprintf("app-%d-7d9f8c6b5", rs)))
+		}
+		after := heap()
+		b.ReportMetric(float64(after-before)/(1<<20), "MiB")
+		b.ReportMetric(float64(after-before)/float64(nodes+pods+replicaSets+jobs), "B/object")
+		runtime.KeepAlive(stores)
+	}
+}
+
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// cpuTime is the user and system CPU time of the process, in nanoseconds.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}

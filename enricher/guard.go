@@ -1,0 +1,155 @@
+package enricher
+
+import (
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// guard limits how many new series each scrape target (cluster, node and
+// source) may start per minute. It remembers the hash of every series it
+// let through with the minute it last saw it, and forgets a series absent
+// for longer than forget, so its memory is bounded by the smaller of
+// maxSeries and limit × (forget in minutes + 1) per target.
+type guard struct {
+	limit     int
+	forget    int64 // minutes
+	maxSeries int
+	now       func() time.Time
+
+	mu        sync.Mutex
+	targets   map[string]*targetSeries
+	total     int   // series remembered across targets
+	lastSweep int64 // minute of the last sweep of idle targets
+}
+
+// targetSeries is what the guard knows of one target. One worker handles a
+// target at a time (a target is in one partition), but the lock keeps the
+// guard correct if that ever changes.
+type targetSeries struct {
+	mu       sync.Mutex
+	minute   int64 // the minute admitted counts for
+	admitted int
+	lastUse  int64
+	seen     map[uint64]int64 // series hash -> minute last seen
+}
+
+func newGuard(c CardinalityConfig, now func() time.Time) *guard {
+	if c.NewSeriesPerMinute <= 0 {
+		return nil
+	}
+	return &guard{
+		limit:     c.NewSeriesPerMinute,
+		forget:    max(1, int64(c.Forget/time.Minute)),
+		maxSeries: c.MaxSeries,
+		now:       now,
+		targets:   map[string]*targetSeries{},
+	}
+}
+
+// target returns the series of one target, and at most once a minute
+// forgets targets idle for longer than forget.
+func (g *guard) target(key string, minute int64) *targetSeries {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if minute > g.lastSweep {
+		g.lastSweep = minute
+		for k, t := range g.targets {
+			if minute-t.lastUse > g.forget {
+				g.total -= len(t.seen)
+				delete(g.targets, k)
+			}
+		}
+	}
+	t := g.targets[key]
+	if t == nil {
+		t = &targetSeries{minute: minute, seen: map[uint64]int64{}}
+		g.targets[key] = t
+	}
+	t.lastUse = minute
+	return t
+}
+
+// admission is one message's pass through the guard.
+type admission struct {
+	g      *guard
+	t      *targetSeries
+	minute int64
+	added  int
+	digest *xxhash.Digest
+}
+
+// begin starts the admission of one message of target; end must follow.
+func (g *guard) begin(target string) admission {
+	minute := g.now().Unix() / 60
+	t := g.target(target, minute)
+	t.mu.Lock()
+	if t.minute != minute {
+		t.minute, t.admitted = minute, 0
+		// Once a minute per target: forget series not seen for a while.
+		removed := 0
+		for h, last := range t.seen {
+			if minute-last > g.forget {
+				delete(t.seen, h)
+				removed++
+			}
+		}
+		if removed > 0 {
+			g.mu.Lock()
+			g.total -= removed
+			g.mu.Unlock()
+		}
+	}
+	return admission{g: g, t: t, minute: minute, digest: xxhash.New()}
+}
+
+// admit reports whether a series may pass: it is known, or the target has
+// new series left this minute and the guard has room.
+func (a *admission) admit(ls []prompb.Label) bool {
+	h := hashLabels(a.digest, ls)
+	if _, ok := a.t.seen[h]; ok {
+		a.t.seen[h] = a.minute
+		return true
+	}
+	if a.t.admitted >= a.g.limit {
+		return false
+	}
+	a.g.mu.Lock()
+	full := a.g.total >= a.g.maxSeries
+	if !full {
+		a.g.total++
+	}
+	a.g.mu.Unlock()
+	if full {
+		return false
+	}
+	a.t.admitted++
+	a.t.seen[h] = a.minute
+	a.added++
+	return true
+}
+
+func (a *admission) end() { a.t.mu.Unlock() }
+
+// size is the number of series the guard remembers.
+func (g *guard) size() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.total
+}
+
+// hashLabels hashes sorted labels with separators that cannot occur in
+// valid UTF-8, so that {a="bc"} and {ab="c"} differ.
+func hashLabels(d *xxhash.Digest, ls []prompb.Label) uint64 {
+	d.Reset()
+	sep := []byte{0xff}
+	for i := range ls {
+		_, _ = d.WriteString(ls[i].Name)
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(ls[i].Value)
+		_, _ = d.Write(sep)
+	}
+	return d.Sum64()
+}

@@ -1,0 +1,255 @@
+package sink
+
+import (
+	"fmt"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// protocol is the remote-write version a request is encoded for.
+type protocol int32
+
+const (
+	protoV1 protocol = iota
+	protoV2
+)
+
+func (p protocol) String() string {
+	if p == protoV2 {
+		return "2.0"
+	}
+	return "1.0"
+}
+
+// Content types and version headers of the two protocols.
+const (
+	contentTypeV1 = "application/x-protobuf"
+	contentTypeV2 = "application/x-protobuf;proto=" + MessageV2
+	versionV1     = "0.1.0"
+	versionV2     = "2.0.0"
+)
+
+// request is a slice of one decoded batch that fits max_samples_per_send,
+// valid until the builder that made it builds the next.
+type request struct {
+	series  []prompb.TimeSeries
+	samples int   // float samples and histograms, as Prometheus counts them
+	newest  int64 // newest timestamp in the request, Unix ms
+}
+
+// encoder turns a request into a snappy-compressed body of either
+// protocol. A shard owns one and reuses its buffers from one request to
+// the next.
+type encoder struct {
+	raw, compressed []byte
+	symbols         symbolTable
+	v2              writev2.Request
+	refs            []uint32
+	samples         []writev2.Sample
+}
+
+func newEncoder() *encoder { return &encoder{symbols: symbolTable{refs: map[string]uint32{}}} }
+
+// symbolTable is writev2.SymbolsTable with a reset that keeps the map's
+// memory: that one deletes key by key, and the map then allocates again
+// as it refills.
+type symbolTable struct {
+	refs    map[string]uint32
+	strings []string
+}
+
+func (t *symbolTable) reset() {
+	clear(t.refs)
+	// The empty string is symbol 0, as the protocol requires.
+	t.strings = append(t.strings[:0], "")
+	t.refs[""] = 0
+}
+
+func (t *symbolTable) symbolize(s string) uint32 {
+	if ref, ok := t.refs[s]; ok {
+		return ref
+	}
+	ref := uint32(len(t.strings))
+	t.strings = append(t.strings, s)
+	t.refs[s] = ref
+	return ref
+}
+
+// encode returns the compressed body of req, valid until the next call.
+func (e *encoder) encode(req request, p protocol) ([]byte, error) {
+	var err error
+	if p == protoV2 {
+		err = e.marshalV2(req.series)
+	} else {
+		err = e.marshalV1(req.series)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if n := snappy.MaxEncodedLen(len(e.raw)); cap(e.compressed) < n {
+		e.compressed = make([]byte, n)
+	}
+	e.compressed = snappy.Encode(e.compressed[:cap(e.compressed)], e.raw)
+	return e.compressed, nil
+}
+
+func (e *encoder) grow(size int) {
+	if cap(e.raw) < size {
+		e.raw = make([]byte, size)
+	}
+	e.raw = e.raw[:size]
+}
+
+func (e *encoder) marshalV1(series []prompb.TimeSeries) error {
+	wr := prompb.WriteRequest{Timeseries: series}
+	e.grow(wr.Size())
+	if _, err := wr.MarshalToSizedBuffer(e.raw); err != nil {
+		return fmt.Errorf("marshal write request 1.0: %w", err)
+	}
+	return nil
+}
+
+// marshalV2 builds an io.prometheus.write.v2.Request: every label name and
+// value goes once into the symbol table, series refer to it by index.
+func (e *encoder) marshalV2(series []prompb.TimeSeries) error {
+	e.symbols.reset()
+	clear(e.v2.Timeseries)
+	e.v2.Timeseries = e.v2.Timeseries[:0]
+	// One backing array for every ref and sample of the request, sized
+	// first so that the series' subslices stay valid while it fills.
+	nrefs, nsamples := 0, 0
+	for i := range series {
+		nrefs += 2 * len(series[i].Labels)
+		nsamples += len(series[i].Samples)
+		for _, ex := range series[i].Exemplars {
+			nrefs += 2 * len(ex.Labels)
+		}
+	}
+	if cap(e.refs) < nrefs {
+		e.refs = make([]uint32, 0, nrefs)
+	}
+	if cap(e.samples) < nsamples {
+		e.samples = make([]writev2.Sample, 0, nsamples)
+	}
+	e.refs, e.samples = e.refs[:0], e.samples[:0]
+	for i := range series {
+		ts := &series[i]
+		start := len(e.refs)
+		e.refs = e.symbolize(e.refs, ts.Labels)
+		out := writev2.TimeSeries{LabelsRefs: e.refs[start:len(e.refs):len(e.refs)]}
+		first := len(e.samples)
+		for _, s := range ts.Samples {
+			e.samples = append(e.samples, writev2.Sample{Value: s.Value, Timestamp: s.Timestamp})
+		}
+		out.Samples = e.samples[first:len(e.samples):len(e.samples)]
+		for _, h := range ts.Histograms {
+			if h.IsFloatHistogram() {
+				out.Histograms = append(out.Histograms, writev2.FromFloatHistogram(0, h.Timestamp, h.ToFloatHistogram()))
+			} else {
+				out.Histograms = append(out.Histograms, writev2.FromIntHistogram(0, h.Timestamp, h.ToIntHistogram()))
+			}
+		}
+		for _, ex := range ts.Exemplars {
+			start := len(e.refs)
+			e.refs = e.symbolize(e.refs, ex.Labels)
+			out.Exemplars = append(out.Exemplars, writev2.Exemplar{
+				LabelsRefs: e.refs[start:len(e.refs):len(e.refs)], Value: ex.Value, Timestamp: ex.Timestamp,
+			})
+		}
+		e.v2.Timeseries = append(e.v2.Timeseries, out)
+	}
+	e.v2.Symbols = e.symbols.strings
+	e.grow(e.v2.Size())
+	// The optimized marshaller writes label refs in place; the generated
+	// one allocates a scratch buffer per series.
+	if _, err := e.v2.OptimizedMarshalToSizedBuffer(e.raw); err != nil {
+		return fmt.Errorf("marshal write request 2.0: %w", err)
+	}
+	return nil
+}
+
+func (e *encoder) symbolize(refs []uint32, ls []prompb.Label) []uint32 {
+	for _, l := range ls {
+		refs = append(refs, e.symbols.symbolize(l.Name), e.symbols.symbolize(l.Value))
+	}
+	return refs
+}
+
+// requestBuilder cuts a decoded batch into requests of at most limit
+// samples. The requests share labels and samples with the batch, and the
+// builder keeps its buffers from one message to the next.
+type requestBuilder struct {
+	limit      int
+	exemplars  bool // send_exemplars
+	histograms bool // send_native_histograms
+	series     []prompb.TimeSeries
+	samples    int
+	newest     int64
+}
+
+// build calls send with each request of b, in series order. A series with
+// more samples than fit is split over consecutive requests, oldest first,
+// so every request stays within the limit and order is kept. build stops
+// at the first error send returns.
+func (w *requestBuilder) build(b *proto.Batch, send func(request) error) error {
+	w.reset()
+	for i := range b.Series {
+		ts := &b.Series[i]
+		samples, histograms, exemplars := ts.Samples, ts.Histograms, ts.Exemplars
+		if !w.histograms {
+			histograms = nil
+		}
+		if !w.exemplars {
+			exemplars = nil // else sent with the first piece of the series
+		}
+		for len(samples)+len(histograms) > 0 {
+			room := w.limit - w.samples
+			piece := prompb.TimeSeries{Labels: ts.Labels, Exemplars: exemplars}
+			n := min(room, len(samples))
+			piece.Samples, samples = samples[:n:n], samples[n:]
+			h := min(room-n, len(histograms))
+			piece.Histograms, histograms = histograms[:h:h], histograms[h:]
+			exemplars = nil
+			w.add(piece, n+h)
+			if w.samples == w.limit {
+				if err := w.flush(send); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if w.samples > 0 {
+		return w.flush(send)
+	}
+	return nil
+}
+
+func (w *requestBuilder) add(piece prompb.TimeSeries, samples int) {
+	for _, s := range piece.Samples {
+		w.newest = max(w.newest, s.Timestamp)
+	}
+	for _, h := range piece.Histograms {
+		w.newest = max(w.newest, h.Timestamp)
+	}
+	w.series = append(w.series, piece)
+	w.samples += samples
+}
+
+func (w *requestBuilder) flush(send func(request) error) error {
+	err := send(request{series: w.series, samples: w.samples, newest: w.newest})
+	w.reset()
+	return err
+}
+
+func (w *requestBuilder) reset() {
+	clear(w.series) // drop references into the previous batch
+	w.series = w.series[:0]
+	w.samples = 0
+	w.newest = minMillis
+}
+
+const minMillis = -1 << 63

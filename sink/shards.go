@@ -1,0 +1,223 @@
+package sink
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// shard sends the messages of the subjects hashed to it, one at a time.
+type shard struct {
+	queue   chan delivery
+	batch   proto.Batch // reused by every message of the shard
+	builder requestBuilder
+	enc     *encoder
+	busy    atomic.Int64 // time spent handling messages, ns
+}
+
+// delivery is a message with its stream sequence, which the held set is
+// keyed by, and the partition that received it.
+type delivery struct {
+	msg  jetstream.Msg
+	seq  uint64
+	part *share
+}
+
+// shardPool runs max_shards shards and hashes each subject to one of the
+// first active of them. Changing active moves subjects between shards, so
+// it waits until no message is in any shard: a target's next scrape can
+// only start once its previous one is finished, wherever it goes.
+type shardPool struct {
+	mu       sync.RWMutex // dispatch holds it for reading, resharding for writing
+	shards   []*shard
+	active   int
+	inflight atomic.Int64 // messages dispatched and not finished
+	m        *metrics
+}
+
+func newShardPool(cfg Config, m *metrics) *shardPool {
+	q := cfg.QueueConfig
+	shards := make([]*shard, q.MaxShards)
+	// capacity is in samples, as in Prometheus; a message holds up to
+	// max_samples_per_send of them per request, and max_ack_pending caps
+	// what can be waiting anyway.
+	queueLen := max(1, min(maxQueuePerShard, q.Capacity/q.MaxSamplesPerSend, cfg.MaxAckPending/q.MinShards))
+	for i := range shards {
+		shards[i] = &shard{
+			queue: make(chan delivery, queueLen),
+			builder: requestBuilder{
+				limit: q.MaxSamplesPerSend, exemplars: cfg.SendExemplars, histograms: cfg.SendNativeHistograms,
+			},
+			enc: newEncoder(),
+		}
+	}
+	m.shards.Set(float64(q.MinShards))
+	m.shardsDesired.Set(float64(q.MinShards))
+	return &shardPool{shards: shards, active: q.MinShards, m: m}
+}
+
+// dispatch queues d on the shard of its subject, waiting while the queue
+// is full: the consumer stops pulling instead of the queue growing.
+func (p *shardPool) dispatch(ctx context.Context, d delivery) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	sh := p.shards[shardFor(d.msg.Subject(), p.active)]
+	d.part.inflight.Add(1)
+	p.inflight.Add(1)
+	select {
+	case sh.queue <- d:
+		return nil
+	case <-ctx.Done():
+		d.part.inflight.Done()
+		p.inflight.Add(-1)
+		return ctx.Err()
+	}
+}
+
+// done is called by a shard for each message it finished or skipped.
+func (p *shardPool) done() { p.inflight.Add(-1) }
+
+// resizeWait bounds how long resharding holds dispatching up while it
+// waits for the shards to be idle: a backend that fails meanwhile must not
+// stop the consumers (and the handover of partitions) until it recovers.
+const resizeWait = 5 * time.Second
+
+// resize switches to n active shards once every shard is idle, and
+// reports whether it did; it gives up after resizeWait.
+func (p *shardPool) resize(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for deadline := time.Now().Add(resizeWait); p.inflight.Load() > 0; {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.active = n
+	p.m.shards.Set(float64(n))
+	return true
+}
+
+func (p *shardPool) activeShards() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.active
+}
+
+// busy is the total time the shards have spent handling messages.
+func (p *shardPool) busy() time.Duration {
+	var ns int64
+	for _, sh := range p.shards {
+		ns += sh.busy.Load()
+	}
+	return time.Duration(ns)
+}
+
+// close ends the shards; no dispatch may follow.
+func (p *shardPool) close() {
+	for _, sh := range p.shards {
+		close(sh.queue)
+	}
+}
+
+// Resharding, as Prometheus does it but simpler: aim for shards busy
+// targetBusy of the time, and move only when the aim is off by more than
+// reshardTolerance, so the count does not flap.
+const (
+	targetBusy       = 0.7
+	reshardTolerance = 0.3
+)
+
+// desiredShards is how many shards would be busy targetBusy of the time,
+// given that active shards were busy for busy during interval.
+func desiredShards(active int, busy, interval time.Duration, minShards, maxShards int) int {
+	utilization := busy.Seconds() / interval.Seconds() / float64(active)
+	want := int(math.Ceil(float64(active) * utilization / targetBusy))
+	return min(max(want, minShards), maxShards)
+}
+
+// autoscale reconsiders the shard count every reshardEvery until ctx ends.
+// It does not grow while requests are being retried: more shards would
+// only hit a backend in trouble harder.
+func (s *Sink) autoscale(ctx context.Context, pool *shardPool) {
+	q := s.cfg.QueueConfig
+	if q.MinShards == q.MaxShards {
+		return
+	}
+	t := time.NewTicker(s.reshardEvery)
+	defer t.Stop()
+	lastBusy, last := pool.busy(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			busy := pool.busy()
+			active := pool.activeShards()
+			want := desiredShards(active, busy-lastBusy, now.Sub(last), q.MinShards, q.MaxShards)
+			lastBusy, last = busy, now
+			s.metrics.shardsDesired.Set(float64(want))
+			retrying := now.Sub(time.Unix(0, s.lastRetry.Load())) < 2*s.reshardEvery
+			switch {
+			case want == active:
+			case want > active && retrying:
+			case math.Abs(float64(want-active)) <= reshardTolerance*float64(active):
+			default:
+				if pool.resize(want) {
+					s.log.Info("resharded", "from", active, "to", want)
+				} else {
+					s.log.Debug("resharding put off: shards still busy", "from", active, "to", want)
+				}
+			}
+		}
+	}
+}
+
+// watchLag publishes how far the sink is behind its stream, every
+// s.lagEvery until ctx ends.
+func (s *Sink) watchLag(ctx context.Context) {
+	t := time.NewTicker(s.lagEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.updateLag(ctx, now)
+		}
+	}
+}
+
+func (s *Sink) updateLag(ctx context.Context, now time.Time) {
+	s.mu.Lock()
+	parts := make([]*share, 0, len(s.parts))
+	for p := range s.parts {
+		parts = append(parts, p)
+	}
+	s.mu.Unlock()
+	var pending uint64
+	var oldest time.Time
+	for _, p := range parts {
+		ictx, cancel := context.WithTimeout(ctx, s.lagEvery)
+		info, err := p.cons.Info(ictx)
+		cancel()
+		if err == nil {
+			pending += info.NumPending + uint64(info.NumAckPending)
+		}
+		if o := p.held.oldest(); !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
+			oldest = o
+		}
+	}
+	s.metrics.lagMessages.Set(float64(pending))
+	if oldest.IsZero() {
+		s.metrics.lagSeconds.Set(0)
+	} else {
+		s.metrics.lagSeconds.Set(max(0, now.Sub(oldest).Seconds()))
+	}
+}
