@@ -30,6 +30,7 @@ type fileConfig struct {
 	Collector     collectorSection    `yaml:"collector"`
 	Enricher      enricherSection     `yaml:"enricher"`
 	Sinks         []sinkSection       `yaml:"sinks"`
+	Alerter       alerterSection      `yaml:"alerter"`
 	// Routes are what `weir router` publishes to each route's stream;
 	// Router is how it runs.
 	Routes []router.Route `yaml:"routes"`
@@ -72,6 +73,7 @@ func defaultConfig() fileConfig {
 		NATS:          natsConfig{URL: "nats://127.0.0.1:4222", Embedded: embeddedConfig{Host: "127.0.0.1", Port: 4222}},
 		Streams:       proto.DefaultStreamsConfig(),
 		Collector:     collectorSection{ListenAddress: ":9470", Config: collector.DefaultConfig()},
+		Alerter:       defaultAlerterSection(),
 		Enricher:      defaultEnricherSection(),
 		Router:        routerSection{ListenAddress: ":9473", Config: router.DefaultConfig()},
 	}
@@ -90,6 +92,9 @@ func (c *fileConfig) Validate() error {
 	errs = append(errs, c.Streams.Validate())
 	if len(c.Collector.Targets) > 0 {
 		errs = append(errs, c.Collector.Validate())
+	}
+	if len(c.Alerter.RuleFiles) > 0 {
+		errs = append(errs, c.Alerter.Validate())
 	}
 	errs = append(errs, c.Enricher.Validate())
 	names := map[string]bool{}

@@ -27,6 +27,8 @@ var commands = []command{
 	{"collector", "scrape the kubelet and kube-proxy of this node and publish to NATS", runCollector},
 	{"enricher", "add cluster, node and workload labels from the Kubernetes API to every scrape", runEnricher},
 	{"sink", "remote-write one sink's stream to its backend", runSink},
+	{"alerter", "evaluate alert rules on the enriched stream and notify Alertmanagers", runAlerter},
+	{"rules", "`rules check FILE…` validates rule files; `rules test FILE…` runs their unit tests", runRules},
 	{"router", "split the enriched stream into one stream per route (routes:)", runRouter},
 	{"all", "every stage in one process, with an embedded NATS JetStream server", runAll},
 	{"demo", "`weir all` against a simulated fleet serving real captures, with loss accounting", runDemo},

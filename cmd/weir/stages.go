@@ -101,6 +101,11 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 			return nil, err
 		}
 	}
+	if len(cfg.Alerter.RuleFiles) > 0 {
+		if err := p.addAlerter(); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := p.addHTTP(cfg.ListenAddress)
 	if err != nil {
 		return nil, err
