@@ -157,7 +157,9 @@ func (p *process) close() {
 // runGroup runs every actor until one ends and all have stopped.
 func (p *process) runGroup() error {
 	err := p.g.Run()
-	var sig oklogrun.SignalError
+	// SignalHandler returns a *SignalError; errors.As into the value type
+	// would match with a nil signal (see oklog/run's SignalError).
+	var sig *oklogrun.SignalError
 	switch {
 	case errors.As(err, &sig):
 		p.log.Info("stopping", "signal", sig.Signal.String())
