@@ -87,6 +87,7 @@ type cachedSeries struct {
 	lastUsed uint64
 	prevUsed uint64 // lastUsed before the current parse touched it
 	lastT    int64  // timestamp of the series' last sample
+	prevT    int64  // lastT before the current parse touched it
 }
 
 // newParser returns a parser that adds target to every series and keeps
@@ -211,6 +212,7 @@ func (p *parser) append(dst *proto.Batch, cs *cachedSeries, v float64, ts, scrap
 		return nil
 	}
 	cs.prevUsed, cs.lastUsed = cs.lastUsed, p.scrape
+	cs.prevT = cs.lastT
 	p.inUse++
 	if cs.labels == nil {
 		return nil // dropped by metric_relabel_configs
@@ -253,9 +255,14 @@ func (p *parser) finish(dst *proto.Batch, scrapeMillis int64) {
 func (p *parser) staleAll(dst *proto.Batch, t int64) int {
 	n := 0
 	for _, cs := range p.cache {
-		wasInLastOK := cs.lastUsed == p.lastOK || (cs.lastUsed == p.scrape && cs.prevUsed == p.lastOK)
-		if p.lastOK != 0 && wasInLastOK && cs.labels != nil {
-			appendSample(dst, cs.labels, staleNaN, staleTime(cs, t))
+		// A failed parse may have touched the series: what was published
+		// is what it had before.
+		used, lastT := cs.lastUsed, cs.lastT
+		if used == p.scrape && p.scrape != p.lastOK {
+			used, lastT = cs.prevUsed, cs.prevT
+		}
+		if p.lastOK != 0 && used == p.lastOK && cs.labels != nil {
+			appendSample(dst, cs.labels, staleNaN, max(t, lastT+1))
 			n++
 		}
 	}
