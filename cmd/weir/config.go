@@ -93,7 +93,7 @@ func (c *fileConfig) Validate() error {
 		errs = append(errs, errors.New("nats.url: empty"))
 	}
 	errs = append(errs, c.Streams.Validate())
-	if len(c.Collector.Targets) > 0 {
+	if collectorWanted(c.Collector.Config) {
 		errs = append(errs, c.Collector.Validate())
 	}
 	names := map[string]bool{}
