@@ -58,8 +58,10 @@ func proxyHealthSamples(dst []summary.Sample, body []byte, status int) ([]summar
 		dst = append(dst, summary.Sample{Labels: labels.FromStrings(labels.MetricName, name), Value: v})
 	}
 	add(proxyHealthyMetric, healthy)
-	add(proxyAgeMetric, now.Sub(last).Seconds())
+	// A kube-proxy that never synced reports Go's zero time: it has no
+	// age, and an age of two thousand years would only break graphs.
 	if !last.IsZero() {
+		add(proxyAgeMetric, now.Sub(last).Seconds())
 		add(proxyLastUpdatedMetric, float64(last.UnixNano())/1e9)
 	}
 	return dst, nil

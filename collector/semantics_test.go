@@ -251,8 +251,8 @@ func FuzzProxyHealth(f *testing.F) {
 			}
 			return
 		}
-		if len(got) < 2 {
-			t.Fatalf("%d samples from a valid answer", len(got))
+		if len(got) == 0 {
+			t.Fatal("no samples from a valid answer")
 		}
 	})
 }
