@@ -97,7 +97,7 @@ func TestNodeMode(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	writeFileAtomic(t, tokenFile, "sa-token\n")
 
-	cfg := testConfig()
+	cfg := slowerTestConfig()
 	cfg.Sources = onlySources(proto.SourceKubelet, proto.SourceCadvisor, proto.SourceResource, proto.SourceProbes, proto.SourceSummary)
 	cfg.Discovery.Mode = ModeNode
 	cfg.Discovery.BearerTokenFile = tokenFile
@@ -111,16 +111,20 @@ func TestNodeMode(t *testing.T) {
 	for _, s := range []proto.Source{proto.SourceKubelet, proto.SourceCadvisor, proto.SourceResource, proto.SourceProbes, proto.SourceSummary} {
 		subjects = append(subjects, subjectOf("kind-worker", s))
 	}
-	by := waitForScrapes(t, js, eachHas(1, nil, subjects...))
+	// A scrape that worked on every subject, through token and CA (a
+	// loaded machine may time out the first ones).
+	upOne := func(s *scrapeMsgs) bool { return upValue(t, s) == 1 }
+	by := waitForScrapes(t, js, eachHas(1, upOne, subjects...))
 	stop()
 	for _, subj := range subjects {
-		s := by[subj][0]
-		if up := upValue(t, s); up != 1 {
-			t.Errorf("%s: up = %v", subj, up)
-		}
-		for k := range s.series(t) {
-			if !strings.Contains(k, `instance="127.0.0.1:`+u.Port()+`"`) {
-				t.Fatalf("%s: series %s not from the discovered kubelet address", subj, k)
+		for _, s := range by[subj] {
+			if !upOne(s) {
+				continue
+			}
+			for k := range s.series(t) {
+				if !strings.Contains(k, `instance="127.0.0.1:`+u.Port()+`"`) {
+					t.Fatalf("%s: series %s not from the discovered kubelet address", subj, k)
+				}
 			}
 			break
 		}
@@ -163,6 +167,14 @@ func TestNodeModeRejectsAnUntrustedKubelet(t *testing.T) {
 	if v := metricValue(t, reg, "weir_collector_scrape_failures_total", map[string]string{"source": "probes", "reason": reasonTLS}); v < 2 {
 		t.Errorf("tls failures = %v, want at least 2", v)
 	}
+}
+
+// slowerTestConfig leaves TLS and the 1.4 MB cAdvisor capture time on a
+// loaded machine.
+func slowerTestConfig() Config {
+	cfg := testConfig()
+	cfg.ScrapeInterval, cfg.ScrapeTimeout = 500*time.Millisecond, 500*time.Millisecond
+	return cfg
 }
 
 // otherCAFile writes a CA certificate that signed nothing the tests serve.
@@ -218,7 +230,7 @@ func TestCentralMode(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	writeFileAtomic(t, tokenFile, "central-token")
 
-	cfg := testConfig()
+	cfg := slowerTestConfig()
 	cfg.Sources = onlySources(proto.SourceCadvisor, proto.SourceProbes)
 	cfg.Discovery.Mode = ModeCentral
 	cfg.Discovery.BearerTokenFile = tokenFile
@@ -231,10 +243,11 @@ func TestCentralMode(t *testing.T) {
 	_, stop := startCollector(t, cfg, d)
 
 	subj := func(n string, s proto.Source) string { return subjectOf(n, s) }
-	by := waitForScrapes(t, js, eachHas(1, nil, subj("n1", proto.SourceCadvisor), subj("n2", proto.SourceCadvisor), subj("n1", proto.SourceProbes), subj("n2", proto.SourceProbes)))
+	upOne := func(s *scrapeMsgs) bool { return upValue(t, s) == 1 }
+	by := waitForScrapes(t, js, eachHas(1, upOne, subj("n1", proto.SourceCadvisor), subj("n2", proto.SourceCadvisor), subj("n1", proto.SourceProbes), subj("n2", proto.SourceProbes)))
 	for _, s := range by[subj("n2", proto.SourceCadvisor)] {
-		if up := upValue(t, s); up != 1 || len(s.series(t)) < 4000 {
-			t.Fatalf("n2 cadvisor through the proxy: up %v, %d series", up, len(s.series(t)))
+		if upOne(s) && len(s.series(t)) < 4000 {
+			t.Fatalf("n2 cadvisor through the proxy: %d series, want the capture's", len(s.series(t)))
 		}
 	}
 	mu.Lock()
