@@ -7,16 +7,20 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/weirmetrics/weir/collector/summary"
 	"github.com/weirmetrics/weir/internal/buffer"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -61,16 +65,27 @@ type Deps struct {
 	// MaxPayload is the server's max_payload (nc.MaxPayload()); 0 uses
 	// Config.MaxMessageBytes only.
 	MaxPayload int
+	// HostIP is the node's IP from the downward API (HOST_IP): where node
+	// discovery finds the kubelet.
+	HostIP string
+	// Kube reads Node objects: the kubelet port in node discovery, every
+	// node in central discovery. Unused in static mode.
+	Kube kubernetes.Interface
+	// APIServer is the in-cluster API server URL, used by central
+	// discovery unless collector.discovery.api_server is set.
+	APIServer string
 }
 
 // Collector scrapes its targets and publishes each scrape to WEIR_RAW.
 type Collector struct {
-	loops   []*loop
-	buffer  BufferConfig
-	metrics *metrics
-	log     *slog.Logger
-	pub     Publisher
-	timeout time.Duration // publish_timeout
+	cfg          Config
+	deps         Deps
+	log          *slog.Logger
+	metrics      *metrics
+	messageLimit int
+	apiServer    *url.URL // central mode
+	// loops are the static targets' loops, built by New.
+	loops []*loop
 
 	mu      sync.Mutex
 	closed  bool
@@ -79,8 +94,9 @@ type Collector struct {
 	done    chan struct{}      // closed when the running Run returns
 }
 
-// New checks cfg and d and prepares one scrape loop per target. It does no
-// I/O and starts no goroutine; Run does.
+// New checks cfg and d and prepares one scrape loop per static target. It
+// does no I/O and starts no goroutine; Run does, and discovers the targets
+// of node and central mode.
 func New(cfg Config, d Deps) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -92,19 +108,51 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	if d.Cluster == "" {
 		errs = append(errs, errors.New("collector: Deps.Cluster is empty"))
 	}
-	if len(cfg.Targets) == 0 {
-		errs = append(errs, errors.New("collector.targets: empty; a collector needs at least one target"))
+	c := &Collector{cfg: cfg, deps: d, log: d.Log}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
 	}
-	messageLimit := int(cfg.MaxMessageBytes)
-	if d.MaxPayload > 0 && d.MaxPayload < messageLimit {
-		messageLimit = d.MaxPayload
+	switch cfg.Discovery.mode() {
+	case ModeStatic:
+		if len(cfg.Targets) == 0 {
+			errs = append(errs, errors.New("collector.targets: empty; a collector needs at least one target, or collector.discovery.mode node or central"))
+		}
+	case ModeNode:
+		if d.Node == "" {
+			errs = append(errs, errors.New("collector.discovery.mode node: the node name is not set (NODE_NAME from the downward API)"))
+		}
+		if d.HostIP == "" {
+			errs = append(errs, errors.New("collector.discovery.mode node: the host IP is not set (HOST_IP from the downward API)"))
+		}
+		if d.Kube == nil && cfg.Discovery.KubeletPort == 0 {
+			errs = append(errs, errors.New("collector.discovery.mode node: no Kubernetes client to read the kubelet port, and collector.discovery.kubelet_port is not set"))
+		}
+	case ModeCentral:
+		if d.Kube == nil {
+			errs = append(errs, errors.New("collector.discovery.mode central: no Kubernetes client to list the nodes"))
+		}
+		api := cfg.Discovery.APIServer.String()
+		if cfg.Discovery.APIServer.IsZero() {
+			api = d.APIServer
+		}
+		u, err := url.Parse(api)
+		if err != nil || u.Host == "" {
+			errs = append(errs, fmt.Errorf("collector.discovery.api_server: %q is not an API server URL, and the in-cluster one is not known", api))
+		}
+		c.apiServer = u
+	}
+	c.messageLimit = int(cfg.MaxMessageBytes)
+	if d.MaxPayload > 0 && d.MaxPayload < c.messageLimit {
+		c.messageLimit = d.MaxPayload
 	}
 
-	targets := make([]target, len(cfg.Targets))
 	subjects := map[proto.Subject]int{}
+	var targets []target
 	for i, tc := range cfg.Targets {
+		if !cfg.Sources.enabled(tc.Source) {
+			continue // the source is turned off
+		}
 		t := cfg.resolve(tc, d.Node)
-		targets[i] = t
 		if t.Node == "" {
 			errs = append(errs, fmt.Errorf("collector.targets[%d].node: empty, and Deps.Node is not set", i))
 			continue
@@ -114,34 +162,56 @@ func New(cfg Config, d Deps) (*Collector, error) {
 			errs = append(errs, fmt.Errorf("collector.targets[%d]: publishes to %s like collector.targets[%d]; node and source must be unique", i, subj, first))
 		}
 		subjects[subj] = i
-		if room := messageLimit - headerBytes(subj); room < minPayloadBytes {
-			errs = append(errs, fmt.Errorf("collector.targets[%d]: message limit %d (max_message_bytes %d, server max_payload %d) leaves %d bytes after the headers; need at least %d",
-				i, messageLimit, cfg.MaxMessageBytes, d.MaxPayload, room, minPayloadBytes))
+		if err := c.checkRoom(subj); err != nil {
+			errs = append(errs, fmt.Errorf("collector.targets[%d]: %w", i, err))
 		}
+		targets = append(targets, t)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 
-	log := d.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	m := newMetrics(d.Reg)
-	c := &Collector{buffer: cfg.Buffer, metrics: m, log: log, pub: d.JS, timeout: cfg.PublishTimeout}
+	c.metrics = newMetrics(d.Reg)
 	for _, t := range targets {
-		subj := rawSubject(d.Cluster, t)
-		c.loops = append(c.loops, newLoop(loopConfig{
-			target:          t,
-			subject:         subj,
-			maxPayloadBytes: messageLimit - headerBytes(subj),
-			publishTimeout:  cfg.PublishTimeout,
-			pub:             d.JS,
-			log:             log.With("cluster", d.Cluster, "node", t.Node, "source", t.Source, "url", t.URL.Redacted()),
-			metrics:         m.forSource(t.Source),
-		}))
+		c.loops = append(c.loops, c.newLoop(t))
 	}
+	c.warnInsecure()
 	return c, nil
+}
+
+// checkRoom checks that a message to subj leaves room for a payload.
+func (c *Collector) checkRoom(subj proto.Subject) error {
+	if room := c.messageLimit - headerBytes(subj); room < minPayloadBytes {
+		return fmt.Errorf("message limit %d (max_message_bytes %d, server max_payload %d) leaves %d bytes after the headers; need at least %d",
+			c.messageLimit, c.cfg.MaxMessageBytes, c.deps.MaxPayload, room, minPayloadBytes)
+	}
+	return nil
+}
+
+// warnInsecure says at start that certificates go unchecked: an opt-in
+// that must not go unnoticed.
+func (c *Collector) warnInsecure() {
+	for _, l := range c.loops {
+		if l.target.TLS.InsecureSkipVerify {
+			c.log.Warn("insecure_skip_verify is set: the target's certificate is not verified", "url", l.target.URL.Redacted(), "source", l.target.Source)
+		}
+	}
+	if c.cfg.Discovery.mode() != ModeStatic && c.cfg.Discovery.TLS.InsecureSkipVerify {
+		c.log.Warn("collector.discovery.tls_config.insecure_skip_verify is set: kubelet and API server certificates are not verified", "mode", c.cfg.Discovery.mode())
+	}
+}
+
+func (c *Collector) newLoop(t target) *loop {
+	subj := rawSubject(c.deps.Cluster, t)
+	return newLoop(loopConfig{
+		target:          t,
+		subject:         subj,
+		maxPayloadBytes: c.messageLimit - headerBytes(subj),
+		publishTimeout:  c.cfg.PublishTimeout,
+		pub:             c.deps.JS,
+		log:             c.log.With("cluster", c.deps.Cluster, "node", t.Node, "source", t.Source, "url", t.URL.Redacted()),
+		metrics:         c.metrics.forSource(t.Source),
+	})
 }
 
 // Run scrapes every target in its own loop until ctx ends or Close is
@@ -163,9 +233,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer cancel()
 
 	buf, err := buffer.Open(buffer.Config{
-		MaxBytes:      int64(c.buffer.MaxBytes),
-		SpoolDir:      c.buffer.SpoolDir,
-		SpoolMaxBytes: int64(c.buffer.SpoolMaxBytes),
+		MaxBytes:      int64(c.cfg.Buffer.MaxBytes),
+		SpoolDir:      c.cfg.Buffer.SpoolDir,
+		SpoolMaxBytes: int64(c.cfg.Buffer.SpoolMaxBytes),
 	}, c.log, buffer.Hooks{Dropped: c.metrics.bufferDropped})
 	if err != nil {
 		return fmt.Errorf("collector.buffer: %w", err)
@@ -177,23 +247,60 @@ func (c *Collector) Run(ctx context.Context) error {
 	// drainTimeout, then stop.
 	publishCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPublishing()
-	var loops, senders sync.WaitGroup
-	for _, s := range c.senders(buf) {
-		senders.Go(func() { s.run(ctx, publishCtx) })
-	}
-	for _, l := range c.loops {
-		l.buf = buf
-		loops.Go(func() { l.run(ctx) })
-	}
-	loops.Wait()
+	senders := newSenderSet(c, buf, ctx, publishCtx)
+	senders.spooled() // subjects a previous collector left in the spool
+	p := newPool(c, buf, senders)
+	err = c.runLoops(ctx, p)
+	p.stopAll()
 	drain := time.AfterFunc(drainTimeout, stopPublishing)
-	senders.Wait()
+	senders.wait()
 	drain.Stop()
 	// Every sender has put back what it held: the spool gets it all.
 	if err := buf.Close(); err != nil {
 		c.log.Error("collector: spool at exit", "err", err)
 	}
+	return err
+}
+
+// runLoops keeps the pool's loops those of the static and discovered
+// targets until ctx ends.
+func (c *Collector) runLoops(ctx context.Context, p *pool) error {
+	p.sync(ctx, c.loops)
+	switch c.cfg.Discovery.mode() {
+	case ModeNode:
+		tcs, err := c.discoverNode(ctx)
+		if err != nil {
+			return nil // ctx ended before the node was found
+		}
+		p.sync(ctx, append(slices.Clip(c.loops), c.discovered(tcs)...))
+	case ModeCentral:
+		if err := c.watchNodes(ctx, func(nodes []string) {
+			var tcs []TargetConfig
+			for _, n := range nodes {
+				tcs = append(tcs, c.cfg.Discovery.centralTargets(c.apiServer, n, &c.cfg.Sources)...)
+			}
+			p.sync(ctx, append(slices.Clip(c.loops), c.discovered(tcs)...))
+		}); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
 	return nil
+}
+
+// discovered builds the loops of discovered targets, leaving out those
+// whose subject leaves no room for a payload (a node name of kilobytes).
+func (c *Collector) discovered(tcs []TargetConfig) []*loop {
+	out := make([]*loop, 0, len(tcs))
+	for _, tc := range tcs {
+		t := c.cfg.resolve(tc, c.deps.Node)
+		if err := c.checkRoom(rawSubject(c.deps.Cluster, t)); err != nil {
+			c.log.Error("discovered target left out", "node", t.Node, "source", t.Source, "err", err)
+			continue
+		}
+		out = append(out, c.newLoop(t))
+	}
+	return out
 }
 
 // Close stops a running Run and waits until it has returned. It is safe to
@@ -266,9 +373,15 @@ type loop struct {
 	parser      *parser
 	report      reportSeries
 	batch       proto.Batch
-	buf         *buffer.Buffer // set by Run
+	buf         *buffer.Buffer   // set by Run
+	samples     []summary.Sample // of JSON sources, reused
+	pending     []pendingChunk
 	scrapeLog   failureLog
 	publishLog  failureLog
+	scraped     bool // a scrape was published: its report series exist
+	// gone is set when discovery dropped the target: the loop then marks
+	// all its series stale as it stops.
+	gone atomic.Bool
 }
 
 func newLoop(lc loopConfig) *loop {
@@ -289,7 +402,16 @@ func newLoop(lc loopConfig) *loop {
 		loopConfig:  lc,
 		subjectText: lc.subject.String(),
 		scraper:     newScraper(t),
-		parser:      newParser(targetLabels),
+		parser: newParserWith(targetLabels, parseOptions{
+			honorTimestamps: t.opts.HonorTimestamps == nil || *t.opts.HonorTimestamps,
+			limits: limits{
+				sample:           t.opts.SampleLimit,
+				label:            t.opts.LabelLimit,
+				labelNameLength:  t.opts.LabelNameLengthLimit,
+				labelValueLength: t.opts.LabelValueLengthLimit,
+			},
+			relabel: t.opts.MetricRelabelConfigs,
+		}),
 		report: reportSeries{
 			up:       withName("up"),
 			duration: withName("scrape_duration_seconds"),
@@ -310,6 +432,11 @@ func sortedLabels(ls ...prompb.Label) []prompb.Label {
 // all scrape at the same instant.
 func (l *loop) run(ctx context.Context) {
 	defer l.scraper.close()
+	defer func() {
+		if l.gone.Load() {
+			l.publishGone()
+		}
+	}()
 	first := time.NewTimer(l.offset(time.Now()))
 	select {
 	case <-ctx.Done():
@@ -372,6 +499,8 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 		l.scrapeLog.failed(time.Now(), err, "reason", reason)
 		l.batch.Reset()
 		l.appendReport(scrapeMillis, false, duration, 0)
+		// As Prometheus: a failed scrape ends every series of the last one.
+		l.parser.staleAll(&l.batch, scrapeMillis)
 		if chunks, err = proto.EncodeChunks(proto.DefaultEncoding, l.batch.Series, l.maxPayloadBytes); err != nil {
 			// Three short series: New's minimum payload makes this unreachable.
 			l.metrics.publishFailures.Inc()
@@ -382,9 +511,36 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 		l.metrics.samplesScraped.Add(float64(samples))
 		l.scrapeLog.succeeded(time.Now())
 	}
-	// The buffer keeps the scrape until a sender published it, behind the
-	// target's earlier scrapes.
+	l.scraped = true
+	l.push(scrapeMillis, chunks)
+}
+
+// push hands a scrape to the buffer, which keeps it until a sender
+// published it, behind the target's earlier scrapes.
+func (l *loop) push(scrapeMillis int64, chunks []proto.Chunk) {
 	l.buf.Push(&buffer.Scrape{Subject: l.subjectText, Encoding: proto.DefaultEncoding.Name(), ScrapeMillis: scrapeMillis, Chunks: chunks})
+}
+
+// publishGone publishes staleness markers for every series of the last
+// scrape and the report series, as Prometheus does when a target
+// disappears; its sender publishes them after the target's last scrape.
+func (l *loop) publishGone() {
+	if !l.scraped {
+		return
+	}
+	now := time.Now().UnixMilli()
+	l.batch.Reset()
+	l.parser.staleAll(&l.batch, now)
+	for _, ls := range [][]prompb.Label{l.report.up, l.report.duration, l.report.samples} {
+		appendSample(&l.batch, ls, staleNaN, now)
+	}
+	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, l.batch.Series, l.maxPayloadBytes)
+	if err != nil {
+		l.publishLog.failed(time.Now(), fmt.Errorf("encode staleness markers: %w", err))
+		return
+	}
+	l.push(now, chunks)
+	l.log.Info("target gone; its series are marked stale", "series", len(l.batch.Series))
 }
 
 // scrape fetches and parses the target into l.batch and returns the number
@@ -396,6 +552,9 @@ func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (int, error) {
 	}
 	n, err := l.parse(body, contentType, scrapeMillis)
 	if err != nil {
+		if le, ok := errors.AsType[*limitError](err); ok {
+			return 0, failure(le.reason, err)
+		}
 		return 0, failure(reasonParse, fmt.Errorf("parse: %w", err))
 	}
 	l.metrics.histogramsSkipped.Add(float64(l.parser.histogramsSkipped))
@@ -412,6 +571,21 @@ func (l *loop) parse(body []byte, contentType string, scrapeMillis int64) (n int
 			n, err = 0, fmt.Errorf("parser panicked: %v", r)
 		}
 	}()
+	switch l.target.Source {
+	case proto.SourceSummary:
+		s, err := summary.Decode(body)
+		if err != nil {
+			return 0, err
+		}
+		l.samples = s.Append(l.samples[:0])
+		return l.parser.parseSamples(&l.batch, l.samples, scrapeMillis)
+	case proto.SourceKubeProxyHealth:
+		l.samples, err = proxyHealthSamples(l.samples[:0], body, l.scraper.status)
+		if err != nil {
+			return 0, err
+		}
+		return l.parser.parseSamples(&l.batch, l.samples, scrapeMillis)
+	}
 	return l.parser.parse(&l.batch, body, contentType, scrapeMillis)
 }
 

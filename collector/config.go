@@ -1,9 +1,13 @@
 package collector
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/proto"
@@ -37,7 +41,15 @@ type Config struct {
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// Buffer holds the scrapes not published yet while NATS is away.
 	Buffer BufferConfig `yaml:"buffer"`
-	// Targets are the endpoints to scrape.
+	// ScrapeOptions are the defaults of every target; a source or a
+	// target can override each.
+	ScrapeOptions `yaml:",inline"`
+	// Sources turns each source on or off and sets its interval and
+	// options; they apply to static and discovered targets alike.
+	Sources Sources `yaml:"sources"`
+	// Discovery finds the targets in a cluster instead of Targets.
+	Discovery Discovery `yaml:"discovery"`
+	// Targets are the endpoints to scrape, besides discovered ones.
 	Targets []TargetConfig `yaml:"targets"`
 }
 
@@ -53,6 +65,134 @@ type BufferConfig struct {
 	SpoolDir string `yaml:"spool_dir"`
 	// SpoolMaxBytes bounds the spool's files.
 	SpoolMaxBytes config.ByteSize `yaml:"spool_max_bytes"`
+}
+
+// ScrapeOptions are Prometheus's scrape settings, with the same names and
+// meaning as in a Prometheus scrape_config. A zero value inherits.
+type ScrapeOptions struct {
+	// HonorTimestamps keeps the timestamps a target sets (cAdvisor,
+	// /stats/summary); false stamps every sample with the scrape time.
+	// Default true.
+	HonorTimestamps *bool `yaml:"honor_timestamps"`
+	// SampleLimit fails a scrape with more samples than this, counted
+	// after metric_relabel_configs. 0 is no limit.
+	SampleLimit int `yaml:"sample_limit"`
+	// BodySizeLimit fails a scrape whose body, decompressed, is larger.
+	// 0 is the default of 64MiB: memory stays bounded.
+	BodySizeLimit config.ByteSize `yaml:"body_size_limit"`
+	// LabelLimit fails a scrape with a series of more labels (the name
+	// and the target labels included). 0 is no limit.
+	LabelLimit int `yaml:"label_limit"`
+	// LabelNameLengthLimit and LabelValueLengthLimit fail a scrape with a
+	// longer label name or value. 0 is no limit.
+	LabelNameLengthLimit  int `yaml:"label_name_length_limit"`
+	LabelValueLengthLimit int `yaml:"label_value_length_limit"`
+	// MetricRelabelConfigs rewrite or drop scraped series, exactly as
+	// Prometheus's metric_relabel_configs. A non-empty list replaces the
+	// inherited one.
+	MetricRelabelConfigs []*relabel.Config `yaml:"metric_relabel_configs"`
+}
+
+// over returns o with every unset field taken from base.
+func (o ScrapeOptions) over(base ScrapeOptions) ScrapeOptions {
+	if o.HonorTimestamps == nil {
+		o.HonorTimestamps = base.HonorTimestamps
+	}
+	if o.SampleLimit == 0 {
+		o.SampleLimit = base.SampleLimit
+	}
+	if o.BodySizeLimit == 0 {
+		o.BodySizeLimit = base.BodySizeLimit
+	}
+	if o.LabelLimit == 0 {
+		o.LabelLimit = base.LabelLimit
+	}
+	if o.LabelNameLengthLimit == 0 {
+		o.LabelNameLengthLimit = base.LabelNameLengthLimit
+	}
+	if o.LabelValueLengthLimit == 0 {
+		o.LabelValueLengthLimit = base.LabelValueLengthLimit
+	}
+	if len(o.MetricRelabelConfigs) == 0 {
+		o.MetricRelabelConfigs = base.MetricRelabelConfigs
+	}
+	return o
+}
+
+func (o ScrapeOptions) validate(path string, add func(string, ...any)) {
+	for name, v := range map[string]int{
+		"sample_limit": o.SampleLimit, "label_limit": o.LabelLimit,
+		"label_name_length_limit": o.LabelNameLengthLimit, "label_value_length_limit": o.LabelValueLengthLimit,
+	} {
+		if v < 0 {
+			add("%s%s: must not be negative, got %d", path, name, v)
+		}
+	}
+	if o.BodySizeLimit < 0 {
+		add("%sbody_size_limit: must not be negative, got %d", path, o.BodySizeLimit)
+	}
+	for i, rc := range o.MetricRelabelConfigs {
+		if rc == nil {
+			add("%smetric_relabel_configs[%d]: empty", path, i)
+			continue
+		}
+		if err := rc.Validate(model.UTF8Validation); err != nil {
+			add("%smetric_relabel_configs[%d]: %v", path, i, err)
+		}
+	}
+}
+
+// SourceConfig turns one source on or off and overrides the collector
+// defaults for its targets.
+type SourceConfig struct {
+	// Enabled scrapes the source; default true.
+	Enabled *bool `yaml:"enabled"`
+	// Interval and Timeout override scrape_interval and scrape_timeout.
+	Interval time.Duration `yaml:"interval"`
+	Timeout  time.Duration `yaml:"timeout"`
+	// ScrapeOptions override the collector's.
+	ScrapeOptions `yaml:",inline"`
+}
+
+// Sources configures each source.
+type Sources struct {
+	Kubelet     SourceConfig `yaml:"kubelet"`
+	Cadvisor    SourceConfig `yaml:"cadvisor"`
+	Resource    SourceConfig `yaml:"resource"`
+	Probes      SourceConfig `yaml:"probes"`
+	Summary     SourceConfig `yaml:"summary"`
+	KubeProxy   SourceConfig `yaml:"kubeproxy"`
+	ProxyHealth SourceConfig `yaml:"proxyhealth"`
+}
+
+// Get returns the configuration of source s.
+func (s *Sources) Get(src proto.Source) *SourceConfig {
+	switch src {
+	case proto.SourceKubelet:
+		return &s.Kubelet
+	case proto.SourceCadvisor:
+		return &s.Cadvisor
+	case proto.SourceResource:
+		return &s.Resource
+	case proto.SourceProbes:
+		return &s.Probes
+	case proto.SourceSummary:
+		return &s.Summary
+	case proto.SourceKubeProxy:
+		return &s.KubeProxy
+	case proto.SourceKubeProxyHealth:
+		return &s.ProxyHealth
+	}
+	return &SourceConfig{}
+}
+
+// enabled reports whether src is scraped.
+func (s *Sources) enabled(src proto.Source) bool {
+	sc := s.Get(src)
+	if sc.Enabled == nil {
+		return true
+	}
+	return *sc.Enabled
 }
 
 // TargetConfig is one endpoint to scrape.
@@ -76,6 +216,8 @@ type TargetConfig struct {
 	BearerTokenFile string `yaml:"bearer_token_file"`
 	// TLS configures https targets.
 	TLS TLSConfig `yaml:"tls_config"`
+	// ScrapeOptions override the source's and the collector's.
+	ScrapeOptions `yaml:",inline"`
 }
 
 // TLSConfig configures how the certificate of an https target is checked.
@@ -99,6 +241,7 @@ func DefaultConfig() Config {
 			MaxBytes:      16 << 20,
 			SpoolMaxBytes: 256 << 20,
 		},
+		Discovery: DefaultDiscovery(),
 	}
 }
 
@@ -130,6 +273,23 @@ func (c Config) Validate() error {
 		add("collector.buffer.spool_max_bytes: must be positive with a spool_dir, got %d", c.Buffer.SpoolMaxBytes)
 	}
 
+	c.ScrapeOptions.validate("collector.", add)
+	for _, src := range proto.Sources {
+		sc := c.Sources.Get(src)
+		path := fmt.Sprintf("collector.sources.%s.", src)
+		if sc.Interval != 0 && sc.Interval < minScrapeInterval {
+			add("%sinterval: must be at least %s, got %s", path, minScrapeInterval, sc.Interval)
+		}
+		interval := cmp.Or(sc.Interval, c.ScrapeInterval)
+		if sc.Timeout < 0 || sc.Timeout > interval {
+			add("%stimeout: must be positive and at most the interval (%s), got %s", path, interval, sc.Timeout)
+		}
+		sc.ScrapeOptions.validate(path, add)
+	}
+	if err := c.Discovery.validate(); err != nil {
+		errs = append(errs, err)
+	}
+
 	// The node and source name the subject, and the subject and scrape time
 	// make the Nats-Msg-Id: two targets with the same pair would publish
 	// under each other's ids. An empty node is Deps.Node, the same for all.
@@ -146,21 +306,17 @@ func (c Config) Validate() error {
 		switch {
 		case t.Source == "":
 			add("%s.source: missing; one of %v", path, supportedSources())
-		case t.Source == proto.SourceSummary:
-			add("%s.source: %q is not supported yet (it is JSON, not the Prometheus text format)", path, t.Source)
 		case !t.Source.Valid():
 			add("%s.source: unknown source %q; one of %v", path, t.Source, supportedSources())
 		}
-		interval := t.Interval
-		if interval == 0 {
-			interval = c.ScrapeInterval
-		}
+		interval := cmp.Or(t.Interval, c.Sources.Get(t.Source).Interval, c.ScrapeInterval)
 		if t.Interval != 0 && t.Interval < minScrapeInterval {
 			add("%s.interval: must be at least %s, got %s", path, minScrapeInterval, t.Interval)
 		}
 		if t.Timeout < 0 || (t.Timeout > 0 && t.Timeout > interval) {
 			add("%s.timeout: must be positive and at most the interval (%s), got %s", path, interval, t.Timeout)
 		}
+		t.ScrapeOptions.validate(path+".", add)
 		o := origin{t.Node, t.Source}
 		if first, dup := seen[o]; dup {
 			add("%s: node %q and source %q are already scraped by collector.targets[%d]; each pair must be unique because it names the subject and message ids",
@@ -180,20 +336,12 @@ func nodeName(n string) string {
 }
 
 // supportedSources lists the sources a target may name.
-func supportedSources() []proto.Source {
-	var out []proto.Source
-	for _, s := range proto.Sources {
-		if s != proto.SourceSummary {
-			out = append(out, s)
-		}
-	}
-	return out
-}
+func supportedSources() []proto.Source { return proto.Sources }
 
 // defaultJob is the job label Prometheus setups use for each source
 // (kube-prometheus and the Prometheus Helm charts).
 func defaultJob(s proto.Source) string {
-	if s == proto.SourceKubeProxy {
+	if s == proto.SourceKubeProxy || s == proto.SourceKubeProxyHealth {
 		return "kube-proxy"
 	}
 	return "kubelet"
@@ -204,11 +352,14 @@ type target struct {
 	TargetConfig
 	interval time.Duration
 	timeout  time.Duration
+	opts     ScrapeOptions // resolved: target over source over collector
 }
 
 // resolve applies the collector defaults and the default node to t.
 func (c Config) resolve(t TargetConfig, defaultNode string) target {
-	r := target{TargetConfig: t, interval: t.Interval, timeout: t.Timeout}
+	sc := c.Sources.Get(t.Source)
+	r := target{TargetConfig: t, interval: cmp.Or(t.Interval, sc.Interval), timeout: cmp.Or(t.Timeout, sc.Timeout)}
+	r.opts = t.ScrapeOptions.over(sc.ScrapeOptions).over(c.ScrapeOptions)
 	if r.Node == "" {
 		r.Node = defaultNode
 	}

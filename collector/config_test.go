@@ -2,6 +2,8 @@ package collector
 
 import (
 	"strings"
+
+	"github.com/prometheus/prometheus/model/relabel"
 	"testing"
 	"time"
 
@@ -30,10 +32,21 @@ func TestConfigValidate(t *testing.T) {
 			edit:    func(c *Config) { c.Targets[2].Source = "foo" },
 			wantErr: []string{`collector.targets[2].source: unknown source "foo"`},
 		},
+		{name: "summary is a source", edit: func(c *Config) { c.Targets[1].Source = proto.SourceSummary }},
 		{
-			name:    "summary not supported yet",
-			edit:    func(c *Config) { c.Targets[1].Source = proto.SourceSummary },
-			wantErr: []string{`collector.targets[1].source: "summary" is not supported yet`},
+			name:    "negative limit",
+			edit:    func(c *Config) { c.Sources.Cadvisor.SampleLimit = -1 },
+			wantErr: []string{"collector.sources.cadvisor.sample_limit: must not be negative, got -1"},
+		},
+		{
+			name:    "bad relabel config",
+			edit:    func(c *Config) { c.MetricRelabelConfigs = []*relabel.Config{{Action: relabel.Replace}} },
+			wantErr: []string{"collector.metric_relabel_configs[0]: relabel configuration for replace action requires 'target_label' value"},
+		},
+		{
+			name:    "unknown discovery mode",
+			edit:    func(c *Config) { c.Discovery.Mode = "everywhere" },
+			wantErr: []string{`collector.discovery.mode: unknown mode "everywhere"`},
 		},
 		{
 			name:    "missing source",

@@ -1,15 +1,31 @@
 // Package collector is Weir's node agent, the first stage of the pipeline.
 // It runs on every node (a DaemonSet), scrapes the node's kubelet
-// (/metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes) and
-// kube-proxy (:10249/metrics), and publishes each scrape to JetStream, where
-// the enricher reads it from the WEIR_RAW stream.
+// (/metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes,
+// /stats/summary) and kube-proxy (:10249/metrics, :10256/healthz), and
+// publishes each scrape to JetStream, where the enricher reads it from the
+// WEIR_RAW stream.
 //
 // # What it reads
 //
 // The Prometheus text format (OpenMetrics too, when a target answers with
-// it), over http or https, with an optional bearer token file read again at
-// every scrape and an optional CA file. /stats/summary is JSON and not
-// supported yet.
+// it), the kubelet's /stats/summary JSON (turned into cAdvisor and
+// metrics-server names by package summary) and kube-proxy's /healthz JSON
+// (kubeproxy_healthz_healthy, kubeproxy_healthz_last_updated_age_seconds,
+// kubeproxy_healthz_last_updated_timestamp_seconds; a 503 is an unhealthy
+// kube-proxy, not a failed scrape), over http or https, with an optional
+// bearer token file read again at every scrape and a CA file.
+//
+// # Where the targets come from
+//
+// Config.Discovery.Mode: static targets (Config.Targets); node, where the
+// collector finds its node from the downward API (Deps.Node, Deps.HostIP)
+// and the kubelet port from the Node object (Deps.Kube); or central, where
+// it watches every node and scrapes each through the API server's node
+// proxy. Config.Sources turns each source off or gives it its own interval
+// and scrape options, for static and discovered targets alike. A discovered
+// target that goes away has its loop stopped, and Run waits for it before
+// starting any successor, so that an old loop never publishes after a new
+// one.
 //
 // # What it writes
 //
@@ -23,27 +39,41 @@
 // samples.
 //
 // Each series is one sample with its labels sorted by name, as a
-// Prometheus server with honor_labels false and honor_timestamps true would
-// store it:
-//   - the target labels instance (host:port of the URL) and job ("kubelet"
-//     or "kube-proxy" unless configured) are added; a scraped label of the
-//     same name is renamed exported_<name>;
+// Prometheus server with honor_labels false would store it:
+//   - the target labels instance (host:port of the URL), job ("kubelet"
+//     or "kube-proxy" unless configured) and metrics_path are added; a
+//     scraped label of the same name is renamed exported_<name>. Cluster
+//     and node are not labels: they are in the subject, and a scraped
+//     label named cluster or node stays a plain label;
+//   - metric_relabel_configs (Prometheus's relabel package) run next;
 //   - labels with an empty value are dropped;
-//   - an explicit timestamp, as cAdvisor sets, is kept; other samples get
-//     the scrape start time;
+//   - an explicit timestamp, as cAdvisor and /stats/summary set, is kept
+//     unless honor_timestamps is false; other samples get the scrape
+//     start time;
 //   - up, scrape_duration_seconds and scrape_samples_scraped are added with
-//     the scrape start time.
+//     the scrape start time;
+//   - a series of the last successful scrape that this one lacks gets a
+//     staleness marker (Prometheus's StaleNaN) at the scrape time; a failed
+//     scrape marks every series of the last successful one stale, once; a
+//     target that discovery drops publishes markers for all its series and
+//     its up series.
 //
 // # Guarantees
 //
 //   - A scrape is all or nothing: a scrape that fails anywhere (HTTP error,
-//     non-2xx status, timeout, body over 64 MiB, any parse error, a series
-//     too large for one message) is published as up=0 and the two other
-//     report series alone, never as the part of the body read before the
-//     error. The failure is counted by reason and logged, at most once a
-//     minute while it repeats, and the recovery is logged.
-//   - Targets are independent: each has its own loop, connection and
-//     buffers, and a slow or failing target delays no other.
+//     non-2xx status, timeout, body over body_size_limit, any parse error,
+//     sample_limit, label_limit, label_name_length_limit or
+//     label_value_length_limit exceeded, a series too large for one
+//     message) is published as up=0, the two other report series and the
+//     staleness markers, never as the part of the body read before the
+//     error. The failure is counted by reason and logged with an error
+//     naming the limit and the value, at most once a minute while it
+//     repeats, and the recovery is logged.
+//   - Targets are independent: each has its own loop, connection, limits
+//     and buffers, and a slow or failing target delays no other.
+//   - Certificates are verified against the configured CA; a failed
+//     verification is a failed scrape (reason tls), never a fallback.
+//     insecure_skip_verify is an explicit opt-in, warned about by New.
 //   - Per-series order: every scrape goes into a buffer (internal/buffer)
 //     with one queue per subject, and one sender per subject publishes the
 //     oldest scrape and takes the next only once JetStream acked every

@@ -14,19 +14,25 @@ import (
 // weir_collector_scrape_failures_total. The set is closed so that the
 // label stays bounded.
 const (
-	reasonToken        = "token"          // the bearer token file could not be read
-	reasonTLS          = "tls"            // CA file unusable or certificate not trusted
-	reasonHTTP         = "http"           // connection, protocol or decompression error
-	reasonTimeout      = "timeout"        // no full answer within the scrape timeout
-	reasonStatus       = "status"         // the target answered with a non-2xx status
-	reasonBodyTooLarge = "body_too_large" // the body exceeded the body limit
-	reasonParse        = "parse"          // the body is not a valid exposition
-	reasonEncode       = "encode"         // a series does not fit in one message
+	reasonToken        = "token"           // the bearer token file could not be read
+	reasonTLS          = "tls"             // CA file unusable or certificate not trusted
+	reasonHTTP         = "http"            // connection, protocol or decompression error
+	reasonTimeout      = "timeout"         // no full answer within the scrape timeout
+	reasonStatus       = "status"          // the target answered with a non-2xx status
+	reasonBodyTooLarge = "body_size_limit" // the body exceeded body_size_limit
+	reasonParse        = "parse"           // the body is not a valid exposition
+	reasonEncode       = "encode"          // a series does not fit in one message
+
+	reasonSampleLimit           = "sample_limit"             // more samples than sample_limit
+	reasonLabelLimit            = "label_limit"              // a series with more labels than label_limit
+	reasonLabelNameLengthLimit  = "label_name_length_limit"  // a label name longer than the limit
+	reasonLabelValueLengthLimit = "label_value_length_limit" // a label value longer than the limit
 )
 
 var failureReasons = []string{
 	reasonToken, reasonTLS, reasonHTTP, reasonTimeout, reasonStatus,
 	reasonBodyTooLarge, reasonParse, reasonEncode,
+	reasonSampleLimit, reasonLabelLimit, reasonLabelNameLengthLimit, reasonLabelValueLengthLimit,
 }
 
 // metrics are the collector's own metrics. Labels are bounded: source and

@@ -4,14 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/textparse"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/weirmetrics/weir/collector/summary"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -34,39 +38,76 @@ var parserOptions = textparse.ParserOptions{
 	IgnoreNativeHistograms: true,
 }
 
+// parseOptions are the Prometheus scrape settings a parser applies.
+type parseOptions struct {
+	// honorTimestamps keeps the timestamps a target sets; false stamps
+	// every sample with the scrape time.
+	honorTimestamps bool
+	limits          limits
+	// relabel is metric_relabel_configs, applied to each new series after
+	// the target labels are added, as Prometheus does.
+	relabel []*relabel.Config
+}
+
+// limits fail a scrape that exceeds one of them; 0 is no limit.
+type limits struct {
+	sample, label, labelNameLength, labelValueLength int
+}
+
 // parser turns the scrapes of one target into series. It remembers the
 // labels of every series of the last scrape, keyed by the series text, so
 // that a scrape of series it has seen before, which is nearly every series
-// of a kubelet, builds no labels and allocates nothing per sample. Not safe
-// for concurrent use: each scrape loop owns one.
+// of a kubelet, builds no labels and allocates nothing per sample. The same
+// memory says which series disappeared: they get a staleness marker. Not
+// safe for concurrent use: each scrape loop owns one.
 type parser struct {
 	target []prompb.Label // added to every series, sorted by name
+	opts   parseOptions
 	cache  map[string]*cachedSeries
 	scrape uint64 // number of the current parse, marks the entries it used
+	lastOK uint64 // number of the last successful parse; 0 for none since a failure
 	inUse  int    // cache entries the current parse used
+	kept   int    // samples the current parse kept after relabeling
 	lset   labels.Labels
+	lb     *labels.Builder
+	keyBuf []byte
 
 	// histogramsSkipped counts the native histogram samples of the last
 	// parse, which the batch cannot carry.
 	histogramsSkipped int
+	// duplicates counts the samples of the last parse whose series was
+	// already in the same scrape: they are dropped as Prometheus does.
+	duplicates int
 }
 
 type cachedSeries struct {
-	labels   []prompb.Label // shared by every batch the series is in; never modified
+	// labels are shared by every batch the series is in and never
+	// modified; nil when metric_relabel_configs drop the series.
+	labels   []prompb.Label
 	lastUsed uint64
+	prevUsed uint64 // lastUsed before the current parse touched it
+	lastT    int64  // timestamp of the series' last sample
+	prevT    int64  // lastT before the current parse touched it
 }
 
-// newParser returns a parser that adds target to every series. target must
-// be sorted by name and hold no empty value.
+// newParser returns a parser that adds target to every series and keeps
+// explicit timestamps. target must be sorted by name and hold no empty
+// value.
 func newParser(target []prompb.Label) *parser {
-	return &parser{target: target, cache: map[string]*cachedSeries{}}
+	return newParserWith(target, parseOptions{honorTimestamps: true})
 }
 
-// parse appends one series per sample of body to dst and returns how many it
-// appended. A sample without a timestamp gets scrapeMillis; an explicit one,
-// as cAdvisor sets, is kept. Labels are sorted by name, empty values are
+func newParserWith(target []prompb.Label, opts parseOptions) *parser {
+	return &parser{target: target, opts: opts, cache: map[string]*cachedSeries{}, lb: labels.NewBuilder(labels.EmptyLabels())}
+}
+
+// parse appends one series per sample of body to dst and returns how many
+// samples the body had (before metric_relabel_configs). A sample without a
+// timestamp gets scrapeMillis; an explicit one, as cAdvisor sets, is kept
+// when honoring timestamps. Labels are sorted by name, empty values are
 // dropped as Prometheus does, and a scraped label named like a target label
-// is renamed exported_<name>.
+// is renamed exported_<name>. After the samples come staleness markers for
+// the series of the last successful scrape that this one does not have.
 //
 // Any error fails the whole body: dst is then left as it was, because a
 // partial scrape would look like series that disappeared.
@@ -75,10 +116,7 @@ func newParser(target []prompb.Label) *parser {
 // sample slices already in dst's spare capacity; they are valid until dst is
 // next filled.
 func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrapeMillis int64) (n int, err error) {
-	p.scrape++
-	p.inUse = 0
-	p.histogramsSkipped = 0
-	start := len(dst.Series)
+	start := p.begin(dst)
 	defer func() {
 		if err != nil {
 			dst.Series = dst.Series[:start]
@@ -110,52 +148,158 @@ func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrape
 		key, ts, v := tp.Series()
 		cs := p.cache[string(key)] // no allocation: the compiler keeps the bytes
 		if cs == nil {
-			lbls, err := p.seriesLabels(tp)
+			tp.Labels(&p.lset)
+			lbls, err := p.seriesLabels(p.lset)
 			if err != nil {
 				return 0, fmt.Errorf("after %d samples: %w", n, err)
 			}
 			cs = &cachedSeries{labels: lbls}
 			p.cache[string(key)] = cs
 		}
-		if cs.lastUsed != p.scrape {
-			cs.lastUsed = p.scrape
-			p.inUse++
-		}
-		t := scrapeMillis
+		n++
+		t := int64(0)
 		if ts != nil {
 			t = *ts
 		}
-		appendSample(dst, cs.labels, v, t)
-		n++
+		if err := p.append(dst, cs, v, t, scrapeMillis); err != nil {
+			return 0, err
+		}
 	}
-	p.evict()
+	p.finish(dst, scrapeMillis)
 	return n, nil
 }
 
-// evict forgets the series the last successful parse did not see, so that
-// the cache holds one scrape's series and not every series ever served.
-// It runs only after a successful parse: a failed one says nothing about
-// which series are gone.
-func (p *parser) evict() {
-	if len(p.cache) == p.inUse {
-		return
+// parseSamples is parse for sources that are not the text format
+// (/stats/summary, kube-proxy's /healthz): samples already have labels.
+// A TimestampMs of 0 is no timestamp.
+func (p *parser) parseSamples(dst *proto.Batch, samples []summary.Sample, scrapeMillis int64) (n int, err error) {
+	start := p.begin(dst)
+	for _, s := range samples {
+		p.keyBuf = s.Labels.Bytes(p.keyBuf)
+		cs := p.cache[string(p.keyBuf)]
+		if cs == nil {
+			lbls, err := p.seriesLabels(s.Labels)
+			if err != nil {
+				dst.Series = dst.Series[:start]
+				return 0, fmt.Errorf("after %d samples: %w", n, err)
+			}
+			cs = &cachedSeries{labels: lbls}
+			p.cache[string(p.keyBuf)] = cs
+		}
+		n++
+		if err := p.append(dst, cs, s.Value, s.TimestampMs, scrapeMillis); err != nil {
+			dst.Series = dst.Series[:start]
+			return 0, err
+		}
 	}
-	for k, cs := range p.cache {
-		if cs.lastUsed != p.scrape {
+	p.finish(dst, scrapeMillis)
+	return n, nil
+}
+
+func (p *parser) begin(dst *proto.Batch) int {
+	p.scrape++
+	p.inUse = 0
+	p.kept = 0
+	p.histogramsSkipped = 0
+	p.duplicates = 0
+	return len(dst.Series)
+}
+
+// append adds one sample of series cs; ts 0 is no timestamp.
+func (p *parser) append(dst *proto.Batch, cs *cachedSeries, v float64, ts, scrapeMillis int64) error {
+	if cs.lastUsed == p.scrape {
+		p.duplicates++
+		return nil
+	}
+	cs.prevUsed, cs.lastUsed = cs.lastUsed, p.scrape
+	cs.prevT = cs.lastT
+	p.inUse++
+	if cs.labels == nil {
+		return nil // dropped by metric_relabel_configs
+	}
+	if lim := p.opts.limits.sample; lim > 0 && p.kept >= lim {
+		return &limitError{reason: reasonSampleLimit, err: fmt.Errorf("sample_limit exceeded: more than %d samples (limit %d)", lim, lim)}
+	}
+	p.kept++
+	t := scrapeMillis
+	if ts != 0 && p.opts.honorTimestamps {
+		t = ts
+	}
+	cs.lastT = t
+	appendSample(dst, cs.labels, v, t)
+	return nil
+}
+
+// finish ends a successful parse: a staleness marker for every series of
+// the last successful scrape that this one did not have, as Prometheus
+// writes them, and the cache forgets those series, so that it holds one
+// scrape's series and not every series ever served.
+func (p *parser) finish(dst *proto.Batch, scrapeMillis int64) {
+	if len(p.cache) != p.inUse {
+		for k, cs := range p.cache {
+			if cs.lastUsed == p.scrape {
+				continue
+			}
+			if cs.lastUsed == p.lastOK && p.lastOK != 0 && cs.labels != nil {
+				appendSample(dst, cs.labels, staleNaN, staleTime(cs, scrapeMillis))
+			}
 			delete(p.cache, k)
 		}
 	}
+	p.lastOK = p.scrape
 }
 
-// seriesLabels builds the labels of the parser's current sample with the
-// target labels added, and rejects what a remote-write backend would:
-// no metric name, a label twice, a name or value that is not UTF-8.
-func (p *parser) seriesLabels(tp textparse.Parser) ([]prompb.Label, error) {
-	tp.Labels(&p.lset)
-	out := make([]prompb.Label, 0, p.lset.Len()+len(p.target))
+// staleAll appends a staleness marker at t for every series of the last
+// successful scrape and forgets them: the target failed or is gone, and a
+// query must not see its series for five more minutes.
+func (p *parser) staleAll(dst *proto.Batch, t int64) int {
+	n := 0
+	for _, cs := range p.cache {
+		// A failed parse may have touched the series: what was published
+		// is what it had before.
+		used, lastT := cs.lastUsed, cs.lastT
+		if used == p.scrape && p.scrape != p.lastOK {
+			used, lastT = cs.prevUsed, cs.prevT
+		}
+		if p.lastOK != 0 && used == p.lastOK && cs.labels != nil {
+			appendSample(dst, cs.labels, staleNaN, max(t, lastT+1))
+			n++
+		}
+	}
+	clear(p.cache)
+	p.lastOK = 0
+	return n
+}
+
+// staleTime keeps a marker after the series' last sample, which an
+// explicit timestamp can put later than the scrape: remote write needs
+// every series in time order.
+func staleTime(cs *cachedSeries, t int64) int64 {
+	return max(t, cs.lastT+1)
+}
+
+// staleNaN is Prometheus's staleness marker.
+var staleNaN = math.Float64frombits(value.StaleNaN)
+
+// limitError is a series or scrape over one of the configured limits.
+type limitError struct {
+	reason string
+	err    error
+}
+
+func (e *limitError) Error() string { return e.err.Error() }
+func (e *limitError) Unwrap() error { return e.err }
+
+// seriesLabels builds the labels of a new series with the target labels
+// added, applies metric_relabel_configs and the label limits, and rejects
+// what a remote-write backend would: no metric name, a label twice, a name
+// or value that is not UTF-8. Nil labels and no error: relabeling dropped
+// the series.
+func (p *parser) seriesLabels(lset labels.Labels) ([]prompb.Label, error) {
+	out := make([]prompb.Label, 0, lset.Len()+len(p.target))
 	var bad error
 	prev := ""
-	p.lset.Range(func(l labels.Label) {
+	lset.Range(func(l labels.Label) {
 		switch {
 		case bad != nil:
 		case l.Name == labels.MetricName && l.Value == "":
@@ -172,7 +316,7 @@ func (p *parser) seriesLabels(tp textparse.Parser) ([]prompb.Label, error) {
 		prev = l.Name
 	})
 	if bad != nil {
-		return nil, fmt.Errorf("%w in %s", bad, truncate(p.lset.String(), maxErrorText))
+		return nil, fmt.Errorf("%w in %s", bad, truncate(lset.String(), maxErrorText))
 	}
 	for _, tl := range p.target {
 		i := labelIndex(out, tl.Name)
@@ -187,7 +331,57 @@ func (p *parser) seriesLabels(tp textparse.Parser) ([]prompb.Label, error) {
 	}
 	out = append(out, p.target...)
 	slices.SortFunc(out, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	if len(p.opts.relabel) > 0 {
+		var keep bool
+		if out, keep = p.relabelSeries(out); !keep {
+			return nil, nil
+		}
+	}
+	return out, p.checkLimits(out)
+}
+
+// relabelSeries applies metric_relabel_configs to ls, sorted, and returns
+// the result sorted.
+func (p *parser) relabelSeries(ls []prompb.Label) ([]prompb.Label, bool) {
+	p.lb.Reset(labels.EmptyLabels())
+	for _, l := range ls {
+		p.lb.Set(l.Name, l.Value)
+	}
+	if !relabel.ProcessBuilder(p.lb, p.opts.relabel...) {
+		return nil, false
+	}
+	res := p.lb.Labels()
+	if res.IsEmpty() {
+		return nil, false
+	}
+	out := ls[:0]
+	res.Range(func(l labels.Label) { out = append(out, prompb.Label{Name: l.Name, Value: l.Value}) })
+	return out, true
+}
+
+// checkLimits applies label_limit and the label length limits to a
+// series' final labels, with Prometheus's messages.
+func (p *parser) checkLimits(ls []prompb.Label) error {
+	lim := p.opts.limits
+	name := ""
+	if i := labelIndex(ls, labels.MetricName); i >= 0 {
+		name = ls[i].Value
+	}
+	if name == "" {
+		return errors.New("series without a metric name after metric_relabel_configs")
+	}
+	if lim.label > 0 && len(ls) > lim.label {
+		return &limitError{reason: reasonLabelLimit, err: fmt.Errorf("label_limit exceeded (metric: %.50s, number of labels: %d, limit: %d)", name, len(ls), lim.label)}
+	}
+	for _, l := range ls {
+		if lim.labelNameLength > 0 && len(l.Name) > lim.labelNameLength {
+			return &limitError{reason: reasonLabelNameLengthLimit, err: fmt.Errorf("label_name_length_limit exceeded (metric: %.50s, label name: %.50s, length: %d, limit: %d)", name, l.Name, len(l.Name), lim.labelNameLength)}
+		}
+		if lim.labelValueLength > 0 && len(l.Value) > lim.labelValueLength {
+			return &limitError{reason: reasonLabelValueLengthLimit, err: fmt.Errorf("label_value_length_limit exceeded (metric: %.50s, label name: %.50s, value: %.50q, length: %d, limit: %d)", name, l.Name, l.Value, len(l.Value), lim.labelValueLength)}
+		}
+	}
+	return nil
 }
 
 func labelIndex(ls []prompb.Label, name string) int {

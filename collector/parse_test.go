@@ -2,11 +2,13 @@ package collector
 
 import (
 	"bytes"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
@@ -198,9 +200,14 @@ func TestParseCacheFollowsTheTarget(t *testing.T) {
 		`{__name__="a", instance="10.0.0.1:10250", job="kubelet", x="2"} 20 @2000`,
 		`{__name__="b", instance="10.0.0.1:10250", job="kubelet"} 30 @1500`,
 		`{__name__="c", instance="10.0.0.1:10250", job="kubelet"} 40 @2000`,
+		// Gone since the first scrape: a staleness marker at the scrape time.
+		`{__name__="a", instance="10.0.0.1:10250", job="kubelet", x="1"} NaN @2000`,
 	}
 	if !slices.Equal(second, want) {
 		t.Fatalf("second scrape:\n%s\nwant\n%s\n(first was %v)", strings.Join(second, "\n"), strings.Join(want, "\n"), first)
+	}
+	if v := b.Series[3].Samples[0].Value; !value.IsStaleNaN(v) {
+		t.Errorf("marker is %x, not Prometheus's StaleNaN", math.Float64bits(v))
 	}
 	if len(p.cache) != 3 {
 		t.Errorf("cache holds %d series after a scrape of 3", len(p.cache))

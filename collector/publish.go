@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,32 +45,54 @@ type sender struct {
 	pending        []pendingChunk
 }
 
-// senders returns one sender per target, and one per subject that the
-// spool of an earlier run holds and no target publishes to any more.
-func (c *Collector) senders(buf *buffer.Buffer) []*sender {
-	var out []*sender
-	seen := map[string]bool{}
-	for _, l := range c.loops {
-		seen[l.subjectText] = true
-		out = append(out, &sender{
-			subject: l.subject, subjectText: l.subjectText, buf: buf, pub: c.pub,
-			publishTimeout: c.timeout, metrics: l.metrics, log: l.publishLog,
-		})
-	}
-	for _, text := range buf.Subjects() {
+// senderSet runs one sender per subject, started with the first loop of
+// the subject and kept until the collector stops: a sender outlives a
+// target that went away until its buffered scrapes are published.
+type senderSet struct {
+	c               *Collector
+	buf             *buffer.Buffer
+	ctx, publishCtx context.Context
+	started         map[string]bool // only Run's goroutine uses it
+	wg              sync.WaitGroup
+}
+
+func newSenderSet(c *Collector, buf *buffer.Buffer, ctx, publishCtx context.Context) *senderSet {
+	return &senderSet{c: c, buf: buf, ctx: ctx, publishCtx: publishCtx, started: map[string]bool{}}
+}
+
+// start runs the sender of l's subject unless it runs already.
+func (ss *senderSet) start(l *loop) {
+	ss.run(l.subject, l.subjectText, l.metrics, l.publishLog)
+}
+
+// spooled runs the senders of subjects a previous collector left in the
+// spool, whether or not this one scrapes them.
+func (ss *senderSet) spooled() {
+	for _, text := range ss.buf.Subjects() {
 		subj, err := proto.ParseSubject(text)
-		if seen[text] || err != nil { // the spool checked the subject
+		if ss.started[text] || err != nil { // the spool checked the subject
 			continue
 		}
-		log := c.log.With("cluster", subj.Cluster, "node", subj.Node, "source", subj.Source)
-		out = append(out, &sender{
-			subject: subj, subjectText: text, buf: buf, pub: c.pub,
-			publishTimeout: c.timeout, metrics: c.metrics.forSource(subj.Source),
-			log: failureLog{log: log, every: logEvery, failedMsg: "publish failed", recoveredMsg: "publish recovered"},
-		})
+		log := ss.c.log.With("cluster", subj.Cluster, "node", subj.Node, "source", subj.Source)
+		ss.run(subj, text, ss.c.metrics.forSource(subj.Source),
+			failureLog{log: log, every: logEvery, failedMsg: "publish failed", recoveredMsg: "publish recovered"})
 	}
-	return out
 }
+
+func (ss *senderSet) run(subj proto.Subject, text string, m targetMetrics, log failureLog) {
+	if ss.started[text] {
+		return
+	}
+	ss.started[text] = true
+	s := &sender{
+		subject: subj, subjectText: text, buf: ss.buf, pub: ss.c.deps.JS,
+		publishTimeout: ss.c.cfg.PublishTimeout, metrics: m, log: log,
+	}
+	ss.wg.Go(func() { s.run(ss.ctx, ss.publishCtx) })
+}
+
+// wait returns once every sender has ended.
+func (ss *senderSet) wait() { ss.wg.Wait() }
 
 // run publishes until ctx ends; then, stopping, it goes on publishing what
 // the buffer still holds for the subject until the buffer is empty, a

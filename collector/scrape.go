@@ -3,6 +3,7 @@ package collector
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/tls"
@@ -17,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/weirmetrics/weir/proto"
 )
 
 // HTTP settings of every scrape.
@@ -76,6 +79,11 @@ type scraper struct {
 	timeout      time.Duration
 	idleTimeout  time.Duration
 	maxBodyBytes int64
+	// accept503 takes a 503 answer as a scrape: kube-proxy's /healthz
+	// says "unhealthy" with it, and that is what the scrape measures.
+	accept503 bool
+	// status is the HTTP status of the last fetch.
+	status int
 
 	// transport is built at the first scrape rather than in New, which does
 	// no I/O; a CA file that cannot be read yet is tried again next scrape.
@@ -93,7 +101,8 @@ func newScraper(t target) *scraper {
 		tls:          t.TLS,
 		timeout:      t.timeout,
 		idleTimeout:  max(2*t.interval, 90*time.Second),
-		maxBodyBytes: defaultMaxBodyBytes,
+		maxBodyBytes: cmp.Or(int64(t.opts.BodySizeLimit), defaultMaxBodyBytes),
+		accept503:    t.Source == proto.SourceKubeProxyHealth,
 	}
 }
 
@@ -144,11 +153,12 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 		_ = resp.Body.Close()
 	}()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	s.status = resp.StatusCode
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && (!s.accept503 || resp.StatusCode != http.StatusServiceUnavailable) {
 		return nil, "", failure(reasonStatus, fmt.Errorf("server returned HTTP status %s", resp.Status))
 	}
 	if resp.ContentLength > s.maxBodyBytes {
-		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: Content-Length %d, limit %d", errBodyTooLarge, resp.ContentLength, s.maxBodyBytes))
+		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: Content-Length %d exceeds body_size_limit %d", errBodyTooLarge, resp.ContentLength, s.maxBodyBytes))
 	}
 
 	var r io.Reader = resp.Body
@@ -168,7 +178,7 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 		return nil, "", failure(classify(err), fmt.Errorf("read body: %w", err))
 	}
 	if n > s.maxBodyBytes {
-		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, s.maxBodyBytes))
+		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: more than body_size_limit %d bytes", errBodyTooLarge, s.maxBodyBytes))
 	}
 	return s.body.Bytes(), resp.Header.Get("Content-Type"), nil
 }

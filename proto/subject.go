@@ -18,10 +18,12 @@ const (
 	SourceProbes    Source = "probes"    // kubelet /metrics/probes
 	SourceSummary   Source = "summary"   // kubelet /stats/summary
 	SourceKubeProxy Source = "kubeproxy" // kube-proxy :10249/metrics
+	// SourceKubeProxyHealth is kube-proxy :10256/healthz, as health metrics.
+	SourceKubeProxyHealth Source = "proxyhealth"
 )
 
 // Sources lists every known source, in a stable order.
-var Sources = []Source{SourceKubelet, SourceCadvisor, SourceResource, SourceProbes, SourceSummary, SourceKubeProxy}
+var Sources = []Source{SourceKubelet, SourceCadvisor, SourceResource, SourceProbes, SourceSummary, SourceKubeProxy, SourceKubeProxyHealth}
 
 // Valid reports whether s is a known source.
 func (s Source) Valid() bool {

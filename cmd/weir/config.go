@@ -90,7 +90,7 @@ func (c *fileConfig) Validate() error {
 		errs = append(errs, errors.New("nats.url: empty"))
 	}
 	errs = append(errs, c.Streams.Validate())
-	if len(c.Collector.Targets) > 0 {
+	if collectorWanted(c.Collector.Config) {
 		errs = append(errs, c.Collector.Validate())
 	}
 	if len(c.Alerter.RuleFiles) > 0 {

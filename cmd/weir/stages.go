@@ -28,8 +28,8 @@ func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Wri
 	if err != nil {
 		return err
 	}
-	if len(cfg.Collector.Targets) == 0 {
-		return errors.New("collector.targets: empty: nothing to scrape")
+	if !collectorWanted(cfg.Collector.Config) {
+		return errors.New("collector.targets: empty and collector.discovery.mode static: nothing to scrape")
 	}
 	p, err := newProcess(cfg, os.Stderr)
 	if err != nil {
@@ -81,7 +81,7 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	if err := p.connect(nsrv.ClientURL(), "weir-all"); err != nil {
 		return nil, err
 	}
-	if len(cfg.Collector.Targets) > 0 {
+	if collectorWanted(cfg.Collector.Config) {
 		if err := p.addCollector(stopCollectors); err != nil {
 			return nil, err
 		}
@@ -115,6 +115,10 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 }
 
 func (p *process) addCollector(stopEarly context.Context) error {
+	kube, apiServer, err := collectorKube(p.cfg.Collector.Config)
+	if err != nil {
+		return err
+	}
 	c, err := collector.New(p.cfg.Collector.Config, collector.Deps{
 		Log:        p.log.With("stage", "collector"),
 		Reg:        p.reg,
@@ -122,6 +126,10 @@ func (p *process) addCollector(stopEarly context.Context) error {
 		Cluster:    p.cfg.Cluster,
 		Node:       p.cfg.Node,
 		MaxPayload: int(p.nc.MaxPayload()),
+		// The downward API sets HOST_IP in the DaemonSet (status.hostIP).
+		HostIP:    os.Getenv("HOST_IP"),
+		Kube:      kube,
+		APIServer: apiServer,
 	})
 	if err != nil {
 		return err
