@@ -2,11 +2,15 @@ package loadtest
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 )
 
@@ -16,9 +20,12 @@ import (
 // one seen is counted as a duplicate, which is what a backend that accepts
 // no out-of-order samples would also reject.
 type Receiver struct {
-	mu     sync.Mutex
-	newest map[uint64]int64 // series hash → newest timestamp
-	stats  ReceiverStats
+	mu      sync.Mutex
+	newest  map[uint64]int64 // series hash → newest timestamp
+	stats   ReceiverStats
+	latency latencyHistogram
+	down    atomic.Bool
+	now     func() time.Time
 }
 
 // ReceiverStats is what a Receiver has counted so far.
@@ -29,10 +36,60 @@ type ReceiverStats struct {
 	Unique     int64 // samples newer than any before them in their series
 	Duplicates int64 // samples at or before the newest of their series
 	Series     int   // distinct series
+	// Generated counts the unique samples of series a scraper adds itself
+	// (up, scrape_duration_seconds …): no endpoint offered them.
+	Generated int64
+	// Stale counts staleness markers; they are no samples of the endpoint.
+	Stale int64
+	// Down counts requests answered 503 during a simulated outage.
+	Down int64
+}
+
+// Offered returns the unique samples that an endpoint served: what a
+// load test compares with what the fleet offered.
+func (s ReceiverStats) Offered() int64 { return s.Unique - s.Generated }
+
+// generatedSeries are the series Prometheus, vmagent and the Weir
+// collector add to every scrape.
+var generatedSeries = map[string]bool{
+	"up": true, "scrape_duration_seconds": true, "scrape_samples_scraped": true,
+	"scrape_samples_post_metric_relabeling": true, "scrape_series_added": true,
+	"scrape_timeout_seconds": true, "scrape_samples_limit": true, "scrape_body_size_bytes": true,
+	"scrape_response_size_bytes": true, "scrape_labels_limit": true, "scrape_series_limit": true,
+	"scrape_series_current": true, "scrape_series_limit_samples_dropped": true,
 }
 
 // NewReceiver returns an empty Receiver.
-func NewReceiver() *Receiver { return &Receiver{newest: map[uint64]int64{}} }
+func NewReceiver() *Receiver {
+	return &Receiver{newest: map[uint64]int64{}, latency: newLatencyHistogram(), now: time.Now}
+}
+
+// SetDown makes the receiver answer 503 (a backend outage) until it is
+// called with false.
+func (r *Receiver) SetDown(down bool) { r.down.Store(down) }
+
+// Latency returns the q-quantile (0 < q ≤ 1) of the time from each unique
+// sample's timestamp to its arrival, in seconds; NaN before any arrived.
+func (r *Receiver) Latency(q float64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.latency.quantile(q)
+}
+
+// Forget drops what the receiver remembers of series whose newest sample
+// is older than before, so that memory follows the live series and not
+// every pod that ever existed. A sample of a forgotten series that arrives
+// again later is counted as unique.
+func (r *Receiver) Forget(before time.Time) {
+	ms := before.UnixMilli()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, ts := range r.newest {
+		if ts < ms {
+			delete(r.newest, k)
+		}
+	}
+}
 
 // Stats returns the counts so far.
 func (r *Receiver) Stats() ReceiverStats {
@@ -45,6 +102,13 @@ func (r *Receiver) Stats() ReceiverStats {
 
 // ServeHTTP implements http.Handler.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if r.down.Load() {
+		r.mu.Lock()
+		r.stats.Down++
+		r.mu.Unlock()
+		http.Error(w, "simulated outage", http.StatusServiceUnavailable)
+		return
+	}
 	compressed, err := io.ReadAll(io.LimitReader(req.Body, 64<<20))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -62,13 +126,18 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	arrived := r.now().UnixMilli()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Requests++
 	var d xxhash.Digest
 	for _, ts := range wr.Timeseries {
 		d.Reset()
+		generated := false
 		for _, l := range ts.Labels {
+			if l.Name == "__name__" {
+				generated = generatedSeries[l.Value]
+			}
 			_, _ = d.WriteString(l.Name)
 			_, _ = d.Write([]byte{0xff})
 			_, _ = d.WriteString(l.Value)
@@ -76,6 +145,10 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		key := d.Sum64()
 		for _, s := range ts.Samples {
+			if value.IsStaleNaN(s.Value) {
+				r.stats.Stale++
+				continue
+			}
 			r.stats.Samples++
 			last, seen := r.newest[key]
 			if seen && s.Timestamp <= last {
@@ -84,7 +157,65 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 			r.newest[key] = s.Timestamp
 			r.stats.Unique++
+			if generated {
+				r.stats.Generated++
+			} else {
+				r.latency.observe(arrived - s.Timestamp)
+			}
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// latencyHistogram counts latencies in buckets that grow by a quarter
+// from 1 ms to 10 minutes: bounded memory, quantiles within 25%.
+type latencyHistogram struct {
+	bounds []int64 // upper bound of each bucket, ms; the last one catches the rest
+	counts []int64
+	total  int64
+}
+
+func newLatencyHistogram() latencyHistogram {
+	var b []int64
+	for v := 1.0; v < 600_000; v *= 1.25 {
+		if n := int64(math.Ceil(v)); len(b) == 0 || n > b[len(b)-1] {
+			b = append(b, n)
+		}
+	}
+	b = append(b, math.MaxInt64)
+	return latencyHistogram{bounds: b, counts: make([]int64, len(b))}
+}
+
+func (h *latencyHistogram) observe(ms int64) {
+	lo, hi := 0, len(h.bounds)-1
+	for lo < hi { // first bound ≥ ms
+		mid := (lo + hi) / 2
+		if h.bounds[mid] >= ms {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	h.counts[lo]++
+	h.total++
+}
+
+// quantile returns the upper bound of the bucket holding the q-quantile,
+// in seconds: an honest "at most".
+func (h *latencyHistogram) quantile(q float64) float64 {
+	if h.total == 0 {
+		return math.NaN()
+	}
+	rank := int64(math.Ceil(q * float64(h.total)))
+	var seen int64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= rank {
+			if i == len(h.bounds)-1 {
+				return math.Inf(1)
+			}
+			return float64(h.bounds[i]) / 1000
+		}
+	}
+	return math.Inf(1)
 }

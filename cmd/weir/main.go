@@ -28,6 +28,7 @@ var commands = []command{
 	{"sink", "remote-write one sink's stream to its backend", runSink},
 	{"all", "every stage in one process, with an embedded NATS JetStream server", runAll},
 	{"demo", "`weir all` against a simulated fleet serving real captures, with loss accounting", runDemo},
+	{"loadtest", "a simulated fleet through the whole pipeline, with loss, latency and CPU accounting beside vmagent and Prometheus", runLoadtest},
 	{"version", "print the version", runVersion},
 }
 

@@ -157,7 +157,9 @@ func (p *process) close() {
 // runGroup runs every actor until one ends and all have stopped.
 func (p *process) runGroup() error {
 	err := p.g.Run()
-	var sig oklogrun.SignalError
+	// A pointer: SignalHandler returns *SignalError, and SignalError's own As
+	// method reports a match without filling a value target (Signal stays nil).
+	var sig *oklogrun.SignalError
 	switch {
 	case errors.As(err, &sig):
 		p.log.Info("stopping", "signal", sig.Signal.String())
