@@ -3,6 +3,7 @@ package loadtest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -18,21 +19,22 @@ const (
 // Peers lists the peers --peer accepts.
 var Peers = []string{PeerVMAgent, PeerPrometheusAgent}
 
-// peerBinaries are the programs of Debian's packages victoria-metrics and
-// prometheus.
-var peerBinaries = map[string]string{
-	PeerVMAgent:         "/usr/bin/vmagent",
-	PeerPrometheusAgent: "/usr/bin/prometheus",
+// PeerPrograms are the programs of the peers, from Debian's packages
+// victoria-metrics and prometheus.
+var PeerPrograms = map[string]string{
+	PeerVMAgent:         "vmagent",
+	PeerPrometheusAgent: "prometheus",
 }
 
 // PeerBinary returns the path of a peer's program, or an error naming the
 // Debian package to install.
 func PeerBinary(peer string) (string, error) {
-	path, ok := peerBinaries[peer]
+	name, ok := PeerPrograms[peer]
 	if !ok {
 		return "", fmt.Errorf("peer %q: want one of %s", peer, strings.Join(Peers, ", "))
 	}
-	if _, err := os.Stat(path); err != nil {
+	path, err := exec.LookPath(name)
+	if err != nil {
 		pkg := map[string]string{PeerVMAgent: "victoria-metrics", PeerPrometheusAgent: "prometheus"}[peer]
 		return "", fmt.Errorf("peer %s: %w (install the Debian package %s)", peer, err, pkg)
 	}

@@ -18,6 +18,8 @@ type Result struct {
 	LostSamples      int64 `json:"lost_samples"`
 	DuplicateSamples int64 `json:"duplicate_samples"`
 	StaleMarkers     int64 `json:"stale_markers"`
+	// Series is the number of distinct series the backend received.
+	Series int `json:"series"`
 	// DeliveryMeasured is false when no sink ran (--mode collector):
 	// rates and CPU are then per offered sample.
 	DeliveryMeasured bool     `json:"delivery_measured"`
@@ -48,6 +50,8 @@ type Report struct {
 	Nodes           int     `json:"nodes"`
 	IntervalSeconds float64 `json:"interval_seconds"`
 	DurationSeconds float64 `json:"duration_seconds"`
+	// SamplesPerNodeScrape is what one scrape of every endpoint of a node offers.
+	SamplesPerNodeScrape int `json:"samples_per_node_scrape"`
 	Result
 	// JetStreamBytesPerSample is the bytes every Weir stream holds at the
 	// end, divided by the samples offered.
@@ -76,6 +80,7 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 		res.LostSamples = max(0, f.Offered-r.Offered())
 		res.DuplicateSamples = r.Duplicates
 		res.StaleMarkers = r.Stale
+		res.Series = r.Series
 		res.LatencyP50 = finite(p.receiver.Latency(0.5))
 		res.LatencyP99 = finite(p.receiver.Latency(0.99))
 		basis = res.DeliveredSamples
@@ -158,8 +163,8 @@ func (r *Report) WriteText(w io.Writer) {
 func writeResult(w io.Writer, name string, r Result) {
 	fmt.Fprintf(w, "%s:\n", name)
 	if r.DeliveryMeasured {
-		fmt.Fprintf(w, "  samples         offered %d, delivered %d, lost %d, duplicates %d (%d scrapes)\n",
-			r.OfferedSamples, r.DeliveredSamples, r.LostSamples, r.DuplicateSamples, r.Scrapes)
+		fmt.Fprintf(w, "  samples         offered %d, delivered %d, lost %d, duplicates %d (%d scrapes, %d series)\n",
+			r.OfferedSamples, r.DeliveredSamples, r.LostSamples, r.DuplicateSamples, r.Scrapes, r.Series)
 		fmt.Fprintf(w, "  throughput      %.0f samples/s delivered\n", r.SamplesPerSecond)
 		fmt.Fprintf(w, "  latency         p50 %s, p99 %s (scrape to backend)\n", ptrSeconds(r.LatencyP50), ptrSeconds(r.LatencyP99))
 	} else {

@@ -158,7 +158,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{
 		Scenario: cfg.Scenario, Mode: cfg.Mode, Nodes: cfg.Fleet.Nodes,
 		IntervalSeconds: cfg.Interval.Seconds(), DurationSeconds: scraped.Seconds(),
-		Peers: map[string]*PeerResult{},
+		SamplesPerNodeScrape: weir.fleet.SamplesPerScrape(),
+		Peers:                map[string]*PeerResult{},
 	}
 	if stores, err := streamBytes(ctx, natsURL); err == nil {
 		rep.JetStreamStreamBytes = stores
@@ -183,13 +184,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.compare()
 	// Stop every process before reading their errors: a run that ended on
 	// its own (not by our signal) is a failure the report must show.
+	ran := pipes
 	for _, p := range pipes {
 		p.close()
 	}
 	pipes = nil
-	for _, pr := range weir.procs {
-		if err := pr.Err(); err != nil {
-			rep.Notes = append(rep.Notes, err.Error())
+	for _, p := range ran {
+		for _, pr := range p.procs {
+			if err := pr.Err(); err != nil {
+				rep.Notes = append(rep.Notes, err.Error())
+			}
 		}
 	}
 	return rep, nil

@@ -74,12 +74,15 @@ func newScenario(cfg Config, pipes []*pipeline) *scenario {
 func (s *scenario) play(ctx context.Context, start time.Time, tick func(elapsed time.Duration)) error {
 	nextTick := s.cfg.ProgressEvery
 	events := s.events
+	said := ""
 	for {
 		elapsed := time.Since(start)
 		for len(events) > 0 && events[0].at <= elapsed {
 			e := events[0]
 			events = events[1:]
-			if s.cfg.Progress != nil {
+			// A repeated event (each scrape of a storm) is printed once.
+			if s.cfg.Progress != nil && e.what != said {
+				said = e.what
 				fmt.Fprintf(s.cfg.Progress, "%6s  %s\n", elapsed.Round(time.Second), e.what)
 			}
 			if err := e.do(); err != nil {
