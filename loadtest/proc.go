@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
 // it is 100 on every Linux architecture Go supports.
 const clockTicks = 100
+
+const maxTicks = int64(math.MaxInt64 / (time.Second / clockTicks))
 
 // Proc is a program the load test runs and measures: the CPU it used
 // (utime+stime) and its peak resident memory (VmHWM), over every time it
@@ -172,9 +175,13 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("stat: cpu ticks %q: %w", s, err)
 		}
+		// A Duration holds 292 years; more CPU than that is a corrupt line.
+		if n < 0 || n > maxTicks-ticks {
+			return 0, fmt.Errorf("stat: cpu ticks %d out of range", n)
+		}
 		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return time.Duration(ticks) * (time.Second / clockTicks), nil
 }
 
 // procHWM returns VmHWM, the peak resident set, of a process in bytes.

@@ -23,6 +23,7 @@ func TestParseProc(t *testing.T) {
 		{"spaces in name", "42 (a b) c) S 1 1 1 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0", 3 * time.Second, ""},
 		{"no name", "42 S 1", 0, "no ')'"},
 		{"short", "42 (x) S 1 2 3", 0, "fields"},
+		{"overflow", "42 (x) S 1 1 1 0 -1 4194560 100 0 0 0 27700000000000000 50 0", 0, "out of range"},
 		{"not a number", "42 (x) S 1 1 1 0 -1 4194560 100 0 0 0 x 50 0", 0, "cpu ticks"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +90,7 @@ func FuzzParseProc(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if d, err := parseStatCPU(in); err == nil && d < 0 && !strings.Contains(string(in), "-") {
+		if d, err := parseStatCPU(in); err == nil && d < 0 {
 			t.Fatalf("negative cpu %v from %q", d, in)
 		}
 		_, _ = parseStatusHWM(in)

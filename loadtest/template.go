@@ -91,7 +91,7 @@ func compileSample(s []byte, pods map[string]int) (line, error) {
 		pos = start
 		// Only a label named exactly "pod" (the byte before is { or ,), and
 		// not an empty one: that is a machine-level series, no pod to churn.
-		if series[i-1] != '{' && series[i-1] != ',' {
+		if i == 0 || (series[i-1] != '{' && series[i-1] != ',') {
 			continue
 		}
 		stop := bytes.IndexByte(series[start:], '"')
