@@ -25,6 +25,7 @@ type Receiver struct {
 	stats   ReceiverStats
 	latency latencyHistogram
 	down    atomic.Bool
+	stopped atomic.Int64 // Unix ms the fleet stopped; 0 while it serves
 	now     func() time.Time
 }
 
@@ -43,6 +44,10 @@ type ReceiverStats struct {
 	Stale int64
 	// Down counts requests answered 503 during a simulated outage.
 	Down int64
+	// FailedScrapes counts the scraper's own up=0 samples stamped before
+	// the fleet stopped: scrapes it abandoned (a timeout, say), whose
+	// samples the fleet served and so count as lost.
+	FailedScrapes int64
 }
 
 // Offered returns the unique samples that an endpoint served: what a
@@ -63,6 +68,9 @@ var generatedSeries = map[string]bool{
 func NewReceiver() *Receiver {
 	return &Receiver{newest: map[uint64]int64{}, latency: newLatencyHistogram(), now: time.Now}
 }
+
+// FleetStopped tells the receiver that scrapes from t on fail on purpose.
+func (r *Receiver) FleetStopped(t time.Time) { r.stopped.Store(t.UnixMilli()) }
 
 // SetDown makes the receiver answer 503 (a backend outage) until it is
 // called with false.
@@ -127,16 +135,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	arrived := r.now().UnixMilli()
+	stopped := r.stopped.Load()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Requests++
 	var d xxhash.Digest
 	for _, ts := range wr.Timeseries {
 		d.Reset()
-		generated := false
+		generated, up := false, false
 		for _, l := range ts.Labels {
 			if l.Name == "__name__" {
-				generated = generatedSeries[l.Value]
+				generated, up = generatedSeries[l.Value], l.Value == "up"
 			}
 			_, _ = d.WriteString(l.Name)
 			_, _ = d.Write([]byte{0xff})
@@ -159,6 +168,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.stats.Unique++
 			if generated {
 				r.stats.Generated++
+				if up && s.Value == 0 && (stopped == 0 || s.Timestamp < stopped) {
+					r.stats.FailedScrapes++
+				}
 			} else {
 				r.latency.observe(arrived - s.Timestamp)
 			}

@@ -49,6 +49,9 @@ func TestReceiverCounts(t *testing.T) {
 		series("m", "b", prompb.Sample{Value: math.Float64frombits(value.StaleNaN), Timestamp: 1_000_000}),
 		series("up", "", prompb.Sample{Value: 1, Timestamp: 999_900}),
 	)
+	// A failed scrape before the fleet stopped, and one after.
+	r.FleetStopped(time.UnixMilli(999_950))
+	post(t, srv.URL, series("up", "x", prompb.Sample{Value: 0, Timestamp: 999_900}, prompb.Sample{Value: 0, Timestamp: 999_960}))
 	r.SetDown(true)
 	if code := post(t, srv.URL, series("m", "c", prompb.Sample{Value: 1, Timestamp: 999_999})); code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d while down, want 503", code)
@@ -62,7 +65,7 @@ func TestReceiverCounts(t *testing.T) {
 
 	got := r.Stats()
 	// Sample at 999,000 in series a comes after 999,900: out of order, so a duplicate too.
-	want := ReceiverStats{Requests: 2, Rejected: 1, Samples: 5, Unique: 3, Duplicates: 2, Series: 3, Generated: 1, Stale: 1, Down: 1}
+	want := ReceiverStats{Requests: 3, Rejected: 1, Samples: 7, Unique: 5, Duplicates: 2, Series: 4, Generated: 3, Stale: 1, Down: 1, FailedScrapes: 1}
 	if got != want {
 		t.Fatalf("stats\n got %+v\nwant %+v", got, want)
 	}
@@ -72,7 +75,7 @@ func TestReceiverCounts(t *testing.T) {
 	if p := r.Latency(0.99); p < 0.1 || p > 0.125 {
 		t.Fatalf("p99 %v s, want the bucket holding 100 ms", p)
 	}
-	r.Forget(time.UnixMilli(999_950))
+	r.Forget(time.UnixMilli(999_961))
 	if s := r.Stats().Series; s != 0 {
 		t.Fatalf("%d series remembered after Forget, want 0", s)
 	}

@@ -18,6 +18,9 @@ type Result struct {
 	LostSamples      int64 `json:"lost_samples"`
 	DuplicateSamples int64 `json:"duplicate_samples"`
 	StaleMarkers     int64 `json:"stale_markers"`
+	// FailedScrapes are scrapes the scraper itself reported as failed
+	// (up=0) while the fleet served: their samples count as lost.
+	FailedScrapes int64 `json:"failed_scrapes"`
 	// Series is the number of distinct series the backend received.
 	Series int `json:"series"`
 	// DeliveryMeasured is false when no sink ran (--mode collector):
@@ -81,6 +84,7 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 		res.DuplicateSamples = r.Duplicates
 		res.StaleMarkers = r.Stale
 		res.Series = r.Series
+		res.FailedScrapes = r.FailedScrapes
 		res.LatencyP50 = finite(p.receiver.Latency(0.5))
 		res.LatencyP99 = finite(p.receiver.Latency(0.99))
 		basis = res.DeliveredSamples
@@ -165,6 +169,9 @@ func writeResult(w io.Writer, name string, r Result) {
 	if r.DeliveryMeasured {
 		fmt.Fprintf(w, "  samples         offered %d, delivered %d, lost %d, duplicates %d (%d scrapes, %d series)\n",
 			r.OfferedSamples, r.DeliveredSamples, r.LostSamples, r.DuplicateSamples, r.Scrapes, r.Series)
+		if r.FailedScrapes > 0 {
+			fmt.Fprintf(w, "  failed scrapes  %d reported up=0 by the scraper while the fleet served (a timeout counts its samples as lost)\n", r.FailedScrapes)
+		}
 		fmt.Fprintf(w, "  throughput      %.0f samples/s delivered\n", r.SamplesPerSecond)
 		fmt.Fprintf(w, "  latency         p50 %s, p99 %s (scrape to backend)\n", ptrSeconds(r.LatencyP50), ptrSeconds(r.LatencyP99))
 	} else {

@@ -30,6 +30,10 @@ const (
 	ScenarioChurnStorm  = "churn-storm"  // every pod of every node is replaced at each scrape from 1/3 to 2/3
 )
 
+// forgetAfter is how long the receiver remembers a series that stopped:
+// a duplicate that comes later than this counts as unique.
+const forgetAfter = 5 * time.Minute
+
 // Scenarios lists every scenario.
 var Scenarios = []string{ScenarioSteady, ScenarioOutage, ScenarioNATSRestart, ScenarioKill, ScenarioChurnStorm}
 
@@ -151,6 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	scraped := time.Since(start)
 	for _, p := range pipes {
+		p.receiver.FleetStopped(time.Now())
 		p.fleet.Stop()
 	}
 	drained := drain(ctx, cfg, pipes, start)
@@ -255,6 +260,10 @@ func streamBytes(ctx context.Context, url string) (map[string]int64, error) {
 }
 
 func progress(w io.Writer, elapsed time.Duration, pipes []*pipeline) {
+	for _, p := range pipes {
+		// Memory follows the live series, not every pod that ever was.
+		p.receiver.Forget(time.Now().Add(-forgetAfter))
+	}
 	if w == nil {
 		return
 	}
