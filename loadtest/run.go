@@ -158,6 +158,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		p.receiver.FleetStopped(time.Now())
 		p.fleet.Stop()
 	}
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "%6s  fleet stopped; draining (at most %s)\n", scraped.Round(time.Second), cfg.Drain)
+	}
 	drained := drain(ctx, cfg, pipes, start)
 
 	rep := &Report{
@@ -210,7 +213,12 @@ func drain(ctx context.Context, cfg Config, pipes []*pipeline, start time.Time) 
 	done := map[string]time.Duration{}
 	deadline := time.Now().Add(cfg.Drain)
 	last := map[string]int64{}
+	nextTick := time.Now().Add(cfg.ProgressEvery)
 	for {
+		if time.Now().After(nextTick) {
+			progress(cfg.Progress, time.Since(start), pipes)
+			nextTick = nextTick.Add(cfg.ProgressEvery)
+		}
 		pending := false
 		for _, p := range pipes {
 			if _, ok := done[p.name]; ok {

@@ -41,7 +41,11 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	for _, s := range strings.Split(*sources, ",") {
 		e, ok := endpointOf(strings.TrimSpace(s))
 		if !ok {
-			return fmt.Errorf("--sources: unknown source %q: %w", s, errUsage)
+			var names []string
+			for _, e := range loadtest.AllEndpoints {
+				names = append(names, string(e.Source))
+			}
+			return fmt.Errorf("--sources: unknown source %q; want some of %s", s, strings.Join(names, ","))
 		}
 		cfg.Fleet.Endpoints = append(cfg.Fleet.Endpoints, e)
 	}
