@@ -11,7 +11,7 @@
 //
 // A Receiver is a remote-write 1.0 backend that counts every sample by
 // series and timestamp in memory bounded by the live series: unique,
-// duplicate (at or before the newest of its series), staleness markers,
+// duplicate, out of order (after a newer one of its series), staleness markers,
 // and the series the scraper adds itself (up, scrape_*), which no endpoint
 // offered. It times each sample from its timestamp to its arrival.
 //

@@ -14,14 +14,15 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 )
 
-// Receiver is a remote-write 1.0 endpoint that counts every sample. It
-// remembers the newest timestamp of each series, so its memory grows with
-// the number of series, not with time: a sample at or before the newest
-// one seen is counted as a duplicate, which is what a backend that accepts
-// no out-of-order samples would also reject.
+// Receiver is a remote-write 1.0 endpoint that counts every sample by
+// series and timestamp. It remembers the newest few timestamps of each
+// series (recentWindow), so its memory grows with the number of series,
+// not with time: a sample whose timestamp is among them is a duplicate;
+// any other is unique, and counted out of order too when a newer one of
+// its series came first (Prometheus would reject it, VictoriaMetrics not).
 type Receiver struct {
 	mu      sync.Mutex
-	newest  map[uint64]int64 // series hash → newest timestamp
+	series  map[uint64]recent // series hash → its newest timestamps
 	stats   ReceiverStats
 	latency latencyHistogram
 	down    atomic.Bool
@@ -34,9 +35,12 @@ type ReceiverStats struct {
 	Requests   int64 // accepted requests
 	Rejected   int64 // requests that did not decode
 	Samples    int64 // every sample received
-	Unique     int64 // samples newer than any before them in their series
-	Duplicates int64 // samples at or before the newest of their series
-	Series     int   // distinct series
+	Unique     int64 // samples whose series and timestamp came for the first time
+	Duplicates int64 // samples whose series and timestamp came before
+	// OutOfOrder counts the unique samples that came after a newer one of
+	// their series.
+	OutOfOrder int64
+	Series     int // distinct series
 	// Generated counts the unique samples of series a scraper adds itself
 	// (up, scrape_duration_seconds …): no endpoint offered them.
 	Generated int64
@@ -66,7 +70,7 @@ var generatedSeries = map[string]bool{
 
 // NewReceiver returns an empty Receiver.
 func NewReceiver() *Receiver {
-	return &Receiver{newest: map[uint64]int64{}, latency: newLatencyHistogram(), now: time.Now}
+	return &Receiver{series: map[uint64]recent{}, latency: newLatencyHistogram(), now: time.Now}
 }
 
 // FleetStopped tells the receiver that scrapes from t on fail on purpose.
@@ -92,9 +96,9 @@ func (r *Receiver) Forget(before time.Time) {
 	ms := before.UnixMilli()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, ts := range r.newest {
-		if ts < ms {
-			delete(r.newest, k)
+	for k, w := range r.series {
+		if w.newest() < ms {
+			delete(r.series, k)
 		}
 	}
 }
@@ -104,7 +108,7 @@ func (r *Receiver) Stats() ReceiverStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Series = len(r.newest)
+	s.Series = len(r.series)
 	return s
 }
 
@@ -159,12 +163,16 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 				continue
 			}
 			r.stats.Samples++
-			last, seen := r.newest[key]
-			if seen && s.Timestamp <= last {
+			w := r.series[key]
+			if w.has(s.Timestamp) {
 				r.stats.Duplicates++
 				continue
 			}
-			r.newest[key] = s.Timestamp
+			if w.n > 0 && s.Timestamp < w.newest() {
+				r.stats.OutOfOrder++
+			}
+			w.add(s.Timestamp)
+			r.series[key] = w
 			r.stats.Unique++
 			if generated {
 				r.stats.Generated++
@@ -230,4 +238,51 @@ func (h *latencyHistogram) quantile(q float64) float64 {
 		}
 	}
 	return math.Inf(1)
+}
+
+// recentWindow is how many timestamps of a series the receiver keeps: a
+// replay of a sample older than the last recentWindow of its series is
+// taken for a new one. Scrape replays come within a few scrapes.
+const recentWindow = 8
+
+// recent is the newest timestamps of one series, unordered.
+type recent struct {
+	ts [recentWindow]int64
+	n  uint8
+}
+
+func (w *recent) has(ts int64) bool {
+	for _, t := range w.ts[:w.n] {
+		if t == ts {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *recent) newest() int64 {
+	n := int64(math.MinInt64)
+	for _, t := range w.ts[:w.n] {
+		n = max(n, t)
+	}
+	return n
+}
+
+// add keeps ts in place of the oldest once the window is full, unless ts
+// is older than all of them.
+func (w *recent) add(ts int64) {
+	if int(w.n) < recentWindow {
+		w.ts[w.n] = ts
+		w.n++
+		return
+	}
+	oldest := 0
+	for i, t := range w.ts {
+		if t < w.ts[oldest] {
+			oldest = i
+		}
+	}
+	if ts > w.ts[oldest] {
+		w.ts[oldest] = ts
+	}
 }

@@ -64,16 +64,20 @@ func TestReceiverCounts(t *testing.T) {
 	}
 
 	got := r.Stats()
-	// Sample at 999,000 in series a comes after 999,900: out of order, so a duplicate too.
-	want := ReceiverStats{Requests: 3, Rejected: 1, Samples: 7, Unique: 5, Duplicates: 2, Series: 4, Generated: 3, Stale: 1, Down: 1, FailedScrapes: 1}
+	// Sample at 999,000 in series a comes after 999,900: unique, out of order.
+	want := ReceiverStats{Requests: 3, Rejected: 1, Samples: 7, Unique: 6, Duplicates: 1, OutOfOrder: 1, Series: 4, Generated: 3, Stale: 1, Down: 1, FailedScrapes: 1}
 	if got != want {
 		t.Fatalf("stats\n got %+v\nwant %+v", got, want)
 	}
-	if got.Offered() != 2 {
-		t.Fatalf("offered %d, want 2 (up is no endpoint sample)", got.Offered())
+	if got.Offered() != 3 {
+		t.Fatalf("offered %d, want 3 (up is no endpoint sample)", got.Offered())
 	}
-	if p := r.Latency(0.99); p < 0.1 || p > 0.125 {
-		t.Fatalf("p99 %v s, want the bucket holding 100 ms", p)
+	// Latencies: 100 ms, 100 ms and 1 s (the late sample of series a).
+	if p := r.Latency(0.5); p < 0.1 || p > 0.125 {
+		t.Fatalf("p50 %v s, want the bucket holding 100 ms", p)
+	}
+	if p := r.Latency(0.99); p < 1 || p > 1.25 {
+		t.Fatalf("p99 %v s, want the bucket holding 1 s", p)
 	}
 	r.Forget(time.UnixMilli(999_961))
 	if s := r.Stats().Series; s != 0 {
@@ -97,5 +101,28 @@ func TestLatencyQuantiles(t *testing.T) {
 		if got := h.quantile(tc.q); got < tc.lo || got > tc.hi {
 			t.Errorf("q%v = %v, want within [%v, %v]", tc.q, got, tc.lo, tc.hi)
 		}
+	}
+}
+
+func TestRecentWindow(t *testing.T) {
+	var w recent
+	for ts := int64(1); ts <= 20; ts++ {
+		w.add(ts)
+	}
+	for ts := int64(13); ts <= 20; ts++ {
+		if !w.has(ts) {
+			t.Fatalf("newest 8 should hold %d: %v", ts, w.ts)
+		}
+	}
+	if w.has(12) || w.newest() != 20 {
+		t.Fatalf("window %v: holds 12 or newest is not 20", w.ts)
+	}
+	w.add(5) // older than every kept one: not kept
+	if w.has(5) {
+		t.Fatal("a timestamp older than the window was kept")
+	}
+	w.add(25)
+	if !w.has(25) || w.has(13) {
+		t.Fatalf("window %v after adding 25: want 25 in place of 13", w.ts)
 	}
 }

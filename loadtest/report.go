@@ -17,7 +17,10 @@ type Result struct {
 	DeliveredSamples int64 `json:"delivered_samples"`
 	LostSamples      int64 `json:"lost_samples"`
 	DuplicateSamples int64 `json:"duplicate_samples"`
-	StaleMarkers     int64 `json:"stale_markers"`
+	// OutOfOrderSamples arrived after a newer sample of their series: a
+	// Prometheus backend would reject them.
+	OutOfOrderSamples int64 `json:"out_of_order_samples"`
+	StaleMarkers      int64 `json:"stale_markers"`
 	// FailedScrapes are scrapes the scraper itself reported as failed
 	// (up=0) while the fleet served: their samples count as lost.
 	FailedScrapes int64 `json:"failed_scrapes"`
@@ -82,6 +85,7 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 		res.DeliveredSamples = r.Offered()
 		res.LostSamples = max(0, f.Offered-r.Offered())
 		res.DuplicateSamples = r.Duplicates
+		res.OutOfOrderSamples = r.OutOfOrder
 		res.StaleMarkers = r.Stale
 		res.Series = r.Series
 		res.FailedScrapes = r.FailedScrapes
@@ -169,6 +173,9 @@ func writeResult(w io.Writer, name string, r Result) {
 	if r.DeliveryMeasured {
 		fmt.Fprintf(w, "  samples         offered %d, delivered %d, lost %d, duplicates %d (%d scrapes, %d series)\n",
 			r.OfferedSamples, r.DeliveredSamples, r.LostSamples, r.DuplicateSamples, r.Scrapes, r.Series)
+		if r.OutOfOrderSamples > 0 {
+			fmt.Fprintf(w, "  out of order    %d samples came after a newer one of their series (Prometheus would reject them)\n", r.OutOfOrderSamples)
+		}
 		if r.FailedScrapes > 0 {
 			fmt.Fprintf(w, "  failed scrapes  %d reported up=0 by the scraper while the fleet served (a timeout counts its samples as lost)\n", r.FailedScrapes)
 		}
