@@ -64,6 +64,9 @@ type Report struct {
 	JetStreamBytesPerSample float64                `json:"jetstream_bytes_per_sample"`
 	JetStreamStreamBytes    map[string]int64       `json:"jetstream_stream_bytes"`
 	Peers                   map[string]*PeerResult `json:"peers"`
+	// HarnessCPUSeconds is the load test's own CPU (fleets and receivers),
+	// which competes with the processes measured on the same machine.
+	HarnessCPUSeconds float64 `json:"harness_cpu_seconds"`
 	Notes                   []string               `json:"notes,omitempty"`
 }
 
@@ -163,6 +166,7 @@ func (r *Report) WriteText(w io.Writer) {
 		writeResult(w, name, p.Result)
 		fmt.Fprintf(w, "  weir / %-8s cpu per sample ×%.2f, peak rss ×%.2f, samples/s ×%.2f\n", name, p.CPUPerSampleRatio, p.PeakRSSRatio, p.ThroughputRatio)
 	}
+	fmt.Fprintf(w, "load test itself: cpu %.2fs (fleets and receivers)\n", r.HarnessCPUSeconds)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

@@ -143,6 +143,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
+	harnessStart, _ := procCPU(os.Getpid())
 	start := time.Now()
 	for _, p := range pipes {
 		if err := p.start(); err != nil {
@@ -190,6 +191,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Peers[p.name] = &PeerResult{Result: r}
 	}
 	rep.compare()
+	if harness, err := procCPU(os.Getpid()); err == nil {
+		rep.HarnessCPUSeconds = (harness - harnessStart).Seconds()
+	}
 	// Stop every process before reading their errors: a run that ended on
 	// its own (not by our signal) is a failure the report must show.
 	ran := pipes
