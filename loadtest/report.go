@@ -66,8 +66,8 @@ type Report struct {
 	Peers                   map[string]*PeerResult `json:"peers"`
 	// HarnessCPUSeconds is the load test's own CPU (fleets and receivers),
 	// which competes with the processes measured on the same machine.
-	HarnessCPUSeconds float64 `json:"harness_cpu_seconds"`
-	Notes                   []string               `json:"notes,omitempty"`
+	HarnessCPUSeconds float64  `json:"harness_cpu_seconds"`
+	Notes             []string `json:"notes,omitempty"`
 }
 
 // measure reads a pipeline's counts and its processes' usage; elapsed is
