@@ -29,7 +29,7 @@ func newPipeline(name string, fc FleetConfig) (*pipeline, error) {
 		return nil, err
 	}
 	p := &pipeline{name: name, fleet: fleet, receiver: NewReceiver()}
-	p.writeURL, p.stopRecv, err = serveReceiver(p.receiver)
+	p.writeURL, p.stopRecv, err = ServeReceiver(p.receiver)
 	if err != nil {
 		fleet.Close()
 		return nil, err
@@ -73,7 +73,9 @@ func (p *pipeline) proc(name string) *Proc {
 	return nil
 }
 
-func serveReceiver(h http.Handler) (url string, stop func(), err error) {
+// ServeReceiver serves h as a remote-write endpoint on a loopback port and
+// returns its URL and a function that stops it.
+func ServeReceiver(h http.Handler) (url string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, fmt.Errorf("receiver: %w", err)
