@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -142,10 +143,10 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 	case ModeAll:
 		p.procs = []*Proc{proc("weir-all", "all", "--config", stagesFile)}
 	case ModeStages:
-		p.procs = []*Proc{
-			proc("nats", "all", "--config", natsFile),
-			proc("weir-sink", "sink", "--config", stagesFile, "--sink", "loadtest"),
-			proc("weir-collector", "collector", "--config", stagesFile),
+		// Downstream first, so that the collector starts last and stops first.
+		p.procs = []*Proc{proc("nats", "all", "--config", natsFile)}
+		for _, stage := range slices.Backward(cfg.stages()) {
+			p.procs = append(p.procs, proc("weir-"+stage, stage, "--config", stagesFile))
 		}
 	case ModeCollector:
 		p.sinkless = true

@@ -42,6 +42,10 @@ type Config struct {
 	Weir     string // path of the weir binary
 	Mode     string
 	Scenario string
+	// Stages are the `weir <stage>` commands ModeStages runs, in pipeline
+	// order, each with the one generated configuration file; default
+	// DefaultStages.
+	Stages []string
 	// KillStage is the process ScenarioKill kills: "weir-collector" or
 	// "weir-sink" in ModeStages; in ModeAll it is always "weir-all".
 	KillStage string
@@ -57,6 +61,16 @@ type Config struct {
 	Progress      io.Writer // a progress line every ProgressEvery; none when nil
 	ProgressEvery time.Duration
 	Log           io.Writer // output of every process; discarded when nil
+}
+
+// DefaultStages are the stages that exist today.
+var DefaultStages = []string{"collector", "sink"}
+
+func (c Config) stages() []string {
+	if len(c.Stages) == 0 {
+		return DefaultStages
+	}
+	return c.Stages
 }
 
 // Validate checks the run can start, naming the flag at fault.
@@ -77,8 +91,11 @@ func (c Config) Validate() error {
 	if c.Scenario == ScenarioNATSRestart && c.Mode != ModeStages {
 		errs = append(errs, errors.New("--scenario nats-restart: needs --mode stages, where NATS runs in its own process"))
 	}
-	if c.Scenario == ScenarioKill && c.Mode == ModeStages && !slices.Contains([]string{"weir-collector", "weir-sink"}, c.KillStage) {
-		errs = append(errs, fmt.Errorf("--kill %q: want weir-collector or weir-sink", c.KillStage))
+	if c.Mode == ModeStages && (!slices.Contains(c.stages(), "collector") || !slices.Contains(c.stages(), "sink")) {
+		errs = append(errs, fmt.Errorf("--stages %s: want at least collector and sink", strings.Join(c.stages(), ",")))
+	}
+	if c.Scenario == ScenarioKill && c.Mode == ModeStages && !slices.Contains(c.stages(), strings.TrimPrefix(c.KillStage, "weir-")) {
+		errs = append(errs, fmt.Errorf("--kill %q: want weir-<stage> of one of --stages %s", c.KillStage, strings.Join(c.stages(), ",")))
 	}
 	for _, p := range c.Peers {
 		if !slices.Contains(Peers, p) {

@@ -18,7 +18,8 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	cfg := loadtest.Config{}
 	fs.StringVar(&cfg.Mode, "mode", loadtest.ModeAll, "all: one `weir all` process; stages: a NATS server process and one process per stage; collector: NATS and the collector alone (issue 3's CPU and RSS goals)")
 	fs.StringVar(&cfg.Scenario, "scenario", loadtest.ScenarioSteady, "one of "+strings.Join(loadtest.Scenarios, ", "))
-	fs.StringVar(&cfg.KillStage, "kill", "weir-sink", "process the kill scenario kills in --mode stages: weir-sink or weir-collector")
+	fs.StringVar(&cfg.KillStage, "kill", "weir-sink", "process the kill scenario kills in --mode stages: weir-<stage>")
+	stages := fs.String("stages", strings.Join(loadtest.DefaultStages, ","), "`weir <stage>` commands --mode stages runs, in pipeline order, each with the generated configuration file")
 	nodes := fs.Int("nodes", 10, "simulated nodes")
 	sources := fs.String("sources", "kubelet,cadvisor,resource,probes,kubeproxy", "endpoints every node serves, comma separated")
 	fs.IntVar(&cfg.Fleet.ChurnScrapes, "churn", 20, "replace each pod every this many scrapes (0: no churn)")
@@ -37,6 +38,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 		return err
 	}
 	cfg.Peers = peers
+	cfg.Stages = strings.Split(*stages, ",")
 	cfg.Fleet.Prefix, cfg.Fleet.Nodes = "node", *nodes
 	for _, s := range strings.Split(*sources, ",") {
 		e, ok := endpointOf(strings.TrimSpace(s))
@@ -64,6 +66,9 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 		}
 		defer f.Close()
 		cfg.Log = f
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
