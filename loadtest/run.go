@@ -124,14 +124,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 5 * time.Second
 	}
-	dir := cfg.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "weir-loadtest-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	// A fresh directory every run: a store left by an earlier run would
+	// hand its old samples to this run's receiver.
+	dir, err := os.MkdirTemp(cfg.Dir, "weir-loadtest-")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		defer os.RemoveAll(dir)
 	}
 
 	var pipes []*pipeline

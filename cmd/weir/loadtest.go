@@ -32,7 +32,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	fs.Var(&peers, "peer", "also run this peer on an identical fleet: vmagent or prometheus-agent (repeatable)")
 	jsonFile := fs.String("json", "", "also write the report as JSON to this file")
 	logFile := fs.String("log", "", "write the output of every process to this file (default: discarded)")
-	dir := fs.String("dir", "", "directory of configuration files and stores (default: a temporary one, removed at the end)")
+	dir := fs.String("dir", "", "keep each run's configuration files and stores in a new directory under this one (default: a temporary one, removed at the end)")
 	weirBin := fs.String("weir", "", "weir binary the pipeline runs (default: this one)")
 	if err := fs.Parse(args); err != nil {
 		return err
