@@ -67,11 +67,15 @@ type Fleet struct {
 
 	cfg       FleetConfig
 	perScrape int
+	sizes     []int        // samples per scrape of each endpoint, as Node.Targets
 	offered   atomic.Int64 // samples in scrapes served in full
 	scrapes   atomic.Int64 // scrapes served in full
 	failed    atomic.Int64 // scrapes whose body could not be written
-	closed    atomic.Bool  // answer 503: the run is over, offer no more
-	epoch     atomic.Int64 // added to every pod's generation: a churn storm
+	// failedSamples is what those scrapes held: the scraper reports them
+	// failed, and they were never counted as offered.
+	failedSamples atomic.Int64
+	closed        atomic.Bool  // answer 503: the run is over, offer no more
+	epoch         atomic.Int64 // added to every pod's generation: a churn storm
 
 	servers []*http.Server
 	done    chan error
@@ -80,6 +84,7 @@ type Fleet struct {
 // FleetStats is what a fleet has served so far.
 type FleetStats struct {
 	Scrapes, Failed, Offered int64
+	FailedSamples            int64 // samples of the scrapes that could not be written
 }
 
 // StartFleet starts n nodes named <prefix>-0 … <prefix>-(n-1) serving every
@@ -110,6 +115,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	f := &Fleet{cfg: cfg, done: make(chan error, 2*cfg.Nodes)}
 	for _, e := range cfg.Endpoints {
 		f.perScrape += templates[e.File].samples
+		f.sizes = append(f.sizes, templates[e.File].samples)
 	}
 	for i := range cfg.Nodes {
 		node := Node{Name: fmt.Sprintf("%s-%d", cfg.Prefix, i)}
@@ -145,9 +151,24 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 // one node offers.
 func (f *Fleet) SamplesPerScrape() int { return f.perScrape }
 
+// ScrapeSize returns the samples one scrape of a target offers, the target
+// named as the up series of a scraper names it: by instance (host:port)
+// and metrics_path (Weir's collector) or job (the peers' scrape
+// configuration names each job after its source). 0 for an unknown target.
+func (f *Fleet) ScrapeSize(instance, path, job string) int {
+	for _, n := range f.Nodes {
+		for i, t := range n.Targets {
+			if t.Host == instance && (t.Path == path || (path == "" && string(t.Source) == job)) {
+				return f.sizes[i]
+			}
+		}
+	}
+	return 0
+}
+
 // Stats returns what the fleet served so far.
 func (f *Fleet) Stats() FleetStats {
-	return FleetStats{Scrapes: f.scrapes.Load(), Failed: f.failed.Load(), Offered: f.offered.Load()}
+	return FleetStats{Scrapes: f.scrapes.Load(), Failed: f.failed.Load(), Offered: f.offered.Load(), FailedSamples: f.failedSamples.Load()}
 }
 
 // Storm replaces every pod of every node at the next scrape.
@@ -214,6 +235,7 @@ func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	h.bufs.Put(bp)
 	if err != nil {
 		f.failed.Add(1)
+		f.failedSamples.Add(int64(h.tmpl.samples))
 		return
 	}
 	// Counted once written in full: a scrape the scraper never read is not offered.

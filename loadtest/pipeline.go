@@ -30,6 +30,7 @@ func newPipeline(name string, fc FleetConfig) (*pipeline, error) {
 		return nil, err
 	}
 	p := &pipeline{name: name, fleet: fleet, receiver: NewReceiver()}
+	p.receiver.scrapeSize = fleet.ScrapeSize
 	p.writeURL, p.stopRecv, err = ServeReceiver(p.receiver)
 	if err != nil {
 		fleet.Close()
@@ -62,7 +63,14 @@ func (p *pipeline) behind() int64 {
 	if p.sinkless {
 		return 0
 	}
-	return p.fleet.Stats().Offered - p.receiver.Stats().Offered()
+	return offered(p.fleet.Stats(), p.receiver.Stats()) - p.receiver.Stats().Offered()
+}
+
+// offered is what the fleet served in scrapes the scraper made: a scrape
+// the scraper reports failed (up=0; it gave up waiting, say) is taken out,
+// unless the fleet could not write it and so never counted it.
+func offered(f FleetStats, r ReceiverStats) int64 {
+	return f.Offered - max(0, r.FailedScrapeSamples-f.FailedSamples)
 }
 
 func (p *pipeline) proc(name string) *Proc {

@@ -27,7 +27,10 @@ type Receiver struct {
 	latency latencyHistogram
 	down    atomic.Bool
 	stopped atomic.Int64 // Unix ms the fleet stopped; 0 while it serves
-	now     func() time.Time
+	// scrapeSize returns the samples one scrape of the target an up series
+	// names offers, from its instance and its metrics_path or job label.
+	scrapeSize func(instance, path, job string) int
+	now        func() time.Time
 }
 
 // ReceiverStats is what a Receiver has counted so far.
@@ -49,9 +52,12 @@ type ReceiverStats struct {
 	// Down counts requests answered 503 during a simulated outage.
 	Down int64
 	// FailedScrapes counts the scraper's own up=0 samples stamped before
-	// the fleet stopped: scrapes it abandoned (a timeout, say), whose
-	// samples the fleet served and so count as lost.
-	FailedScrapes int64
+	// the fleet stopped: scrapes it abandoned (a timeout on a busy machine,
+	// say), and FailedScrapeSamples what those scrapes would have held.
+	// A failed scrape is the scraper's verdict (up=0), not a loss of the
+	// pipeline, so a load test takes them out of what was offered.
+	FailedScrapeSamples int64
+	FailedScrapes       int64
 }
 
 // Offered returns the unique samples that an endpoint served: what a
@@ -147,9 +153,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for _, ts := range wr.Timeseries {
 		d.Reset()
 		generated, up := false, false
+		var instance, path, job string
 		for _, l := range ts.Labels {
-			if l.Name == "__name__" {
+			switch l.Name {
+			case "__name__":
 				generated, up = generatedSeries[l.Value], l.Value == "up"
+			case "instance":
+				instance = l.Value
+			case "metrics_path":
+				path = l.Value
+			case "job":
+				job = l.Value
 			}
 			_, _ = d.WriteString(l.Name)
 			_, _ = d.Write([]byte{0xff})
@@ -178,6 +192,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 				r.stats.Generated++
 				if up && s.Value == 0 && (stopped == 0 || s.Timestamp < stopped) {
 					r.stats.FailedScrapes++
+					if r.scrapeSize != nil {
+						r.stats.FailedScrapeSamples += int64(r.scrapeSize(instance, path, job))
+					}
 				}
 			} else {
 				r.latency.observe(arrived - s.Timestamp)

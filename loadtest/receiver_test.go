@@ -51,6 +51,12 @@ func TestReceiverCounts(t *testing.T) {
 	)
 	// A failed scrape before the fleet stopped, and one after.
 	r.FleetStopped(time.UnixMilli(999_950))
+	r.scrapeSize = func(instance, path, job string) int {
+		if instance == "" && path == "" && job == "" {
+			return 7
+		}
+		return 0
+	}
 	post(t, srv.URL, series("up", "x", prompb.Sample{Value: 0, Timestamp: 999_900}, prompb.Sample{Value: 0, Timestamp: 999_960}))
 	r.SetDown(true)
 	if code := post(t, srv.URL, series("m", "c", prompb.Sample{Value: 1, Timestamp: 999_999})); code != http.StatusServiceUnavailable {
@@ -65,7 +71,7 @@ func TestReceiverCounts(t *testing.T) {
 
 	got := r.Stats()
 	// Sample at 999,000 in series a comes after 999,900: unique, out of order.
-	want := ReceiverStats{Requests: 3, Rejected: 1, Samples: 7, Unique: 6, Duplicates: 1, OutOfOrder: 1, Series: 4, Generated: 3, Stale: 1, Down: 1, FailedScrapes: 1}
+	want := ReceiverStats{Requests: 3, Rejected: 1, Samples: 7, Unique: 6, Duplicates: 1, OutOfOrder: 1, Series: 4, Generated: 3, Stale: 1, Down: 1, FailedScrapes: 1, FailedScrapeSamples: 7}
 	if got != want {
 		t.Fatalf("stats\n got %+v\nwant %+v", got, want)
 	}

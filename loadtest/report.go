@@ -22,8 +22,10 @@ type Result struct {
 	OutOfOrderSamples int64 `json:"out_of_order_samples"`
 	StaleMarkers      int64 `json:"stale_markers"`
 	// FailedScrapes are scrapes the scraper itself reported as failed
-	// (up=0) while the fleet served: their samples count as lost.
-	FailedScrapes int64 `json:"failed_scrapes"`
+	// (up=0) while the fleet served, and ServedToFailedScrapes the samples
+	// the fleet served to them: not offered, since the scraper gave up.
+	FailedScrapes         int64 `json:"failed_scrapes"`
+	ServedToFailedScrapes int64 `json:"served_to_failed_scrapes"`
 	// Series is the number of distinct series the backend received.
 	Series int `json:"series"`
 	// DeliveryMeasured is false when no sink ran (--mode collector):
@@ -85,8 +87,10 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 	}
 	basis := f.Offered
 	if !p.sinkless {
+		res.OfferedSamples = offered(f, r)
+		res.ServedToFailedScrapes = f.Offered - res.OfferedSamples
 		res.DeliveredSamples = r.Offered()
-		res.LostSamples = max(0, f.Offered-r.Offered())
+		res.LostSamples = max(0, res.OfferedSamples-r.Offered())
 		res.DuplicateSamples = r.Duplicates
 		res.OutOfOrderSamples = r.OutOfOrder
 		res.StaleMarkers = r.Stale
@@ -181,7 +185,7 @@ func writeResult(w io.Writer, name string, r Result) {
 			fmt.Fprintf(w, "  out of order    %d samples came after a newer one of their series (Prometheus would reject them)\n", r.OutOfOrderSamples)
 		}
 		if r.FailedScrapes > 0 {
-			fmt.Fprintf(w, "  failed scrapes  %d reported up=0 by the scraper while the fleet served (a timeout counts its samples as lost)\n", r.FailedScrapes)
+			fmt.Fprintf(w, "  failed scrapes  %d reported up=0 by the scraper while the fleet served (%d samples served to them are not offered)\n", r.FailedScrapes, r.ServedToFailedScrapes)
 		}
 		fmt.Fprintf(w, "  throughput      %.0f samples/s delivered\n", r.SamplesPerSecond)
 		fmt.Fprintf(w, "  latency         p50 %s, p99 %s (scrape to backend)\n", ptrSeconds(r.LatencyP50), ptrSeconds(r.LatencyP99))

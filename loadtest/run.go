@@ -304,7 +304,7 @@ func progress(w io.Writer, elapsed time.Duration, pipes []*pipeline) {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%s: scrapes=%d offered=%d delivered=%d behind=%d dup=%d p99=%s",
-			p.name, f.Scrapes, f.Offered, r.Offered(), f.Offered-r.Offered(), r.Duplicates, seconds(p.receiver.Latency(0.99))))
+			p.name, f.Scrapes, offered(f, r), r.Offered(), p.behind(), r.Duplicates, seconds(p.receiver.Latency(0.99))))
 	}
 	fmt.Fprintf(w, "%6s  %s\n", elapsed.Round(time.Second), strings.Join(parts, " | "))
 }
