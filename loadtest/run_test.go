@@ -82,10 +82,11 @@ func TestScenarios(t *testing.T) {
 			}},
 		{name: "churn storm", cfg: Config{Mode: ModeAll, Scenario: ScenarioChurnStorm},
 			check: func(t *testing.T, r *Report) {
-				// At least two storms between 1/3 and 2/3 of the run: every
-				// pod series came back under two new names at least.
+				// Two storms between 1/3 and 2/3 of the run: every pod series
+				// came back under a new name at least once (twice unless a
+				// busy machine made a scrape miss a storm).
 				base := nodes * r.SamplesPerNodeScrape
-				if want := base + 2*nodes*churnable(t, AllEndpoints); r.Series < want {
+				if want := base + nodes*churnable(t, AllEndpoints); r.Series < want {
 					t.Errorf("%d series after the storm, want at least %d", r.Series, want)
 				}
 			}},
