@@ -204,8 +204,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// latencyHistogram counts latencies in buckets that grow by a quarter
-// from 1 ms to 10 minutes: bounded memory, quantiles within 25%.
+// latencyHistogram counts latencies in buckets that grow by a tenth
+// from 1 ms to 10 minutes: bounded memory, quantiles within 10%.
 type latencyHistogram struct {
 	bounds []int64 // upper bound of each bucket, ms; the last one catches the rest
 	counts []int64
@@ -214,7 +214,7 @@ type latencyHistogram struct {
 
 func newLatencyHistogram() latencyHistogram {
 	var b []int64
-	for v := 1.0; v < 600_000; v *= 1.25 {
+	for v := 1.0; v < 600_000; v *= 1.1 {
 		if n := int64(math.Ceil(v)); len(b) == 0 || n > b[len(b)-1] {
 			b = append(b, n)
 		}
