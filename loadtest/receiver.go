@@ -1,6 +1,8 @@
 package loadtest
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -8,10 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/value"
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // Receiver is a remote-write 1.0 endpoint that counts every sample by
@@ -127,15 +127,21 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "simulated outage", http.StatusServiceUnavailable)
 		return
 	}
-	compressed, err := io.ReadAll(io.LimitReader(req.Body, 64<<20))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+	bufs := receiveBuffers.Get().(*receiveBuffer)
+	defer receiveBuffers.Put(bufs)
+	var err error
+	bufs.compressed.Reset()
+	if _, err = bufs.compressed.ReadFrom(io.LimitReader(req.Body, 64<<20)); err == nil {
+		var n int
+		if n, err = snappy.DecodedLen(bufs.compressed.Bytes()); err == nil && n <= 256<<20 {
+			bufs.raw, err = snappy.Decode(bufs.raw[:cap(bufs.raw)], bufs.compressed.Bytes())
+		} else if err == nil {
+			err = fmt.Errorf("decoded size %d over 256 MiB", n)
+		}
 	}
-	raw, err := snappy.Decode(nil, compressed)
-	var wr prompb.WriteRequest
 	if err == nil {
-		err = wr.Unmarshal(raw)
+		// A first pass checks the whole request, so that a bad one counts nothing.
+		err = walkWriteRequest(bufs.raw, &bufs.series, func(*series) {})
 	}
 	if err != nil {
 		r.mu.Lock()
@@ -149,60 +155,52 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Requests++
-	var d xxhash.Digest
-	for _, ts := range wr.Timeseries {
-		d.Reset()
-		generated, up := false, false
-		var instance, path, job string
-		for _, l := range ts.Labels {
-			switch l.Name {
-			case "__name__":
-				generated, up = generatedSeries[l.Value], l.Value == "up"
-			case "instance":
-				instance = l.Value
-			case "metrics_path":
-				path = l.Value
-			case "job":
-				job = l.Value
-			}
-			_, _ = d.WriteString(l.Name)
-			_, _ = d.Write([]byte{0xff})
-			_, _ = d.WriteString(l.Value)
-			_, _ = d.Write([]byte{0xfe})
+	_ = walkWriteRequest(bufs.raw, &bufs.series, func(ts *series) { r.count(ts, arrived, stopped) })
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// count accounts for the samples of one series; r.mu is held.
+func (r *Receiver) count(ts *series, arrived, stopped int64) {
+	generated, up := generatedSeries[string(ts.name)], string(ts.name) == "up"
+	for _, s := range ts.samples {
+		if value.IsStaleNaN(s.value) {
+			r.stats.Stale++
+			continue
 		}
-		key := d.Sum64()
-		for _, s := range ts.Samples {
-			if value.IsStaleNaN(s.Value) {
-				r.stats.Stale++
-				continue
-			}
-			r.stats.Samples++
-			w := r.series[key]
-			if w.has(s.Timestamp) {
-				r.stats.Duplicates++
-				continue
-			}
-			if w.n > 0 && s.Timestamp < w.newest() {
-				r.stats.OutOfOrder++
-			}
-			w.add(s.Timestamp)
-			r.series[key] = w
-			r.stats.Unique++
-			if generated {
-				r.stats.Generated++
-				if up && s.Value == 0 && (stopped == 0 || s.Timestamp < stopped) {
-					r.stats.FailedScrapes++
-					if r.scrapeSize != nil {
-						r.stats.FailedScrapeSamples += int64(r.scrapeSize(instance, path, job))
-					}
-				}
-			} else {
-				r.latency.observe(arrived - s.Timestamp)
+		r.stats.Samples++
+		w := r.series[ts.hash]
+		if w.has(s.ts) {
+			r.stats.Duplicates++
+			continue
+		}
+		if w.n > 0 && s.ts < w.newest() {
+			r.stats.OutOfOrder++
+		}
+		w.add(s.ts)
+		r.series[ts.hash] = w
+		r.stats.Unique++
+		if !generated {
+			r.latency.observe(arrived - s.ts)
+			continue
+		}
+		r.stats.Generated++
+		if up && s.value == 0 && (stopped == 0 || s.ts < stopped) {
+			r.stats.FailedScrapes++
+			if r.scrapeSize != nil {
+				r.stats.FailedScrapeSamples += int64(r.scrapeSize(string(ts.instance), string(ts.path), string(ts.job)))
 			}
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
 }
+
+// receiveBuffer is what one request needs, reused across requests.
+type receiveBuffer struct {
+	compressed bytes.Buffer
+	raw        []byte
+	series     series
+}
+
+var receiveBuffers = sync.Pool{New: func() any { return new(receiveBuffer) }}
 
 // latencyHistogram counts latencies in buckets that grow by a tenth
 // from 1 ms to 10 minutes: bounded memory, quantiles within 10%.
