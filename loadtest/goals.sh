@@ -29,12 +29,12 @@ all | collector-rss)
 all | pipeline-peers)
   # Issue 7: total CPU per sample of every Weir process versus vmagent and
   # Prometheus's agent, on identical fleets in the same run.
-  weir loadtest --mode all --nodes "${PEER_NODES:-5}" --interval 1s --duration "$DURATION" \
+  weir loadtest --mode all --nodes "${PEER_NODES:-3}" --interval 1s --duration "$DURATION" \
     --peer vmagent --peer prometheus-agent --json "$OUT/pipeline-peers.json"
   ;;&
 all | pipeline-rate)
   # Issue 7: the highest rate the pipeline sustains alone, with no loss.
-  weir loadtest --mode all --nodes "${RATE_NODES:-15}" --interval 1s --duration "$DURATION" \
+  weir loadtest --mode all --nodes "${RATE_NODES:-10}" --interval 1s --duration "$DURATION" \
     --json "$OUT/pipeline-rate.json"
   ;;
 *)
