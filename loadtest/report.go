@@ -193,7 +193,9 @@ func writeResult(w io.Writer, name string, r Result) {
 		fmt.Fprintf(w, "  samples         offered %d (%d scrapes); no sink, delivery not measured\n", r.OfferedSamples, r.Scrapes)
 		fmt.Fprintf(w, "  throughput      %.0f samples/s scraped\n", r.SamplesPerSecond)
 	}
-	for _, k := range slices.Sorted(maps.Keys(r.CPUSeconds)) {
+	procs := slices.Sorted(maps.Keys(r.CPUSeconds))
+	procs = append(slices.DeleteFunc(procs, func(k string) bool { return k == "total" }), "total")
+	for _, k := range procs {
 		fmt.Fprintf(w, "  %-15s cpu %.2fs = %.3f s per million samples, peak rss %s", k, r.CPUSeconds[k], r.CPUSecondsPerMillion[k], mib(r.PeakRSSBytes[k]))
 		if n := r.Starts[k]; n > 1 {
 			fmt.Fprintf(w, ", started %d times", n)
