@@ -5,46 +5,178 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
 )
 
-// Node is one simulated node: a kubelet and a kube-proxy, each on its own
-// loopback port, serving the real captures with timestamps moved to now.
-type Node struct {
-	Name         string
-	KubeletURL   string // base URL; the paths are those of fixtures.KubeletEndpoints
-	KubeProxyURL string // base URL of kube-proxy's /metrics
+// Endpoint is one path a simulated node serves, the capture behind it and
+// the source a collector target names for it.
+type Endpoint struct {
+	Source    proto.Source
+	Path      string
+	File      string
+	KubeProxy bool // served on the kube-proxy port, not the kubelet's
 }
 
-// Fleet is a set of simulated nodes.
+// AllEndpoints are the text endpoints of a kubelet and kube-proxy, served
+// from the newest captures.
+var AllEndpoints = []Endpoint{
+	{proto.SourceKubelet, "/metrics", fixtures.Kubelet121, false},
+	{proto.SourceCadvisor, "/metrics/cadvisor", fixtures.Cadvisor135, false},
+	{proto.SourceResource, "/metrics/resource", fixtures.Resource121, false},
+	{proto.SourceProbes, "/metrics/probes", fixtures.Probes, false},
+	{proto.SourceKubeProxy, "/metrics", fixtures.KubeProxy121, true},
+}
+
+// FleetConfig describes a simulated fleet.
+type FleetConfig struct {
+	Prefix    string     // nodes are named <Prefix>-0 … <Prefix>-(Nodes-1)
+	Nodes     int        // number of nodes
+	Endpoints []Endpoint // what each node serves; default AllEndpoints
+	// ChurnScrapes replaces each pod with a new one (a new name, so new
+	// series) every ChurnScrapes scrapes of its target, staggered so that
+	// about 1/ChurnScrapes of the pods change at each scrape. 0: no churn.
+	ChurnScrapes int
+}
+
+// Node is one simulated node: a kubelet and a kube-proxy, each on its own
+// loopback port.
+type Node struct {
+	Name         string
+	KubeletURL   string   // base URL of the kubelet
+	KubeProxyURL string   // base URL of kube-proxy
+	Targets      []Target // every endpoint the node serves
+}
+
+// Target is one endpoint of one node, as a collector or a peer scrapes it.
+type Target struct {
+	URL    string // full URL
+	Source proto.Source
+	Path   string
+	Host   string // host:port
+}
+
+// Fleet is a set of simulated nodes. It counts every sample it serves, so
+// that what a scraper was offered is known exactly.
 type Fleet struct {
-	Nodes   []Node
+	Nodes []Node
+
+	cfg       FleetConfig
+	perScrape int
+	sizes     []int        // samples per scrape of each endpoint, as Node.Targets
+	offered   atomic.Int64 // samples in scrapes served in full
+	scrapes   atomic.Int64 // scrapes served in full
+	failed    atomic.Int64 // scrapes whose body could not be written
+	// failedSamples is what those scrapes held: the scraper reports them
+	// failed, and they were never counted as offered.
+	failedSamples atomic.Int64
+	closed        atomic.Bool  // answer 503: the run is over, offer no more
+	epoch         atomic.Int64 // added to every pod's generation: a churn storm
+
 	servers []*http.Server
 	done    chan error
 }
 
-// StartFleet starts n nodes named <prefix>-0 … <prefix>-(n-1).
+// FleetStats is what a fleet has served so far.
+type FleetStats struct {
+	Scrapes, Failed, Offered int64
+	FailedSamples            int64 // samples of the scrapes that could not be written
+}
+
+// StartFleet starts n nodes named <prefix>-0 … <prefix>-(n-1) serving every
+// endpoint, without churn.
 func StartFleet(prefix string, n int) (*Fleet, error) {
-	f := &Fleet{done: make(chan error, 2*n)}
-	kubelet := fixtures.Handler(fixtures.KubeletEndpoints, time.Now)
-	proxy := fixtures.Handler(fixtures.KubeProxyEndpoints, time.Now)
-	for i := range n {
-		k, err := f.serve(kubelet)
+	return NewFleet(FleetConfig{Prefix: prefix, Nodes: n})
+}
+
+// NewFleet starts the nodes cfg describes on loopback ports.
+func NewFleet(cfg FleetConfig) (*Fleet, error) {
+	if cfg.Nodes < 1 {
+		return nil, fmt.Errorf("fleet: %d nodes: want at least 1", cfg.Nodes)
+	}
+	if len(cfg.Endpoints) == 0 {
+		cfg.Endpoints = AllEndpoints
+	}
+	templates := map[string]*template{}
+	for _, e := range cfg.Endpoints {
+		if templates[e.File] != nil {
+			continue
+		}
+		t, err := compileTemplate(fixtures.Read(e.File))
+		if err != nil {
+			return nil, fmt.Errorf("fleet: %s: %w", e.File, err)
+		}
+		templates[e.File] = t
+	}
+	f := &Fleet{cfg: cfg, done: make(chan error, 2*cfg.Nodes)}
+	for _, e := range cfg.Endpoints {
+		f.perScrape += templates[e.File].samples
+		f.sizes = append(f.sizes, templates[e.File].samples)
+	}
+	for i := range cfg.Nodes {
+		node := Node{Name: fmt.Sprintf("%s-%d", cfg.Prefix, i)}
+		kubelet, proxy := http.NewServeMux(), http.NewServeMux()
+		for _, e := range cfg.Endpoints {
+			mux := kubelet
+			if e.KubeProxy {
+				mux = proxy
+			}
+			mux.Handle("GET "+e.Path, &endpointHandler{fleet: f, tmpl: templates[e.File]})
+		}
+		var err error
+		if node.KubeletURL, err = f.serve(kubelet); err == nil {
+			node.KubeProxyURL, err = f.serve(proxy)
+		}
 		if err != nil {
 			f.Close()
 			return nil, err
 		}
-		p, err := f.serve(proxy)
-		if err != nil {
-			f.Close()
-			return nil, err
+		for _, e := range cfg.Endpoints {
+			base := node.KubeletURL
+			if e.KubeProxy {
+				base = node.KubeProxyURL
+			}
+			node.Targets = append(node.Targets, Target{URL: base + e.Path, Source: e.Source, Path: e.Path, Host: base[len("http://"):]})
 		}
-		f.Nodes = append(f.Nodes, Node{Name: fmt.Sprintf("%s-%d", prefix, i), KubeletURL: k, KubeProxyURL: p})
+		f.Nodes = append(f.Nodes, node)
 	}
 	return f, nil
 }
+
+// SamplesPerScrape is the number of samples one scrape of every target of
+// one node offers.
+func (f *Fleet) SamplesPerScrape() int { return f.perScrape }
+
+// ScrapeSize returns the samples one scrape of a target offers, the target
+// named as the up series of a scraper names it: by instance (host:port)
+// and metrics_path (Weir's collector) or job (the peers' scrape
+// configuration names each job after its source). 0 for an unknown target.
+func (f *Fleet) ScrapeSize(instance, path, job string) int {
+	for _, n := range f.Nodes {
+		for i, t := range n.Targets {
+			if t.Host == instance && (t.Path == path || (path == "" && string(t.Source) == job)) {
+				return f.sizes[i]
+			}
+		}
+	}
+	return 0
+}
+
+// Stats returns what the fleet served so far.
+func (f *Fleet) Stats() FleetStats {
+	return FleetStats{Scrapes: f.scrapes.Load(), Failed: f.failed.Load(), Offered: f.offered.Load(), FailedSamples: f.failedSamples.Load()}
+}
+
+// Storm replaces every pod of every node at the next scrape.
+func (f *Fleet) Storm() { f.epoch.Add(1) }
+
+// Stop makes every node answer 503 from now on, so that nothing more is
+// offered while the pipeline drains.
+func (f *Fleet) Stop() { f.closed.Store(true) }
 
 func (f *Fleet) serve(h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,4 +200,45 @@ func (f *Fleet) Close() {
 		<-f.done // Serve returns ErrServerClosed once Shutdown is called
 	}
 	f.servers = nil
+}
+
+// endpointHandler serves one endpoint of one node.
+type endpointHandler struct {
+	fleet *Fleet
+	tmpl  *template
+	seq   atomic.Int64
+	bufs  sync.Pool
+}
+
+func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	f := h.fleet
+	if f.closed.Load() {
+		http.Error(w, "load test over", http.StatusServiceUnavailable)
+		return
+	}
+	seq := h.seq.Add(1)
+	churn := int64(f.cfg.ChurnScrapes)
+	epoch := f.epoch.Load()
+	gen := func(pod int) int64 {
+		if churn == 0 {
+			return epoch
+		}
+		return (seq+int64(pod))/churn + epoch
+	}
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = h.tmpl.render((*bp)[:0], seq, time.Now().UnixMilli(), gen)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, err := w.Write(*bp)
+	h.bufs.Put(bp)
+	if err != nil {
+		f.failed.Add(1)
+		f.failedSamples.Add(int64(h.tmpl.samples))
+		return
+	}
+	// Counted once written in full: a scrape the scraper never read is not offered.
+	f.offered.Add(int64(h.tmpl.samples))
+	f.scrapes.Add(1)
 }

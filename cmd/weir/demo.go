@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"time"
 
@@ -42,7 +40,7 @@ func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 	}
 	defer fleet.Close()
 	receiver := loadtest.NewReceiver()
-	rwURL, stopReceiver, err := serveReceiver(receiver)
+	rwURL, stopReceiver, err := loadtest.ServeReceiver(receiver)
 	if err != nil {
 		return err
 	}
@@ -134,19 +132,6 @@ func demoConfig(fleet *loadtest.Fleet, rwURL, dataDir, listen string, interval t
 		return nil, err
 	}
 	return &cfg, nil
-}
-
-func serveReceiver(h http.Handler) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("POST /api/v1/write", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	return "http://" + ln.Addr().String() + "/api/v1/write", func() { _ = srv.Close(); <-done }, nil
 }
 
 // demoLoop prints progress until ctx ends or duration passes. After the

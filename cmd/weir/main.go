@@ -32,6 +32,7 @@ var commands = []command{
 	{"router", "split the enriched stream into one stream per route (routes:)", runRouter},
 	{"all", "every stage in one process, with an embedded NATS JetStream server", runAll},
 	{"demo", "`weir all` against a simulated fleet serving real captures, with loss accounting", runDemo},
+	{"loadtest", "a simulated fleet through the whole pipeline, with loss, latency and CPU accounting beside vmagent and Prometheus", runLoadtest},
 	{"version", "print the version", runVersion},
 }
 

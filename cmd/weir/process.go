@@ -157,8 +157,8 @@ func (p *process) close() {
 // runGroup runs every actor until one ends and all have stopped.
 func (p *process) runGroup() error {
 	err := p.g.Run()
-	// SignalHandler returns a *SignalError; errors.As into the value type
-	// would match with a nil signal (see oklog/run's SignalError).
+	// A pointer: SignalHandler returns *SignalError, and SignalError's own As
+	// method reports a match without filling a value target (Signal stays nil).
 	var sig *oklogrun.SignalError
 	switch {
 	case errors.As(err, &sig):

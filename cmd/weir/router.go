@@ -15,8 +15,8 @@ func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer
 	if err != nil {
 		return err
 	}
-	if len(cfg.Routes) == 0 {
-		return errors.New("routes: empty: nothing to route")
+	if len(cfg.routerConfig().Routes) == 0 {
+		return errors.New("routes: empty, and no sink reads a route: nothing to route")
 	}
 	p, err := newProcess(cfg, os.Stderr)
 	if err != nil {

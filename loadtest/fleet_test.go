@@ -1,0 +1,66 @@
+package loadtest
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+func TestFleetServesAndCounts(t *testing.T) {
+	f, err := NewFleet(FleetConfig{Prefix: "n", Nodes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if len(f.Nodes) != 2 || len(f.Nodes[1].Targets) != len(AllEndpoints) || f.Nodes[1].Name != "n-1" {
+		t.Fatalf("nodes %+v", f.Nodes)
+	}
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var cadvisor Target
+	for _, tg := range f.Nodes[0].Targets {
+		if tg.Source == proto.SourceCadvisor {
+			cadvisor = tg
+		}
+	}
+	_, first := get(cadvisor.URL)
+	f.Storm()
+	_, second := get(cadvisor.URL)
+	if first == second {
+		t.Fatal("two scrapes served the same text: values, timestamps and pods should move")
+	}
+	if strings.Contains(first, `-g1"`) || !strings.Contains(second, `-g1"`) {
+		t.Fatal("a storm should rename every pod at the next scrape, and only then")
+	}
+	size := f.ScrapeSize(cadvisor.Host, "/metrics/cadvisor", "")
+	if size != 4621 {
+		t.Fatalf("ScrapeSize of cadvisor %d, want the 4621 samples of the capture", size)
+	}
+	if got := f.Stats(); got.Scrapes != 2 || got.Offered != 2*int64(size) {
+		t.Fatalf("stats %+v after two cadvisor scrapes", got)
+	}
+	proxy := f.Nodes[1].Targets[len(AllEndpoints)-1]
+	if got := f.ScrapeSize(proxy.Host, "", "kubeproxy"); got != 224 {
+		t.Fatalf("ScrapeSize of kube-proxy by job %d, want 224", got)
+	}
+	if got := f.ScrapeSize("127.0.0.1:1", "/metrics", ""); got != 0 {
+		t.Fatalf("ScrapeSize of an unknown target %d, want 0", got)
+	}
+	f.Stop()
+	if code, _ := get(cadvisor.URL); code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d after Stop, want 503", code)
+	}
+	if got := f.Stats(); got.Scrapes != 2 {
+		t.Fatalf("a refused scrape was counted: %+v", got)
+	}
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Measures the goals of issue 3 (collector) and issue 7 (whole pipeline)
+# with `weir loadtest`, side by side with vmagent and Prometheus's agent,
+# and leaves a JSON report of each run in $OUT. The figures and commands
+# are recorded in BENCHMARKS.md. Each run takes about a minute; run on a
+# quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/weir-goals}
+DURATION=${DURATION:-60s}
+mkdir -p "$OUT"
+go build -o "$OUT/weir" ./cmd/weir
+weir() { "$OUT/weir" "$@"; }
+
+case "${1:-all}" in
+all | collector-cpu)
+  # Issue 3: CPU per sample of scrape + parse + encode + publish of the 1.35
+  # cAdvisor capture by `weir collector` (NATS in its own process) versus
+  # vmagent scraping and remote-writing the same capture, in one run.
+  weir loadtest --mode collector --sources cadvisor --churn 0 --nodes "${CPU_NODES:-10}" --interval 1s \
+    --duration "$DURATION" --peer vmagent --json "$OUT/collector-cpu.json"
+  ;;&
+all | collector-rss)
+  # Issue 3: peak RSS of the collector for one node serving the kubelet's
+  # text sources and kube-proxy at 15 s (/stats/summary is not collected yet).
+  weir loadtest --mode collector --nodes 1 --interval 15s --churn 0 --duration "$DURATION" \
+    --json "$OUT/collector-rss.json"
+  ;;&
+all | pipeline-peers)
+  # Issue 7: total CPU per sample of every Weir process versus vmagent and
+  # Prometheus's agent, on identical fleets in the same run.
+  weir loadtest --mode all --nodes "${PEER_NODES:-3}" --interval 1s --duration "$DURATION" \
+    --peer vmagent --peer prometheus-agent --json "$OUT/pipeline-peers.json"
+  ;;&
+all | pipeline-rate)
+  # Issue 7: the highest rate the pipeline sustains alone, with no loss.
+  weir loadtest --mode all --nodes "${RATE_NODES:-10}" --interval 1s --duration "$DURATION" \
+    --json "$OUT/pipeline-rate.json"
+  ;;
+*)
+  echo "usage: $0 [all|collector-cpu|collector-rss|pipeline-peers|pipeline-rate]" >&2
+  exit 2
+  ;;
+esac
