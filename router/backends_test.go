@@ -38,6 +38,15 @@ func TestRoutesIntoPrometheusAndVictoriaMetrics(t *testing.T) {
 		}}},
 	))
 	for name, url := range map[string]string{"prometheus": prom.WriteURL, "victoria": vm.WriteURL} {
+		// As `weir sink` does, start on an existing stream: the router
+		// creates it as it starts.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := e.js.Stream(context.Background(), proto.RouteStreamName(name)); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("route stream %s not created: %v", proto.RouteStreamName(name), err)
+			}
+		}
 		cfg := sink.DefaultConfig()
 		cfg.Name, cfg.URL = name, config.MustParseURL(url)
 		cfg.QueueConfig.MaxBackoff = time.Second
