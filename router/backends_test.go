@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/internal/promtest"
 	"github.com/weirmetrics/weir/internal/vmtest"
 	"github.com/weirmetrics/weir/proto"
@@ -50,7 +52,15 @@ func TestRoutesIntoPrometheusAndVictoriaMetrics(t *testing.T) {
 		cfg := sink.DefaultConfig()
 		cfg.Name, cfg.URL = name, config.MustParseURL(url)
 		cfg.QueueConfig.MaxBackoff = time.Second
-		s, err := sink.New(cfg, sink.Deps{Log: e.log(t), JS: e.js, Stream: proto.RouteStreamName(name), Filter: proto.RouteFilter(name)})
+		stream, route := proto.RouteStreamName(name), name
+		// As `weir sink` runs it: over the route's partitions.
+		s, err := sink.New(cfg, sink.Deps{Log: e.log(t), JS: e.js, Stream: stream, Filter: proto.RouteFilter(name),
+			Consume: func(ctx context.Context, template jetstream.ConsumerConfig, work sink.WorkFunc) error {
+				return partition.Run(ctx, e.js, partition.Config{
+					Stream: stream, Stage: proto.StageRoute, Route: route, Durable: template.Durable,
+					Partitions: e.streams.Partitions, Consumer: template, Log: e.log(t),
+				}, partition.Work(work))
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}
