@@ -13,6 +13,14 @@ go build -o "$OUT/weir" ./cmd/weir
 weir() { "$OUT/weir" "$@"; }
 
 case "${1:-all}" in
+all | collector-cpu | collector-rss | pipeline-peers | pipeline-rate) ;;
+*)
+  echo "usage: $0 [all|collector-cpu|collector-rss|pipeline-peers|pipeline-rate]" >&2
+  exit 2
+  ;;
+esac
+
+case "${1:-all}" in
 all | collector-cpu)
   # Issue 3: CPU per sample of scrape + parse + encode + publish of the 1.35
   # cAdvisor capture by `weir collector` (NATS in its own process) versus
@@ -36,9 +44,5 @@ all | pipeline-rate)
   # Issue 7: the highest rate the pipeline sustains alone, with no loss.
   weir loadtest --mode all --nodes "${RATE_NODES:-10}" --interval 1s --duration "$DURATION" \
     --json "$OUT/pipeline-rate.json"
-  ;;
-*)
-  echo "usage: $0 [all|collector-cpu|collector-rss|pipeline-peers|pipeline-rate]" >&2
-  exit 2
   ;;
 esac

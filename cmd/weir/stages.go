@@ -88,10 +88,15 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	} else {
 		p.log.Warn("no collector targets configured; running without a collector")
 	}
-	if err := p.addEnricher(); err != nil {
-		return nil, err
+	// The enricher runs when something reads what it writes: `weir all`
+	// with no router, sink or alerter is a NATS server for stages run apart.
+	routes := len(cfg.routerConfig().Routes) > 0
+	if routes || len(cfg.Alerter.RuleFiles) > 0 {
+		if err := p.addEnricher(); err != nil {
+			return nil, err
+		}
 	}
-	if len(cfg.routerConfig().Routes) > 0 {
+	if routes {
 		if err := p.addRouter(); err != nil {
 			return nil, err
 		}
