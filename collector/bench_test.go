@@ -15,8 +15,8 @@ import (
 // BenchmarkParseEncode measures what a scrape loop does with a body: parse
 // the Kubernetes 1.35 cAdvisor capture into a batch and encode it into
 // messages of at most 1 MiB. "steady" is every scrape after the first,
-// whose series the parser already knows; "first_scrape" builds every
-// series' labels.
+// whose lines the parser and whose label columns the encoder already
+// know; "first_scrape" builds every series' labels.
 func BenchmarkParseEncode(b *testing.B) {
 	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
 	_, samples := expectedSeries(b, body, scrapeAt, nil)
@@ -28,7 +28,7 @@ func BenchmarkParseEncode(b *testing.B) {
 		parserPerOp bool
 	}{{"steady", false}, {"first_scrape", true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			p := newParser(testTargetLabels)
+			p, enc := newParser(testTargetLabels), &proto.BlockEncoder{}
 			var batch proto.Batch
 			if _, err := p.parse(&batch, body, textType, scrapeAt); err != nil {
 				b.Fatal(err)
@@ -40,14 +40,14 @@ func BenchmarkParseEncode(b *testing.B) {
 			runtime.ReadMemStats(&before)
 			for b.Loop() {
 				if bc.parserPerOp {
-					p = newParser(testTargetLabels)
+					p, enc = newParser(testTargetLabels), &proto.BlockEncoder{}
 				}
 				batch.Reset()
 				n, err := p.parse(&batch, body, textType, scrapeAt)
 				if err != nil || n != samples {
 					b.Fatalf("parse = %d, %v; want %d samples", n, err, samples)
 				}
-				chunks, err := proto.EncodeChunks(proto.DefaultEncoding, batch.Series, limit)
+				chunks, err := proto.EncodeChunks(enc, batch.Series, limit)
 				if err != nil || len(chunks) == 0 {
 					b.Fatalf("encode: %d chunks, %v", len(chunks), err)
 				}

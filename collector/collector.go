@@ -371,14 +371,17 @@ type loop struct {
 	subjectText string
 	scraper     *scraper
 	parser      *parser
-	report      reportSeries
-	batch       proto.Batch
-	buf         *buffer.Buffer   // set by Run
-	samples     []summary.Sample // of JSON sources, reused
-	pending     []pendingChunk
-	scrapeLog   failureLog
-	publishLog  failureLog
-	scraped     bool // a scrape was published: its report series exist
+	// encoder reuses the label columns of the last scrape when the
+	// parser hands it the same series again.
+	encoder    *proto.BlockEncoder
+	report     reportSeries
+	batch      proto.Batch
+	buf        *buffer.Buffer   // set by Run
+	samples    []summary.Sample // of JSON sources, reused
+	pending    []pendingChunk
+	scrapeLog  failureLog
+	publishLog failureLog
+	scraped    bool // a scrape was published: its report series exist
 	// gone is set when discovery dropped the target: the loop then marks
 	// all its series stale as it stops.
 	gone atomic.Bool
@@ -402,6 +405,7 @@ func newLoop(lc loopConfig) *loop {
 		loopConfig:  lc,
 		subjectText: lc.subject.String(),
 		scraper:     newScraper(t),
+		encoder:     &proto.BlockEncoder{},
 		parser: newParserWith(targetLabels, parseOptions{
 			honorTimestamps: t.opts.HonorTimestamps == nil || *t.opts.HonorTimestamps,
 			limits: limits{
@@ -489,7 +493,7 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 	var chunks []proto.Chunk
 	if err == nil {
 		l.appendReport(scrapeMillis, true, duration, samples)
-		if chunks, err = proto.EncodeChunks(proto.DefaultEncoding, l.batch.Series, l.maxPayloadBytes); err != nil {
+		if chunks, err = proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes); err != nil {
 			err = failure(reasonEncode, fmt.Errorf("encode: %w", err))
 		}
 	}
@@ -501,7 +505,7 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 		l.appendReport(scrapeMillis, false, duration, 0)
 		// As Prometheus: a failed scrape ends every series of the last one.
 		l.parser.staleAll(&l.batch, scrapeMillis)
-		if chunks, err = proto.EncodeChunks(proto.DefaultEncoding, l.batch.Series, l.maxPayloadBytes); err != nil {
+		if chunks, err = proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes); err != nil {
 			// Three short series: New's minimum payload makes this unreachable.
 			l.metrics.publishFailures.Inc()
 			l.publishLog.failed(time.Now(), fmt.Errorf("encode up=0 report: %w", err))
@@ -518,7 +522,7 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 // push hands a scrape to the buffer, which keeps it until a sender
 // published it, behind the target's earlier scrapes.
 func (l *loop) push(scrapeMillis int64, chunks []proto.Chunk) {
-	l.buf.Push(&buffer.Scrape{Subject: l.subjectText, Encoding: proto.DefaultEncoding.Name(), ScrapeMillis: scrapeMillis, Chunks: chunks})
+	l.buf.Push(&buffer.Scrape{Subject: l.subjectText, Encoding: l.encoder.Name(), ScrapeMillis: scrapeMillis, Chunks: chunks})
 }
 
 // publishGone publishes staleness markers for every series of the last
@@ -534,7 +538,7 @@ func (l *loop) publishGone() {
 	for _, ls := range [][]prompb.Label{l.report.up, l.report.duration, l.report.samples} {
 		appendSample(&l.batch, ls, staleNaN, now)
 	}
-	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, l.batch.Series, l.maxPayloadBytes)
+	chunks, err := proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes)
 	if err != nil {
 		l.publishLog.failed(time.Now(), fmt.Errorf("encode staleness markers: %w", err))
 		return

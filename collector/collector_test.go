@@ -58,6 +58,9 @@ func TestCollectorPublishesEveryTarget(t *testing.T) {
 		targetAt(proxy.URL+"/metrics", proto.SourceKubeProxy, ""),
 		otherNode,
 	)
+	// Every scrape must succeed: a second leaves room for the first parse
+	// of two cAdvisor captures on a loaded machine.
+	cfg.ScrapeInterval, cfg.ScrapeTimeout = time.Second, time.Second
 	reg := prometheus.NewRegistry()
 	_, stop := startCollector(t, cfg, newDeps(t, nc, js, reg, nil))
 

@@ -64,13 +64,18 @@ type parser struct {
 	target []prompb.Label // added to every series, sorted by name
 	opts   parseOptions
 	cache  map[string]*cachedSeries
-	scrape uint64 // number of the current parse, marks the entries it used
-	lastOK uint64 // number of the last successful parse; 0 for none since a failure
-	inUse  int    // cache entries the current parse used
-	kept   int    // samples the current parse kept after relabeling
-	lset   labels.Labels
-	lb     *labels.Builder
-	keyBuf []byte
+	// lines are the lines of the last successful text scrape, in order;
+	// nextLines is the spare slice the next scrape fills.
+	lines, nextLines []knownLine
+	runBuf           []byte // a run of new lines after its TYPE line
+	symbols          *labels.SymbolTable
+	scrape           uint64 // number of the current parse, marks the entries it used
+	lastOK           uint64 // number of the last successful parse; 0 for none since a failure
+	inUse            int    // cache entries the current parse used
+	kept             int    // samples the current parse kept after relabeling
+	lset             labels.Labels
+	lb               *labels.Builder
+	keyBuf           []byte
 
 	// histogramsSkipped counts the native histogram samples of the last
 	// parse, which the batch cannot carry.
@@ -81,6 +86,8 @@ type parser struct {
 }
 
 type cachedSeries struct {
+	key  string // the series text, as in the parser's cache
+	line int    // index in the parser's lines
 	// labels are shared by every batch the series is in and never
 	// modified; nil when metric_relabel_configs drop the series.
 	labels   []prompb.Label
@@ -98,7 +105,7 @@ func newParser(target []prompb.Label) *parser {
 }
 
 func newParserWith(target []prompb.Label, opts parseOptions) *parser {
-	return &parser{target: target, opts: opts, cache: map[string]*cachedSeries{}, lb: labels.NewBuilder(labels.EmptyLabels())}
+	return &parser{target: target, opts: opts, cache: map[string]*cachedSeries{}, symbols: labels.NewSymbolTable(), lb: labels.NewBuilder(labels.EmptyLabels())}
 }
 
 // parse appends one series per sample of body to dst and returns how many
@@ -120,22 +127,38 @@ func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrape
 	defer func() {
 		if err != nil {
 			dst.Series = dst.Series[:start]
+			clear(p.nextLines[:cap(p.nextLines)])
 		}
 	}()
 
-	tp, err := textparse.New(body, contentType, nil, parserOptions)
+	tp, err := textparse.New(body, contentType, p.symbols, parserOptions)
 	if tp == nil {
 		return 0, fmt.Errorf("content type %q: %w", contentType, err)
 	}
 	// A non-nil error with a parser says the fallback is used: expected
 	// from targets that send no Content-Type.
+	if _, text := tp.(*textparse.PromParser); text {
+		n, err = p.parseText(dst, body, scrapeMillis)
+	} else {
+		n, err = p.parseEntries(dst, tp, 0, scrapeMillis)
+	}
+	if err != nil {
+		return 0, err
+	}
+	p.finish(dst, scrapeMillis)
+	return n, nil
+}
+
+// parseEntries appends the samples of tp to dst; n counts the samples of
+// the body read so far.
+func (p *parser) parseEntries(dst *proto.Batch, tp textparse.Parser, n int, scrapeMillis int64) (int, error) {
 	for {
 		entry, err := tp.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return n, nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("after %d samples: %s", n, truncate(err.Error(), maxErrorText))
+			return n, errorAfter(n, err)
 		}
 		switch entry {
 		case textparse.EntrySeries:
@@ -151,10 +174,10 @@ func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrape
 			tp.Labels(&p.lset)
 			lbls, err := p.seriesLabels(p.lset)
 			if err != nil {
-				return 0, fmt.Errorf("after %d samples: %w", n, err)
+				return n, fmt.Errorf("after %d samples: %w", n, err)
 			}
-			cs = &cachedSeries{labels: lbls}
-			p.cache[string(key)] = cs
+			cs = &cachedSeries{key: string(key), labels: lbls}
+			p.cache[cs.key] = cs
 		}
 		n++
 		t := int64(0)
@@ -162,11 +185,9 @@ func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrape
 			t = *ts
 		}
 		if err := p.append(dst, cs, v, t, scrapeMillis); err != nil {
-			return 0, err
+			return n, err
 		}
 	}
-	p.finish(dst, scrapeMillis)
-	return n, nil
 }
 
 // parseSamples is parse for sources that are not the text format
@@ -267,6 +288,7 @@ func (p *parser) staleAll(dst *proto.Batch, t int64) int {
 		}
 	}
 	clear(p.cache)
+	p.lines = nil
 	p.lastOK = 0
 	return n
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/prometheus/prompb"
@@ -111,11 +112,16 @@ func (s *blockState) symbol(v string) uint32 {
 func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 	s := blockPool.Get().(*blockState)
 	defer blockPool.Put(s)
+	return s.appendSamples(dst, s.appendLabels(s.raw[:0], b), b)
+}
+
+// appendLabels appends the columns of a block up to the label values.
+func (s *blockState) appendLabels(raw []byte, b *Batch) []byte {
 	if s.refs == nil {
 		s.refs = make(map[string]uint32)
 	}
 	clear(s.refs)
-	s.symbols, s.names, s.values, s.floats = s.symbols[:0], s.names[:0], s.values[:0], s.floats[:0]
+	s.symbols, s.names, s.values = s.symbols[:0], s.names[:0], s.values[:0]
 
 	// Neighbouring series mostly share label names and many values (same
 	// metric, same pod): reusing the previous series' ref at the same
@@ -142,7 +148,7 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 		prev, prevRefs = ls, len(s.names)-len(ls)
 	}
 
-	raw := append(s.raw[:0], blockVersion)
+	raw = append(raw, blockVersion)
 	raw = binary.AppendUvarint(raw, uint64(len(s.symbols)))
 	for _, sym := range s.symbols {
 		raw = binary.AppendUvarint(raw, uint64(len(sym)))
@@ -160,9 +166,17 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 	for _, r := range s.values {
 		raw = binary.AppendUvarint(raw, uint64(r))
 	}
+	clear(s.symbols) // the strings belong to the batch
+	return raw
+}
+
+// appendSamples appends the sample columns of b to raw, which holds its
+// label columns, and the compressed block to dst.
+func (s *blockState) appendSamples(dst, raw []byte, b *Batch) ([]byte, error) {
 	for i := range b.Series {
 		raw = binary.AppendUvarint(raw, uint64(len(b.Series[i].Samples)))
 	}
+	s.floats = s.floats[:0]
 	var prevTS int64
 	var prevV uint64
 	first := true
@@ -190,6 +204,58 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 		return dst, fmt.Errorf("%w: block of %d bytes, limit %d", ErrTooLarge, len(raw), MaxDecodedBytes)
 	}
 	return zstdEncoder.EncodeAll(raw, dst), nil
+}
+
+// BlockEncoder is BlockZstd for one sender of the same series scrape after
+// scrape, as a collector's target is: when a batch holds the same label
+// slices as the last one, in the same order, it reuses the label columns
+// it built for that one and encodes only the samples. The payloads are
+// those of BlockZstd. Not safe for concurrent use.
+type BlockEncoder struct {
+	BlockZstd
+	state blockState
+	// last identifies the label slices of the last batch; its label
+	// columns are state.raw[:labelsLen].
+	last      []labelSlice
+	labelsLen int
+}
+
+type labelSlice struct {
+	first *prompb.Label
+	n     int
+}
+
+var _ Encoding = (*BlockEncoder)(nil)
+
+// Append implements Encoding.
+func (e *BlockEncoder) Append(dst []byte, b *Batch) ([]byte, error) {
+	if !e.sameLabels(b) {
+		raw := e.state.appendLabels(e.state.raw[:0], b)
+		e.labelsLen = len(raw)
+		e.last = e.last[:0]
+		for i := range b.Series {
+			ls := b.Series[i].Labels
+			e.last = append(e.last, labelSlice{unsafe.SliceData(ls), len(ls)})
+		}
+		e.state.raw = raw
+	}
+	return e.state.appendSamples(dst, e.state.raw[:e.labelsLen], b)
+}
+
+// sameLabels reports whether b holds the label slices of the last batch.
+// The slices are compared by address: the encoder keeps the last ones
+// referenced, so no other slice can take their place.
+func (e *BlockEncoder) sameLabels(b *Batch) bool {
+	if len(b.Series) != len(e.last) || e.labelsLen == 0 {
+		return false
+	}
+	for i := range b.Series {
+		ls := b.Series[i].Labels
+		if e.last[i] != (labelSlice{unsafe.SliceData(ls), len(ls)}) {
+			return false
+		}
+	}
+	return true
 }
 
 // Decode implements Encoding. The label strings of the decoded series are

@@ -1,5 +1,5 @@
 // Package telemetry is how every stage watches itself: the logger, and the
-// HTTP server with /metrics, /healthz and /readyz.
+// HTTP server with /metrics, /healthz, /readyz and /debug/pprof.
 package telemetry
 
 import (
@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,13 @@ func NewServer(addr string, g prometheus.Gatherer, ready *Readiness, log *slog.L
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	// Profiles on the telemetry port, as Prometheus and vmagent serve them:
+	// the way to see where a stage spends its CPU in production.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return &Server{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		ln:  ln,

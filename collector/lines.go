@@ -1,0 +1,240 @@
+package collector
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/prometheus/prometheus/model/textparse"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// A kubelet serves the same lines in the same order scrape after scrape;
+// only values and timestamps change. The text path therefore compares each
+// line with the line at the same position of the last successful scrape:
+// when the series text is the same, only the value and timestamp are read,
+// and Prometheus's lexer, which costs about ten times more, runs only on
+// the lines that are new or changed. Their runs go to textparse as they
+// are, so the result and the errors are those of textparse alone.
+
+// knownLine is a line of the last successful text scrape.
+type knownLine struct {
+	// text is a whole comment line, or a sample line's series text (the
+	// bytes before its value, as textparse delimits them).
+	text string
+	// series is the sample line's series; nil for a comment.
+	series *cachedSeries
+}
+
+// parseText is parse for the Prometheus text format.
+func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n int, err error) {
+	prev, next := p.lines, p.nextLines[:0]
+	p.lines = nil // until this parse succeeds
+	cursor, runStart := 0, -1
+	// typeLine is the last TYPE line before the run: textparse reads the
+	// le and quantile labels of a histogram or summary according to it.
+	var typeLine, runType []byte
+	for off := 0; off < len(body); {
+		eol := bytes.IndexByte(body[off:], '\n')
+		if eol < 0 {
+			break // a last line without a newline is textparse's to judge
+		}
+		line := body[off : off+eol]
+		kl, v, t, ok := p.matchLine(prev, &cursor, line)
+		if !ok {
+			if runStart < 0 {
+				runStart, runType = off, typeLine
+			}
+			if isTypeLine(line) {
+				typeLine = line
+			}
+			off += eol + 1
+			continue
+		}
+		if kl.series == nil && isTypeLine(line) {
+			typeLine = line
+		}
+		if runStart >= 0 {
+			if n, next, err = p.parseRun(dst, runType, body[runStart:off], n, next, scrapeMillis); err != nil {
+				return 0, err
+			}
+			runStart = -1
+		}
+		if kl.series != nil {
+			n++
+			if err := p.append(dst, kl.series, v, t, scrapeMillis); err != nil {
+				return 0, err
+			}
+			kl.series.line = len(next)
+		}
+		next = append(next, kl)
+		off += eol + 1
+	}
+	if end := len(body); runStart >= 0 || (end > 0 && body[end-1] != '\n') {
+		if runStart < 0 {
+			runStart, runType = bytes.LastIndexByte(body, '\n')+1, typeLine
+		}
+		if n, next, err = p.parseRun(dst, runType, body[runStart:end:end], n, next, scrapeMillis); err != nil {
+			return 0, err
+		}
+	}
+	clear(prev[:cap(prev)]) // the series of lines that are gone must not be kept alive
+	p.lines, p.nextLines = next, prev[:0]
+	return n, nil
+}
+
+// matchLine reports whether line is a line of the last scrape: a comment
+// with the same text, or a sample line of a known series with a value and
+// an optional timestamp in their plain form. It looks at the line where
+// the last scrape had it first, then looks the series up by its text,
+// which finds a line again after lines were added or removed before it.
+func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl knownLine, v float64, t int64, ok bool) {
+	if *cursor < len(prev) {
+		kl = prev[*cursor]
+		if kl.series == nil {
+			if string(line) == kl.text {
+				*cursor++
+				return kl, 0, 0, true
+			}
+		} else if len(line) > len(kl.text) && line[len(kl.text)] == ' ' && string(line[:len(kl.text)]) == kl.text {
+			if v, t, ok = parseValue(line[len(kl.text)+1:]); ok {
+				*cursor++
+				return kl, v, t, true
+			}
+		}
+	}
+	text := seriesText(line)
+	if text == nil {
+		return knownLine{}, 0, 0, false
+	}
+	cs := p.cache[string(text)]
+	if cs == nil || cs.line >= len(prev) || prev[cs.line].series != cs {
+		return knownLine{}, 0, 0, false
+	}
+	if v, t, ok = parseValue(line[len(text)+1:]); !ok {
+		return knownLine{}, 0, 0, false
+	}
+	*cursor = cs.line + 1
+	return prev[cs.line], v, t, true
+}
+
+// parseRun parses lines the last scrape did not have with textparse, after
+// the TYPE line that was in effect where they start, and remembers them for
+// the next scrape.
+func (p *parser) parseRun(dst *proto.Batch, typeLine, run []byte, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
+	in := run
+	if typeLine != nil {
+		p.runBuf = append(append(append(p.runBuf[:0], typeLine...), '\n'), run...)
+		in = p.runBuf
+	}
+	n, err := p.parseEntries(dst, textparse.NewPromParser(in, p.symbols, false), n, scrapeMillis)
+	if err != nil {
+		return n, next, err
+	}
+	for len(run) > 0 {
+		line := run
+		if eol := bytes.IndexByte(run, '\n'); eol >= 0 {
+			line, run = run[:eol], run[eol+1:]
+		} else {
+			run = nil
+		}
+		if trimmed := bytes.TrimLeft(line, " \t"); len(trimmed) == 0 || trimmed[0] == '#' {
+			// textparse took it and it holds no sample: the same text
+			// next time is skipped.
+			next = append(next, knownLine{text: string(line)})
+			continue
+		}
+		if text := seriesText(line); text != nil {
+			if cs := p.cache[string(text)]; cs != nil && cs.lastUsed == p.scrape {
+				cs.line = len(next)
+				next = append(next, knownLine{text: cs.key, series: cs})
+			}
+		}
+	}
+	return n, next, nil
+}
+
+// isTypeLine reports whether textparse reads line as a TYPE line.
+func isTypeLine(line []byte) bool {
+	line = bytes.TrimLeft(line, " \t")
+	if len(line) < 2 || line[0] != '#' || (line[1] != ' ' && line[1] != '\t') {
+		return false
+	}
+	line = bytes.TrimLeft(line[1:], " \t")
+	return len(line) > 4 && string(line[:4]) == "TYPE" && (line[4] == ' ' || line[4] == '\t')
+}
+
+// seriesText returns the bytes of a sample line before the space that
+// precedes its value, when the line has the plain form `name value` or
+// `name{labels} value`; nil otherwise.
+func seriesText(line []byte) []byte {
+	i := 0
+	for i < len(line) && line[i] != '{' && line[i] != ' ' {
+		if line[i] == '\t' || line[i] == '"' || line[i] == '#' {
+			return nil
+		}
+		i++
+	}
+	if i == 0 || i == len(line) {
+		return nil
+	}
+	if line[i] == '{' {
+		quoted := false
+		for i++; i < len(line); i++ {
+			switch c := line[i]; {
+			case quoted && c == '\\':
+				i++ // the escaped byte
+			case c == '"':
+				quoted = !quoted
+			case !quoted && c == '}':
+				if i+1 < len(line) && line[i+1] == ' ' {
+					return line[:i+1]
+				}
+				return nil
+			}
+		}
+		return nil
+	}
+	return line[:i]
+}
+
+// parseValue reads `value` or `value timestamp`, each as textparse reads
+// it, and reports false for anything else (more spaces, tabs, a bad
+// number), which textparse then parses or rejects.
+func parseValue(rest []byte) (v float64, t int64, ok bool) {
+	num, ts, stamped := bytes.Cut(rest, []byte{' '})
+	if len(num) == 0 || bytes.ContainsAny(num, "pP_{\t\r") {
+		return 0, 0, false // textparse refuses pre-Go 1.13 forms, and `{` ends its value token
+	}
+	v, err := strconv.ParseFloat(string(num), 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	if math.IsNaN(v) {
+		v = math.Float64frombits(value.NormalNaN) // as textparse
+	}
+	if !stamped {
+		return v, 0, true
+	}
+	if len(ts) == 0 {
+		return 0, 0, false
+	}
+	for _, c := range ts {
+		if c < '0' || c > '9' {
+			return 0, 0, false
+		}
+	}
+	t, err = strconv.ParseInt(string(ts), 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return v, t, true
+}
+
+// errorAfter wraps a textparse error with how far the body was read.
+func errorAfter(n int, err error) error {
+	return fmt.Errorf("after %d samples: %s", n, truncate(err.Error(), maxErrorText))
+}

@@ -1,0 +1,182 @@
+package collector
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/textparse"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// parseWithTextparse is parse with every line through textparse: the
+// reference the known-line path must agree with.
+func parseWithTextparse(p *parser, dst *proto.Batch, body []byte, scrapeMillis int64) (int, error) {
+	start := p.begin(dst)
+	n, err := p.parseEntries(dst, textparse.NewPromParser(body, p.symbols, false), 0, scrapeMillis)
+	if err != nil {
+		dst.Series = dst.Series[:start]
+		return 0, err
+	}
+	p.finish(dst, scrapeMillis)
+	return n, nil
+}
+
+// agree parses body with both parsers and fails unless they return the
+// same series, staleness markers included, or the same error.
+func agree(t *testing.T, fast, reference *parser, body []byte, scrapeMillis int64) {
+	t.Helper()
+	var got, want proto.Batch
+	gotN, gotErr := fast.parse(&got, body, textType, scrapeMillis)
+	wantN, wantErr := parseWithTextparse(reference, &want, body, scrapeMillis)
+	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || gotN != wantN {
+		t.Fatalf("parse = %d, %v; textparse = %d, %v", gotN, gotErr, wantN, wantErr)
+	}
+	if g, w := samplesThenMarkers(&got), samplesThenMarkers(&want); !slices.Equal(g, w) {
+		t.Fatalf("%d series, textparse %d; first differences:\n%s", len(g), len(w), firstDiff(g, w))
+	}
+}
+
+// samplesThenMarkers is sampleText with the staleness markers, which come
+// from a map in no order, sorted after the samples.
+func samplesThenMarkers(b *proto.Batch) []string {
+	var samples, markers []string
+	for i, line := range sampleText(b) {
+		if value.IsStaleNaN(b.Series[i].Samples[0].Value) {
+			markers = append(markers, "stale "+line)
+		} else {
+			samples = append(samples, line)
+		}
+	}
+	slices.Sort(markers)
+	return append(samples, markers...)
+}
+
+func firstDiff(got, want []string) string {
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			return fmt.Sprintf("got  %s\nwant %s", got[i], want[i])
+		}
+	}
+	return fmt.Sprintf("lengths %d and %d", len(got), len(want))
+}
+
+// edits are what happens to a target's text between two scrapes.
+var edits = []struct {
+	name string
+	edit func(lines [][]byte, scrape int) [][]byte
+}{
+	{"values move", func(lines [][]byte, scrape int) [][]byte {
+		return mapSamples(lines, func(series, value []byte) []byte {
+			v, _ := strconv.ParseFloat(string(value), 64)
+			return fmt.Appendf(nil, "%s %s", series, strconv.FormatFloat(v+float64(scrape), 'g', -1, 64))
+		})
+	}},
+	{"every seventh line gone", func(lines [][]byte, _ int) [][]byte {
+		var out [][]byte
+		for i, l := range lines {
+			if i%7 != 3 {
+				out = append(out, l)
+			}
+		}
+		return out
+	}},
+	{"a new pod in every family", func(lines [][]byte, scrape int) [][]byte {
+		var out [][]byte
+		for _, l := range lines {
+			out = append(out, l)
+			if bytes.Contains(l, []byte(`pod="`)) {
+				out = append(out, bytes.Replace(l, []byte(`pod="`), fmt.Appendf(nil, `pod="new-%d-`, scrape), 1))
+			}
+		}
+		return out
+	}},
+	{"families reversed", func(lines [][]byte, _ int) [][]byte {
+		out := slices.Clone(lines)
+		slices.Reverse(out)
+		return out
+	}},
+	{"odd spacing and timestamps", func(lines [][]byte, _ int) [][]byte {
+		return mapSamples(lines, func(series, value []byte) []byte {
+			return fmt.Appendf(nil, "%s \t%s  1700000000123 ", series, value)
+		})
+	}},
+	{"a broken line in the middle", func(lines [][]byte, _ int) [][]byte {
+		out := slices.Clone(lines)
+		return slices.Insert(out, len(out)/2, []byte(`broken{x="1" 1`))
+	}},
+	{"a bad type line", func(lines [][]byte, _ int) [][]byte {
+		return append([][]byte{[]byte("# TYPE x gaugeish")}, lines...)
+	}},
+	{"a value textparse refuses", func(lines [][]byte, _ int) [][]byte {
+		return mapSamples(lines, func(series, _ []byte) []byte { return fmt.Appendf(nil, "%s 1_000", series) })
+	}},
+	{"unchanged again", func(lines [][]byte, _ int) [][]byte { return lines }},
+}
+
+// mapSamples rewrites every sample line that has the plain form.
+func mapSamples(lines [][]byte, f func(series, value []byte) []byte) [][]byte {
+	out := make([][]byte, len(lines))
+	for i, l := range lines {
+		out[i] = l
+		if series := seriesText(l); series != nil {
+			value, _, _ := bytes.Cut(l[len(series)+1:], []byte(" "))
+			out[i] = f(series, value)
+		}
+	}
+	return out
+}
+
+// TestKnownLinesAgreeWithTextparse runs every capture through a sequence
+// of scrapes that change values, drop, add and reorder lines and break
+// them, and checks that the known-line path gives what textparse alone
+// gives, each scrape after the one before.
+func TestKnownLinesAgreeWithTextparse(t *testing.T) {
+	for _, name := range textCaptures {
+		t.Run(name, func(t *testing.T) {
+			base := bytes.Split(bytes.TrimSuffix(fixtures.Read(name), []byte("\n")), []byte("\n"))
+			fast, reference := newParser(testTargetLabels), newParser(testTargetLabels)
+			at := scrapeAt
+			agree(t, fast, reference, bytes.Join(base, []byte("\n")), at)
+			for i, e := range edits {
+				t.Run(e.name, func(t *testing.T) {
+					at += 15_000
+					body := append(bytes.Join(e.edit(base, i+1), []byte("\n")), '\n')
+					agree(t, fast, reference, body, at)
+					// The same text a second time, with the first in the cache.
+					at += 15_000
+					agree(t, fast, reference, body, at)
+				})
+			}
+		})
+	}
+}
+
+// FuzzKnownLines checks the known-line path against textparse on a scrape
+// that follows another one.
+func FuzzKnownLines(f *testing.F) {
+	for _, name := range textCaptures {
+		families := familySnippets(fixtures.Read(name), 3)
+		step := max(1, len(families)/6)
+		for i := 0; i < len(families); i += step {
+			lines := bytes.Split(bytes.TrimSuffix(families[i], []byte("\n")), []byte("\n"))
+			for _, e := range edits {
+				f.Add(families[i], append(bytes.Join(e.edit(lines, 1), []byte("\n")), '\n'))
+			}
+		}
+	}
+	f.Add([]byte("a 1\n"), []byte("a 1"))
+	f.Add([]byte("a 1\n\n# x\n"), []byte("\n# x\na 2 3\n"))
+	f.Add([]byte("a{b=\"}\\\" c\"} 1\n"), []byte("a{b=\"}\\\" c\"} 2\n"))
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		fast, reference := newParser(testTargetLabels), newParser(testTargetLabels)
+		agree(t, fast, reference, first, scrapeAt)
+		agree(t, fast, reference, second, scrapeAt+1000)
+		agree(t, fast, reference, first, scrapeAt+2000)
+	})
+}
