@@ -26,8 +26,9 @@ func captureMeta(b testing.TB, capture proto.Batch) *clusterMeta {
 		"topology.kubernetes.io/zone": "zone-b", "topology.kubernetes.io/region": "region-1",
 		"node.kubernetes.io/instance-type": "e2-standard-4", "cloud.google.com/gke-nodepool": "pool-1"})}
 	seen := map[string]bool{}
+	j := testJoiner()
 	for _, s := range capture.Series {
-		ns, p := podOf(s.Labels)
+		ns, p := j.plan(s.Labels).podOf(s.Labels)
 		if ns == "" || p == "" || seen[ns+"/"+p] {
 			continue
 		}
