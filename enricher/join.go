@@ -1,6 +1,7 @@
 package enricher
 
 import (
+	"hash/maphash"
 	"slices"
 	"strings"
 
@@ -73,7 +74,8 @@ type joiner struct {
 	// cAdvisor scrape names each pod dozens of times. recentPods is a
 	// direct-mapped cache in front of it, which costs no string hashing.
 	pods       map[podRef]podExtra
-	recentPods [64]recentPod
+	recentPods [128]recentPod
+	seed       maphash.Seed
 	// shapes holds, for each shape of the message, the first extra labels
 	// seen with it.
 	shapes [][]prompb.Label
@@ -93,7 +95,8 @@ type joiner struct {
 const keptPlans = 4096
 
 func newJoiner(nodeRules, podRules []rule) *joiner {
-	return &joiner{nodeRules: nodeRules, podRules: podRules, pods: map[podRef]podExtra{}, plans: map[uint64]*mergePlan{}}
+	return &joiner{nodeRules: nodeRules, podRules: podRules, pods: map[podRef]podExtra{}, seed: maphash.MakeSeed(),
+		plans: map[uint64]*mergePlan{}}
 }
 
 // joinStats counts what one message's join did.
@@ -154,9 +157,7 @@ func (j *joiner) enrich(meta *clusterMeta, b *proto.Batch) joinStats {
 // message.
 func (j *joiner) pod(meta *clusterMeta, namespace, name string) podExtra {
 	ref := podRef{namespace, name}
-	// Pod names end in a generated suffix: their last byte and length
-	// spread pods over the slots.
-	slot := &j.recentPods[(len(name)*31+int(name[len(name)-1]))%len(j.recentPods)]
+	slot := &j.recentPods[maphash.String(j.seed, name)%uint64(len(j.recentPods))]
 	if slot.ref == ref {
 		return slot.extra
 	}
