@@ -72,7 +72,8 @@ type joiner struct {
 	node []prompb.Label
 	// pods caches the extra labels of each pod seen in the message: a
 	// cAdvisor scrape names each pod dozens of times. recentPods is a
-	// direct-mapped cache in front of it, which costs no string hashing.
+	// direct-mapped cache in front of it, slotted by a hash of the pod
+	// name: cheaper than the map's hash and probe of both strings.
 	pods       map[podRef]podExtra
 	recentPods [128]recentPod
 	seed       maphash.Seed
@@ -117,8 +118,10 @@ func (j *joiner) begin(meta *clusterMeta, cluster, node string) {
 	for _, p := range j.allPlans[:j.usedPlans] {
 		p.reset()
 	}
-	clear(j.allPlans[min(len(j.allPlans), keptPlans):])
-	j.allPlans = j.allPlans[:min(len(j.allPlans), keptPlans)]
+	if len(j.allPlans) > keptPlans {
+		clear(j.allPlans[keptPlans:])
+		j.allPlans = j.allPlans[:keptPlans]
+	}
 	j.usedPlans = 0
 	j.node = append(j.node[:0], prompb.Label{Name: LabelCluster, Value: cluster}, prompb.Label{Name: LabelNode, Value: node})
 	if meta != nil {
