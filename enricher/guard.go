@@ -102,7 +102,7 @@ func (g *guard) begin(target string) admission {
 			g.mu.Unlock()
 		}
 	}
-	return admission{g: g, t: t, minute: minute}
+	return admission{g: g, t: t, minute: minute, buf: make([]byte, 0, 1024)}
 }
 
 // admit reports whether a series may pass: it is known, or the target has
