@@ -26,8 +26,9 @@ func captureMeta(b testing.TB, capture proto.Batch) *clusterMeta {
 		"topology.kubernetes.io/zone": "zone-b", "topology.kubernetes.io/region": "region-1",
 		"node.kubernetes.io/instance-type": "e2-standard-4", "cloud.google.com/gke-nodepool": "pool-1"})}
 	seen := map[string]bool{}
+	j := testJoiner()
 	for _, s := range capture.Series {
-		ns, p := podOf(s.Labels)
+		ns, p := j.plan(s.Labels).podOf(s.Labels)
 		if ns == "" || p == "" || seen[ns+"/"+p] {
 			continue
 		}
@@ -48,9 +49,29 @@ func captureMeta(b testing.TB, capture proto.Batch) *clusterMeta {
 
 // BenchmarkJoin measures the join alone on the real 1.35 cAdvisor capture:
 // cluster, node, node labels, pod labels and workload onto every series.
+// The series are decoded from a payload, as the enricher's are, so that
+// their labels lie in memory as in production: one sub-benchmark per
+// encoding a stage can read, since each lays labels out differently
+// (block1+zstd shares one string per symbol, prw1+snappy allocates each).
 func BenchmarkJoin(b *testing.B) {
-	capture := captureBatch(b, fixtures.Cadvisor135)
-	c := captureMeta(b, capture)
+	parsed := captureBatch(b, fixtures.Cadvisor135)
+	c := captureMeta(b, parsed)
+	for _, enc := range []proto.Encoding{proto.BlockZstd{}, proto.SnappyPRW1{}} {
+		b.Run(enc.Name(), func(b *testing.B) {
+			payload, err := enc.Append(nil, &parsed)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var capture proto.Batch
+			if err := enc.Decode(payload, &capture); err != nil {
+				b.Fatal(err)
+			}
+			benchmarkJoin(b, c, capture)
+		})
+	}
+}
+
+func benchmarkJoin(b *testing.B, c *clusterMeta, capture proto.Batch) {
 	orig := make([][]prompb.Label, len(capture.Series))
 	for i := range capture.Series {
 		orig[i] = capture.Series[i].Labels

@@ -129,3 +129,28 @@ func TestRelabelAfterTheJoin(t *testing.T) {
 		t.Errorf(`dropped{reason="relabel"} = %v, want 1`, v)
 	}
 }
+
+// The guard tells series apart however their bytes split between names and
+// values, and knows a series again from its labels alone.
+func TestHashLabelsSeparatesNamesAndValues(t *testing.T) {
+	var buf []byte
+	hash := func(s prompb.TimeSeries) uint64 {
+		var h uint64
+		buf, h = hashLabels(buf, s.Labels)
+		return h
+	}
+	distinct := []prompb.TimeSeries{
+		series("a", "bc"), series("ab", "c"), series("a", "b", "c", "d"), series("a", "b", "cd", ""),
+	}
+	seen := map[uint64]int{}
+	for i, s := range distinct {
+		h := hash(s)
+		if j, ok := seen[h]; ok {
+			t.Errorf("series %d and %d hash alike: %v, %v", j, i, distinct[j].Labels, s.Labels)
+		}
+		seen[h] = i
+	}
+	if hash(series("a", "bc")) != hash(distinct[0]) {
+		t.Error("the same labels hash differently")
+	}
+}

@@ -78,7 +78,7 @@ type admission struct {
 	t      *targetSeries
 	minute int64
 	added  int
-	digest *xxhash.Digest
+	buf    []byte // what hashLabels hashes, reused from series to series
 }
 
 // begin starts the admission of one message of target; end must follow.
@@ -102,13 +102,14 @@ func (g *guard) begin(target string) admission {
 			g.mu.Unlock()
 		}
 	}
-	return admission{g: g, t: t, minute: minute, digest: xxhash.New()}
+	return admission{g: g, t: t, minute: minute, buf: make([]byte, 0, 1024)}
 }
 
 // admit reports whether a series may pass: it is known, or the target has
 // new series left this minute and the guard has room.
 func (a *admission) admit(ls []prompb.Label) bool {
-	h := hashLabels(a.digest, ls)
+	var h uint64
+	a.buf, h = hashLabels(a.buf, ls)
 	if _, ok := a.t.seen[h]; ok {
 		a.t.seen[h] = a.minute
 		return true
@@ -141,15 +142,16 @@ func (g *guard) size() int {
 }
 
 // hashLabels hashes sorted labels with separators that cannot occur in
-// valid UTF-8, so that {a="bc"} and {ab="c"} differ.
-func hashLabels(d *xxhash.Digest, ls []prompb.Label) uint64 {
-	d.Reset()
-	sep := []byte{0xff}
+// valid UTF-8, so that {a="bc"} and {ab="c"} differ. It gathers the bytes
+// in buf and hashes them at once: four calls of a streaming digest per
+// label cost more than the copy.
+func hashLabels(buf []byte, ls []prompb.Label) ([]byte, uint64) {
+	buf = buf[:0]
 	for i := range ls {
-		_, _ = d.WriteString(ls[i].Name)
-		_, _ = d.Write(sep)
-		_, _ = d.WriteString(ls[i].Value)
-		_, _ = d.Write(sep)
+		buf = append(buf, ls[i].Name...)
+		buf = append(buf, 0xff)
+		buf = append(buf, ls[i].Value...)
+		buf = append(buf, 0xff)
 	}
-	return d.Sum64()
+	return buf, xxhash.Sum64(buf)
 }

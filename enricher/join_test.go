@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,6 +115,10 @@ func TestJoin(t *testing.T) {
 			with(nodeLabels, "namespace", "shop", "pod", "debug", "workload_kind", "Pod", "workload", "debug"), 0},
 		{"pre-1.16 pod_name and container_name", series("__name__", "container_memory_rss", "namespace", "shop", "pod_name", "db-0", "container_name", "pg"),
 			with(nodeLabels, "__name__", "container_memory_rss", "namespace", "shop", "pod_name", "db-0", "container_name", "pg", "app", "db", "workload_kind", "StatefulSet", "workload", "db"), 0},
+		{"pod wins over pod_name", series("namespace", "shop", "pod", "db-0", "pod_name", "lonely-z"),
+			with(nodeLabels, "namespace", "shop", "pod", "db-0", "pod_name", "lonely-z", "app", "db", "workload_kind", "StatefulSet", "workload", "db"), 0},
+		{"empty pod falls back to pod_name", series("namespace", "shop", "pod", "", "pod_name", "db-0"),
+			with(nodeLabels, "namespace", "shop", "pod", "", "pod_name", "db-0", "app", "db", "workload_kind", "StatefulSet", "workload", "db"), 0},
 		{"pod not yet seen passes with cluster and node", series("namespace", "shop", "pod", "web-5d9c-new"),
 			with(nodeLabels, "namespace", "shop", "pod", "web-5d9c-new"), 1},
 		{"scraped cluster and node become exported_", series("cluster", "fake", "node", "other", "exported_cluster", "taken"),
@@ -132,6 +137,57 @@ func TestJoin(t *testing.T) {
 				t.Errorf("unknown pods %d, want %d", st.unknownPods, tt.unknownPods)
 			}
 		})
+	}
+}
+
+// The join of a whole message shares plans between series with the same
+// label names, merges each with the extra labels of several shapes, caches
+// pods, and keeps plans from message to message. Each series of a decoded
+// message must get exactly what joining it alone gets, whatever the series
+// before it, including one whose names have the lengths of another's
+// (container and namespace), a pod of the same name in another namespace,
+// and the same series on a node without labels.
+func TestJoinOfAMessageIsTheJoinOfEachSeries(t *testing.T) {
+	c, _ := startCluster(t, testCluster())
+	msg := proto.Batch{Series: []prompb.TimeSeries{
+		series("__name__", "x", "namespace", "shop", "pod", "web-5d9c-x1"),
+		series("__name__", "x", "namespace", "batch", "pod", "report-2900-q"), // no app label: another shape
+		series("__name__", "x", "container", "shop", "pod", "db-0"),           // name lengths of the first
+		series("__name__", "y", "namespace", "shop", "pod", "db-0"),
+		series("__name__", "y", "namespace", "batch", "pod", "db-0"), // not a pod
+		series("__name__", "y", "namespace", "shop", "pod", "web-5d9c-x1"),
+		series("__name__", "z", "namespace", "shop", "pod", "", "pod_name", "db-0"),
+		series("__name__", "z", "namespace", "shop", "pod", "lonely-z", "pod_name", "db-0"),
+		series("cluster", "fake", "namespace", "shop", "pod", "db-0"),
+		series("__name__", "machine_cpu_cores"),
+		series("cluster", "fake", "namespace", "shop", "pod", "web-5d9c-x1"),
+		series("__name__", "x", "namespace", "shop", "pod", "web-5d9c-x1"),
+	}}
+	payload, err := proto.BlockZstd{}.Append(nil, &msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := testJoiner()
+	for _, node := range []string{"node-a", "node-b", "node-a"} {
+		var b proto.Batch
+		if err := (proto.BlockZstd{}).Decode(payload, &b); err != nil {
+			t.Fatal(err)
+		}
+		j.begin(c, "c1", node)
+		st := j.enrich(c, &b)
+		unknown := 0
+		for i, in := range msg.Series {
+			alone := testJoiner()
+			alone.begin(c, "c1", node)
+			one := proto.Batch{Series: []prompb.TimeSeries{{Labels: slices.Clone(in.Labels)}}}
+			unknown += alone.enrich(c, &one).unknownPods
+			if got, want := labelMap(t, b.Series[i].Labels), labelMap(t, one.Series[0].Labels); !maps.Equal(got, want) {
+				t.Errorf("%s, series %d:\n got %v\nwant %v", node, i, got, want)
+			}
+		}
+		if st.unknownPods != unknown || unknown != 1 {
+			t.Errorf("%s: %d series of unknown pods, joined alone %d, want 1", node, st.unknownPods, unknown)
+		}
 	}
 }
 
