@@ -108,6 +108,13 @@ func newStore(sels []*selection, extra, lookback int64) *Store {
 	return s
 }
 
+// selectsName reports whether a rule selects series of the metric name. It
+// takes no lock: byName does not change after newStore.
+func (s *Store) selectsName(name string) bool {
+	_, ok := s.byName[name]
+	return ok
+}
+
 // Ingest adds the samples of b, read from cluster and node. The cluster and
 // node labels are added from the subject when the series lacks them. It
 // returns how many samples were kept.

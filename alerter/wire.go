@@ -49,6 +49,41 @@ func snappyDecode(buf, src []byte) ([]byte, error) {
 	return out, nil
 }
 
+// decodeBuffers are reused by one consumer from message to message.
+type decodeBuffers struct {
+	batch proto.Batch
+	raw   []byte
+}
+
+// ingestPayload adds the selected samples of a payload in the named
+// encoding. Of the series of the metric names no rule selects, most of a
+// scrape, neither encoding builds labels or samples: prw1+snappy is read
+// from its protobuf bytes, block1+zstd decoded with a filter on the name.
+func (s *Store) ingestPayload(t Target, encoding string, payload []byte, bufs *decodeBuffers) (int, error) {
+	switch encoding {
+	case proto.SnappyPRW1{}.Name():
+		raw, err := snappyDecode(bufs.raw, payload)
+		if err != nil {
+			return 0, err
+		}
+		bufs.raw = raw[:0]
+		return s.IngestWire(t, raw)
+	case proto.BlockZstd{}.Name():
+		if err := (proto.BlockZstd{}).DecodeSelected(payload, &bufs.batch, s.selectsName); err != nil {
+			return 0, err
+		}
+	default:
+		enc, err := proto.EncodingByName(encoding)
+		if err != nil {
+			return 0, err
+		}
+		if err := enc.Decode(payload, &bufs.batch); err != nil {
+			return 0, err
+		}
+	}
+	return s.Ingest(t.Cluster, t.Node, bufs.batch.Series), nil
+}
+
 // IngestWire adds the selected samples of a marshaled WriteRequest read
 // from cluster and node. It returns how many samples were kept, and an
 // error wrapping proto.ErrMalformed for bytes that are not a WriteRequest;
