@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -35,9 +34,6 @@ type BlockZstd struct{}
 
 var _ Encoding = BlockZstd{}
 
-// metricNameLabel is the label that holds the metric name.
-const metricNameLabel = "__name__"
-
 // blockVersion is the first byte of every uncompressed block.
 const blockVersion = 1
 
@@ -56,6 +52,7 @@ var (
 	zstdEncoder = mustZstdEncoder()
 	zstdDecoder = mustZstdDecoder()
 	blockPool   = sync.Pool{New: func() any { return new(blockState) }}
+	readerPool  = sync.Pool{New: func() any { return new(BlockReader) }}
 )
 
 func mustZstdEncoder() *zstd.Encoder {
@@ -90,24 +87,14 @@ func mustZstdDecoder() *zstd.Decoder {
 	return d
 }
 
-// blockState is reused between calls through blockPool.
+// blockState is reused between calls of Append through blockPool.
 type blockState struct {
-	raw []byte
-	// names and values are the name and value symbol refs of every label,
-	// series after series.
-	names  []uint32
-	values []uint32
-	// Append only.
+	raw     []byte
 	refs    map[string]uint32
 	symbols []string
+	names   []uint32
+	values  []uint32
 	floats  []uint64
-	// Decode only.
-	syms         []string
-	symLens      []uint32
-	labelCounts  []uint32
-	sampleCounts []uint32
-	kept         []bool  // per series
-	nameKept     []uint8 // per symbol: keep's answer for that metric name, 0 if not asked yet
 }
 
 func (s *blockState) symbol(v string) uint32 {
@@ -208,324 +195,27 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 // Decode implements Encoding. The label strings of the decoded series are
 // shared: one string per unique symbol of the message.
 func (BlockZstd) Decode(src []byte, b *Batch) error {
-	return decodeBlockZstd(src, b, nil)
-}
-
-// DecodeSelected is Decode keeping only the series whose metric name (the
-// value of their __name__ label, "" without one) keep accepts; keep is
-// called at most once per name. The whole block is still decompressed and
-// its structure checked, but the labels and samples of the other series are
-// neither built nor validated: a stage that reads a few metrics of a scrape
-// skips the rest for the cost of reading their refs.
-func (BlockZstd) DecodeSelected(src []byte, b *Batch, keep func(name string) bool) error {
-	return decodeBlockZstd(src, b, keep)
-}
-
-func decodeBlockZstd(src []byte, b *Batch, keep func(string) bool) error {
 	b.Reset()
-	var h zstd.Header
-	if err := h.Decode(src); err != nil {
-		return fmt.Errorf("%w: zstd header: %v", ErrMalformed, err)
-	}
-	// The encoder always writes the size, so the buffer is sized, and a
-	// bomb refused, before anything is decompressed.
-	if !h.HasFCS || h.FrameContentSize == 0 {
-		return fmt.Errorf("%w: zstd frame without a content size", ErrMalformed)
-	}
-	if h.FrameContentSize > MaxDecodedBytes {
-		return fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, h.FrameContentSize, MaxDecodedBytes)
-	}
-	if h.FrameContentSize > maxBlockRatio*uint64(len(src)) {
-		return fmt.Errorf("%w: %d bytes claim to decode to %d, more than a block compresses", ErrMalformed, len(src), h.FrameContentSize)
-	}
-	size := int(h.FrameContentSize)
-	s := blockPool.Get().(*blockState)
-	defer blockPool.Put(s)
-	if cap(s.raw) < size {
-		s.raw = make([]byte, 0, size)
-	}
-	// The decoder stops at the capacity (WithDecodeAllCapLimit), so a
-	// second frame appended to the first cannot grow the output either.
-	raw, err := zstdDecoder.DecodeAll(src, s.raw[:0:size])
-	if err != nil {
-		return fmt.Errorf("%w: zstd: %v", ErrMalformed, err)
-	}
-	if err := decodeBlock(raw, b, s, keep); err != nil {
-		b.Reset()
+	r := readerPool.Get().(*BlockReader)
+	defer readerPool.Put(r)
+	defer r.forget() // let the strings go with the batch
+	if err := r.Reset(src); err != nil {
 		return err
 	}
-	if err := validate(b); err != nil {
-		b.Reset()
-		return err
+	labels := make([]prompb.Label, 0, r.nLabels)
+	samples := make([]prompb.Sample, 0, len(r.ts))
+	if cap(b.Series) < r.Len() {
+		b.Series = make([]prompb.TimeSeries, 0, r.Len())
+	}
+	for i := range r.Len() {
+		l, s := len(labels), len(samples)
+		var err error
+		if labels, err = r.AppendLabels(labels, i); err != nil {
+			b.Reset()
+			return err
+		}
+		samples = r.AppendSamples(samples, i)
+		b.Series = append(b.Series, prompb.TimeSeries{Labels: labels[l:len(labels):len(labels)], Samples: samples[s:len(samples):len(samples)]})
 	}
 	return nil
-}
-
-// blockReader reads a block and fails with ErrMalformed naming the column.
-type blockReader struct {
-	buf []byte
-	err error
-}
-
-// uvarint reads one; most refs and counts take a single byte, which is
-// read inline.
-func (r *blockReader) uvarint(what string) uint64 {
-	if len(r.buf) > 0 && r.buf[0] < 0x80 {
-		v := r.buf[0]
-		r.buf = r.buf[1:]
-		return uint64(v)
-	}
-	return r.longUvarint(what)
-}
-
-func (r *blockReader) longUvarint(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.buf)
-	if n <= 0 {
-		r.fail(what)
-		return 0
-	}
-	r.buf = r.buf[n:]
-	return v
-}
-
-// varint reads one; a timestamp delta of most series is 0, one byte.
-func (r *blockReader) varint(what string) int64 {
-	if len(r.buf) > 0 && r.buf[0] < 0x80 {
-		v := r.buf[0]
-		r.buf = r.buf[1:]
-		return int64(v>>1) ^ -int64(v&1)
-	}
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.buf)
-	if n <= 0 {
-		r.fail(what)
-		return 0
-	}
-	r.buf = r.buf[n:]
-	return v
-}
-
-// fail records the error and empties the buffer, so that every later read
-// returns 0 without looking at it.
-func (r *blockReader) fail(what string) {
-	r.err = fmt.Errorf("%w: block: bad or truncated %s", ErrMalformed, what)
-	r.buf = nil
-}
-
-// count reads a count of items that take at least minBytes each in the rest
-// of the block, so that a hostile count fails before it is allocated.
-func (r *blockReader) count(what string, minBytes int) int {
-	n := r.uvarint(what)
-	if r.err == nil && n > uint64(len(r.buf)/minBytes) {
-		r.err = fmt.Errorf("%w: block: %s %d exceeds what the remaining %d bytes can hold", ErrMalformed, what, n, len(r.buf))
-		return 0
-	}
-	return int(n)
-}
-
-// refs reads n symbol refs into dst, each checked against the symbols.
-func (r *blockReader) refs(dst []uint32, n, nSyms int, what string) ([]uint32, error) {
-	dst = dst[:0]
-	for range n {
-		ref := r.uvarint(what)
-		if ref >= uint64(nSyms) {
-			if r.err != nil {
-				return dst, r.err
-			}
-			return dst, fmt.Errorf("%w: block: %s %d of %d symbols", ErrMalformed, what, ref, nSyms)
-		}
-		dst = append(dst, uint32(ref))
-	}
-	return dst, r.err
-}
-
-// decodeBlock decodes raw into b, only the series whose metric name keep
-// accepts unless keep is nil.
-func decodeBlock(raw []byte, b *Batch, s *blockState, keep func(string) bool) error {
-	if len(raw) == 0 || raw[0] != blockVersion {
-		return fmt.Errorf("%w: block: not a version %d block", ErrMalformed, blockVersion)
-	}
-	r := blockReader{buf: raw[1:]}
-
-	nSyms := r.count("symbol count", 1)
-	lens := s.symLens[:0]
-	total := uint64(0)
-	for range nSyms {
-		l := r.uvarint("symbol length")
-		total += l
-		lens = append(lens, uint32(min(l, math.MaxUint32)))
-	}
-	s.symLens = lens
-	if r.err != nil {
-		return r.err
-	}
-	if total > uint64(len(r.buf)) {
-		return fmt.Errorf("%w: block: symbols need %d bytes, %d left", ErrMalformed, total, len(r.buf))
-	}
-	// One allocation holds every symbol; the labels are substrings of it.
-	all := string(r.buf[:total])
-	r.buf = r.buf[total:]
-	syms := s.syms[:0]
-	off := 0
-	for _, l := range lens {
-		syms = append(syms, all[off:off+int(l)])
-		off += int(l)
-	}
-	s.syms = syms
-	defer clear(s.syms) // let the strings go with the batch
-
-	nSeries := r.count("series count", 2) // a label count and a sample count at least
-	if r.err != nil {
-		return r.err
-	}
-	counts := s.labelCounts[:0]
-	nLabels := 0
-	for range nSeries {
-		n := r.uvarint("label count")
-		if n > uint64(len(r.buf)) {
-			return fmt.Errorf("%w: block: label count %d exceeds the block", ErrMalformed, n)
-		}
-		nLabels += int(n)
-		counts = append(counts, uint32(n))
-	}
-	s.labelCounts = counts
-	if r.err != nil {
-		return r.err
-	}
-	if nLabels > len(r.buf)/2 {
-		return fmt.Errorf("%w: block: %d labels exceed what the remaining %d bytes can hold", ErrMalformed, nLabels, len(r.buf))
-	}
-	var err error
-	if s.names, err = r.refs(s.names, nLabels, len(syms), "label name ref"); err != nil {
-		return err
-	}
-	if s.values, err = r.refs(s.values, nLabels, len(syms), "label value ref"); err != nil {
-		return err
-	}
-
-	sampleCounts := s.sampleCounts[:0]
-	nSamples := 0
-	for range nSeries {
-		n := r.uvarint("sample count")
-		if n > uint64(len(r.buf)) {
-			return fmt.Errorf("%w: block: sample count %d exceeds the block", ErrMalformed, n)
-		}
-		nSamples += int(n)
-		sampleCounts = append(sampleCounts, uint32(n))
-	}
-	s.sampleCounts = sampleCounts
-	if r.err != nil {
-		return r.err
-	}
-	// Each sample takes at least one timestamp byte and eight value bytes.
-	if nSamples > len(r.buf)/9 {
-		return fmt.Errorf("%w: block: %d samples exceed what the remaining %d bytes can hold", ErrMalformed, nSamples, len(r.buf))
-	}
-
-	keptSeries, keptLabels, keptSamples := s.selectSeries(keep)
-	labels := make([]prompb.Label, 0, keptLabels)
-	if cap(b.Series) < keptSeries {
-		b.Series = make([]prompb.TimeSeries, 0, keptSeries)
-	}
-	off = 0
-	for i, lc := range counts {
-		if s.kept[i] {
-			start := len(labels)
-			for j := off; j < off+int(lc); j++ {
-				labels = append(labels, prompb.Label{Name: syms[s.names[j]], Value: syms[s.values[j]]})
-			}
-			b.Series = append(b.Series, prompb.TimeSeries{Labels: labels[start:len(labels):len(labels)]})
-		}
-		off += int(lc)
-	}
-
-	samples := make([]prompb.Sample, 0, keptSamples)
-	var ts int64
-	for i, n := range sampleCounts {
-		for range n {
-			ts += r.varint("timestamp") // the first is absolute: ts starts at 0
-			if s.kept[i] {
-				samples = append(samples, prompb.Sample{Timestamp: ts})
-			}
-		}
-	}
-	if r.err != nil {
-		return r.err
-	}
-	if len(r.buf) != 8*nSamples {
-		return fmt.Errorf("%w: block: %d value bytes for %d samples", ErrMalformed, len(r.buf), nSamples)
-	}
-	planes := r.buf
-	var prev uint64
-	in, out := 0, 0
-	for i, n := range sampleCounts {
-		for range n {
-			x := uint64(planes[in])<<56 | uint64(planes[nSamples+in])<<48 |
-				uint64(planes[2*nSamples+in])<<40 | uint64(planes[3*nSamples+in])<<32 |
-				uint64(planes[4*nSamples+in])<<24 | uint64(planes[5*nSamples+in])<<16 |
-				uint64(planes[6*nSamples+in])<<8 | uint64(planes[7*nSamples+in])
-			prev ^= x
-			in++
-			if s.kept[i] {
-				samples[out].Value = math.Float64frombits(prev)
-				out++
-			}
-		}
-	}
-	out = 0
-	series := 0
-	for i, n := range sampleCounts {
-		if s.kept[i] {
-			b.Series[series].Samples = samples[out : out+int(n) : out+int(n)]
-			series++
-			out += int(n)
-		}
-	}
-	return nil
-}
-
-// selectSeries fills s.kept from the decoded refs: every series if keep is
-// nil, else those whose metric name keep accepts. It returns how many
-// series, labels and samples are kept.
-func (s *blockState) selectSeries(keep func(string) bool) (series, labels, samples int) {
-	n := len(s.labelCounts)
-	s.kept = slices.Grow(s.kept[:0], n)[:n]
-	if keep != nil {
-		s.nameKept = slices.Grow(s.nameKept[:0], len(s.syms))[:len(s.syms)]
-		clear(s.nameKept)
-	}
-	var noName uint8 // keep's answer for the series without a name
-	off := 0
-	for i, lc := range s.labelCounts {
-		kept := true
-		if keep != nil {
-			answer, name := &noName, ""
-			for j := off; j < off+int(lc); j++ {
-				if s.syms[s.names[j]] == metricNameLabel {
-					answer, name = &s.nameKept[s.values[j]], s.syms[s.values[j]]
-					break
-				}
-			}
-			if *answer == 0 {
-				*answer = 2
-				if keep(name) {
-					*answer = 1
-				}
-			}
-			kept = *answer == 1
-		}
-		s.kept[i] = kept
-		if kept {
-			series++
-			labels += int(lc)
-			samples += int(s.sampleCounts[i])
-		}
-		off += int(lc)
-	}
-	return series, labels, samples
 }
