@@ -82,6 +82,24 @@ func userRules(n int) string {
 	return b.String()
 }
 
+// loadPackAndUserRules loads the default rule pack and n user rules.
+func loadPackAndUserRules(tb testing.TB, n int) *RuleSet {
+	tb.Helper()
+	pack, _ := filepath.Glob("rules/*.yaml")
+	var files []string
+	for _, f := range pack {
+		if !strings.HasSuffix(f, "_test.yaml") {
+			files = append(files, f)
+		}
+	}
+	files = append(files, writeFile(tb, tb.TempDir(), "user.yaml", userRules(n)))
+	rs, err := LoadRules(files, 30*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}
+
 // BenchmarkIngestAndEvaluate: the default pack and 50 user rules; every
 // iteration is one cAdvisor scrape of one of ten nodes (decode and ingest),
 // and every 20 scrapes (two rounds at 15s) all groups are evaluated once.
@@ -94,18 +112,7 @@ func BenchmarkIngestAndEvaluate(b *testing.B) {
 }
 
 func benchIngestAndEvaluate(b *testing.B, enc proto.Encoding) {
-	pack, _ := filepath.Glob("rules/*.yaml")
-	var files []string
-	for _, f := range pack {
-		if !strings.HasSuffix(f, "_test.yaml") {
-			files = append(files, f)
-		}
-	}
-	files = append(files, writeFile(b, b.TempDir(), "user.yaml", userRules(50)))
-	rs, err := LoadRules(files, 30*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
+	rs := loadPackAndUserRules(b, 50)
 	nodeNames := make([]string, 10)
 	for i := range nodeNames {
 		nodeNames[i] = fmt.Sprintf("node-%d", i)
