@@ -105,7 +105,9 @@ func loadPackAndUserRules(tb testing.TB, n int) *RuleSet {
 // and every 20 scrapes (two rounds at 15s) all groups are evaluated once.
 func BenchmarkIngestAndEvaluate(b *testing.B) {
 	// Both encodings take their fast path, as the alerter's consumer does:
-	// only the series of selected metric names are decoded.
+	// only the series of selected metric names are decoded, and of
+	// block1+zstd not even their labels once a target sent the same series
+	// before, as every node does here after its first scrape.
 	for _, enc := range []proto.Encoding{proto.SnappyPRW1{}, proto.DefaultEncoding} {
 		b.Run(enc.Name(), func(b *testing.B) { benchIngestAndEvaluate(b, enc) })
 	}

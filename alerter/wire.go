@@ -31,7 +31,7 @@ const (
 
 var errWire = errors.New("malformed write request")
 
-// snappyBuf decodes a prw1+snappy payload into buf, bounded like
+// snappyDecode decodes a prw1+snappy payload into buf, bounded like
 // proto.SnappyPRW1.
 func snappyDecode(buf, src []byte) ([]byte, error) {
 	n, err := snappy.DecodedLen(src)
@@ -77,6 +77,7 @@ func (s *Store) ingestPayload(t Target, encoding string, payload []byte, bufs *d
 		}
 		return s.ingestBlock(t, &bufs.block)
 	}
+	// An encoding without a fast path is decoded whole.
 	enc, err := proto.EncodingByName(encoding)
 	if err != nil {
 		return 0, err
