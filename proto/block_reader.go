@@ -49,15 +49,14 @@ type BlockReader struct {
 // leave the reader with no series.
 func (r *BlockReader) Reset(src []byte) error {
 	r.forget()
-	if err := r.decompress(src); err != nil {
-		r.labelCounts = r.labelCounts[:0]
-		return err
+	err := r.decompress(src)
+	if err == nil {
+		err = r.read()
 	}
-	if err := r.read(); err != nil {
-		r.labelCounts = r.labelCounts[:0]
-		return err
+	if err != nil {
+		r.labelCounts, r.labelsEnd = r.labelCounts[:0], 0
 	}
-	return nil
+	return err
 }
 
 // forget drops the symbol strings of the last payload, so that a pooled
