@@ -198,8 +198,7 @@ func (a *Alerter) consumer(ctx context.Context) (jetstream.Consumer, error) {
 // consume is the work of the one active alerter: every message of every
 // partition into the store, acknowledged once ingested.
 func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
-	var batch proto.Batch
-	var buf []byte
+	var bufs decodeBuffers
 	for ctx.Err() == nil {
 		it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullPriorityGroup(pinGroup))
 		if err != nil {
@@ -217,13 +216,13 @@ func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 				}
 				break
 			}
-			a.handle(ctx, m, &batch, &buf)
+			a.handle(ctx, m, &bufs)
 		}
 		it.Stop()
 	}
 }
 
-func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batch, buf *[]byte) {
+func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, bufs *decodeBuffers) {
 	a.active.Store(true)
 	subj, err := proto.ParseSubject(m.Subject())
 	var meta proto.Meta
@@ -232,18 +231,10 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batc
 	}
 	kept := 0
 	st := a.store.Load()
-	switch {
-	case err != nil:
-	case meta.Encoding == proto.SnappyPRW1{}.Name():
-		// The fast path: only the selected series are decoded.
-		var raw []byte
-		if raw, err = snappyDecode(*buf, m.Data()); err == nil {
-			*buf = raw[:0]
-			kept, err = st.IngestWire(Target{Cluster: subj.Cluster, Node: subj.Node, Source: subj.Source, Chunk: meta.Chunk}, raw)
-		}
-	default:
-		if err = decode(m, batch); err == nil {
-			kept = st.Ingest(subj.Cluster, subj.Node, batch.Series)
+	if err == nil {
+		t := Target{Cluster: subj.Cluster, Node: subj.Node, Source: subj.Source, Chunk: meta.Chunk}
+		if kept, err = st.ingestPayload(t, meta.Encoding, m.Data(), bufs); err != nil {
+			err = fmt.Errorf("decode %s: %w", m.Subject(), err)
 		}
 	}
 	if err != nil {
@@ -259,21 +250,6 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, batch *proto.Batc
 	if md, err := m.Metadata(); err == nil && (md.NumPending == 0 || a.d.Now().Sub(md.Timestamp) < a.cfg.EvaluationInterval) {
 		a.caughtUpOnce.Do(func() { close(a.caughtUp) })
 	}
-}
-
-func decode(m jetstream.Msg, b *proto.Batch) error {
-	meta, err := proto.ParseMeta(m.Headers())
-	if err != nil {
-		return err
-	}
-	enc, err := proto.EncodingByName(meta.Encoding)
-	if err != nil {
-		return err
-	}
-	if err := enc.Decode(m.Data(), b); err != nil {
-		return fmt.Errorf("decode %s: %w", m.Subject(), err)
-	}
-	return nil
 }
 
 // deadLetter moves a message the alerter cannot read to weir.dead.alerter

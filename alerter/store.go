@@ -86,6 +86,7 @@ type Store struct {
 	targets   map[Target]*targetCache
 	digest    *xxhash.Digest
 	lbuf      labels.ScratchBuilder
+	samples   []prompb.Sample // scratch of ingestBlock
 }
 
 // newStore returns a store for sels; extra is added to every window so
@@ -108,6 +109,13 @@ func newStore(sels []*selection, extra, lookback int64) *Store {
 	return s
 }
 
+// selectsName reports whether a rule selects series of the metric name. It
+// takes no lock: byName does not change after newStore.
+func (s *Store) selectsName(name string) bool {
+	_, ok := s.byName[name]
+	return ok
+}
+
 // Ingest adds the samples of b, read from cluster and node. The cluster and
 // node labels are added from the subject when the series lacks them. It
 // returns how many samples were kept.
@@ -121,21 +129,32 @@ func (s *Store) Ingest(cluster, node string, b []prompb.TimeSeries) int {
 		if _, ok := s.byName[name]; !ok {
 			continue
 		}
-		h := s.hash(cluster, node, ts.Labels)
-		ms, ok := s.series[h]
-		if !ok {
-			ms = s.add(h, name, s.toLabels(cluster, node, ts.Labels))
-		}
-		if n := len(ts.Samples); n > 0 {
-			ms.last = max(ms.last, ts.Samples[n-1].Timestamp)
-		}
-		if ms.sels == nil {
-			continue
-		}
-		for _, smp := range ts.Samples {
-			if ms.append(smp.Timestamp, smp.Value) {
-				kept++
-			}
+		kept += s.lookup(cluster, node, name, ts.Labels).ingest(ts.Samples)
+	}
+	return kept
+}
+
+// lookup returns the series of ls read from cluster and node, added if new.
+func (s *Store) lookup(cluster, node, name string, ls []prompb.Label) *memSeries {
+	h := s.hash(cluster, node, ls)
+	ms, ok := s.series[h]
+	if !ok {
+		ms = s.add(h, name, s.toLabels(cluster, node, ls))
+	}
+	return ms
+}
+
+// ingest appends the samples of the series and returns how many were kept.
+func (ms *memSeries) ingest(samples []prompb.Sample) (kept int) {
+	if n := len(samples); n > 0 {
+		ms.last = max(ms.last, samples[n-1].Timestamp)
+	}
+	if ms.sels == nil {
+		return 0
+	}
+	for _, smp := range samples {
+		if ms.append(smp.Timestamp, smp.Value) {
+			kept++
 		}
 	}
 	return kept

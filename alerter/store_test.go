@@ -1,6 +1,8 @@
 package alerter
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,11 +20,11 @@ func TestStoreKeepsOnlySelected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := newStore(rs.sels, 30000, 300000)
 	series := captureSeries(t, fixtures.Cadvisor135, "/metrics/cadvisor")
-	want := 0
+	want, named := 0, 0
 	for _, s := range series {
 		if metricName(s.Labels) == "container_oom_events_total" {
+			named++
 			for _, l := range s.Labels {
 				if l.Name == "container" && l.Value != "" {
 					want++
@@ -33,28 +35,41 @@ func TestStoreKeepsOnlySelected(t *testing.T) {
 	if want == 0 {
 		t.Fatal("capture has no container_oom_events_total of a container")
 	}
-	const scrapes = 80 // 20 minutes at 15s, twice the window
-	for i := range scrapes {
-		for j := range series {
-			series[j].Samples[0].Timestamp = int64(i) * 15000
-		}
-		raw, err := (&prompb.WriteRequest{Timeseries: series}).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, node := range []string{"a", "b"} {
-			if _, err := st.IngestWire(Target{Cluster: "c", Node: node, Source: proto.SourceCadvisor}, raw); err != nil {
-				t.Fatal(err)
+	for _, enc := range []proto.Encoding{proto.SnappyPRW1{}, proto.BlockZstd{}} {
+		t.Run(enc.Name(), func(t *testing.T) {
+			st := newStore(rs.sels, 30000, 300000)
+			var bufs decodeBuffers
+			const scrapes = 80 // 20 minutes at 15s, twice the window
+			for i := range scrapes {
+				for j := range series {
+					series[j].Samples[0].Timestamp = int64(i) * 15000
+				}
+				payload, err := enc.Append(nil, &proto.Batch{Series: series})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, node := range []string{"a", "b"} {
+					if _, err := st.ingestPayload(Target{Cluster: "c", Node: node, Source: proto.SourceCadvisor}, enc.Name(), payload, &bufs); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
-		}
-	}
-	sel, held := st.selected()
-	if sel != 2*want {
-		t.Errorf("%d series kept, want %d (the selected ones of two nodes, of %d in all)", sel, 2*want, 2*len(series))
-	}
-	// 10m range + 30s interval at 15s: at most 42 samples each.
-	if max := sel * 42; held > max || held < sel*40 {
-		t.Errorf("%d samples held for %d series, want about 42 each", held, sel)
+			sel, held := st.selected()
+			if sel != 2*want {
+				t.Errorf("%d series kept, want %d (the selected ones of two nodes, of %d in all)", sel, 2*want, 2*len(series))
+			}
+			// 10m range + 30s interval at 15s: at most 42 samples each.
+			if max := sel * 42; held > max || held < sel*40 {
+				t.Errorf("%d samples held for %d series, want about 42 each", held, sel)
+			}
+			// What the store keeps per target to skip the labels is one
+			// entry per series of a selected name, not per series.
+			for tgt, tc := range st.targets {
+				if n := len(tc.entries) + len(tc.block); n > named {
+					t.Errorf("%v: %d series remembered, want at most the %d of the selected name", tgt, n, named)
+				}
+			}
+		})
 	}
 }
 
@@ -79,4 +94,89 @@ func TestStoreMaxSeries(t *testing.T) {
 	if sel != 10 || st.droppedSeries() != int64(total-10) {
 		t.Errorf("kept %d, dropped %d; want 10 kept and %d dropped", sel, st.droppedSeries(), total-10)
 	}
+}
+
+// TestIngestBlockAsIngest: a store fed block1+zstd payloads through the
+// per-target cache holds exactly what one fed the decoded series holds,
+// while series change labels, disappear, and are forgotten by gc.
+func TestIngestBlockAsIngest(t *testing.T) {
+	rs := loadPackAndUserRules(t, 10)
+	viaBlock := newStore(rs.sels, 30000, 300000)
+	viaBatch := newStore(rs.sels, 30000, 300000)
+	var bufs decodeBuffers
+	series := captureSeries(t, fixtures.Cadvisor135, "/metrics/cadvisor")
+	cpu := slices.IndexFunc(series, func(s prompb.TimeSeries) bool {
+		return metricName(s.Labels) == "container_cpu_usage_seconds_total" && slices.ContainsFunc(s.Labels, func(l prompb.Label) bool {
+			return l.Name == "container" && l.Value != ""
+		})
+	})
+	if cpu < 0 {
+		t.Fatal("capture has no container_cpu_usage_seconds_total of a container")
+	}
+	const nodes = 2
+	round := func(i int) {
+		t.Helper()
+		for j := range series {
+			series[j].Samples[0] = prompb.Sample{Timestamp: int64(i) * 15000, Value: float64(i*10000 + j)}
+		}
+		payload, err := proto.BlockZstd{}.Append(nil, &proto.Batch{Series: series})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := range nodes {
+			node := fmt.Sprintf("node-%d", n)
+			kept, err := viaBlock.ingestPayload(Target{Cluster: "c", Node: node, Source: proto.SourceCadvisor}, proto.BlockZstd{}.Name(), payload, &bufs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := viaBatch.Ingest("c", node, series); kept != want {
+				t.Fatalf("round %d %s: %d samples kept, want %d", i, node, kept, want)
+			}
+		}
+		got, want := storeContents(viaBlock), storeContents(viaBatch)
+		if len(want) == 0 {
+			t.Fatalf("round %d: nothing selected", i)
+		}
+		for k, w := range want {
+			if g, ok := got[k]; g != w {
+				t.Fatalf("round %d: %s holds %s (%t), want %s", i, k, g, ok, w)
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("round %d: %d series, want %d", i, len(got), len(want))
+		}
+	}
+	for i := range 3 {
+		round(i)
+	}
+	// A pod restarts under another name: the labels, hence the sum, change.
+	for j, l := range series[cpu].Labels {
+		if l.Name == "pod" {
+			series[cpu].Labels[j].Value += "-restarted"
+		}
+	}
+	round(3)
+	// Series go away: the ones after them move to other indexes.
+	series = slices.Delete(series, 0, 100)
+	round(4)
+	round(5)
+	// gc forgets every series while the targets still send them.
+	for _, st := range []*Store{viaBlock, viaBatch} {
+		if st.gc(1<<50) == 0 {
+			t.Fatal("gc removed nothing")
+		}
+	}
+	round(6)
+	round(7)
+}
+
+// storeContents is every selected series of st with its window.
+func storeContents(st *Store) map[string]string {
+	out := map[string]string{}
+	for _, ms := range st.series {
+		if ms.sels != nil {
+			out[ms.lset.String()] = fmt.Sprint(ms.ts, ms.vs)
+		}
+	}
+	return out
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/weirmetrics/weir/proto"
@@ -29,7 +31,7 @@ const (
 
 var errWire = errors.New("malformed write request")
 
-// snappyBuf decodes a prw1+snappy payload into buf, bounded like
+// snappyDecode decodes a prw1+snappy payload into buf, bounded like
 // proto.SnappyPRW1.
 func snappyDecode(buf, src []byte) ([]byte, error) {
 	n, err := snappy.DecodedLen(src)
@@ -49,6 +51,87 @@ func snappyDecode(buf, src []byte) ([]byte, error) {
 	return out, nil
 }
 
+// decodeBuffers are reused by one consumer from message to message.
+type decodeBuffers struct {
+	raw   []byte
+	block proto.BlockReader
+	batch proto.Batch
+}
+
+// ingestPayload adds the selected samples of a payload in the named
+// encoding. Of the series of the metric names no rule selects, most of a
+// scrape, neither encoding builds labels or samples: prw1+snappy is read
+// from its protobuf bytes, block1+zstd series by series.
+func (s *Store) ingestPayload(t Target, encoding string, payload []byte, bufs *decodeBuffers) (int, error) {
+	switch encoding {
+	case proto.SnappyPRW1{}.Name():
+		raw, err := snappyDecode(bufs.raw, payload)
+		if err != nil {
+			return 0, err
+		}
+		bufs.raw = raw[:0]
+		return s.IngestWire(t, raw)
+	case proto.BlockZstd{}.Name():
+		if err := bufs.block.Reset(payload); err != nil {
+			return 0, err
+		}
+		return s.ingestBlock(t, &bufs.block)
+	}
+	// An encoding without a fast path is decoded whole.
+	enc, err := proto.EncodingByName(encoding)
+	if err != nil {
+		return 0, err
+	}
+	if err := enc.Decode(payload, &bufs.batch); err != nil {
+		return 0, err
+	}
+	return s.Ingest(t.Cluster, t.Node, bufs.batch.Series), nil
+}
+
+// ingestBlock adds the selected samples of the block1+zstd payload r holds.
+// A target mostly sends the same series as last time: then the labels are
+// not read at all, and the samples go to the series found last time.
+func (s *Store) ingestBlock(t Target, r *proto.BlockReader) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tc := s.target(t)
+	sum := r.LabelsSum()
+	if !tc.blockKnown || tc.labelsSum != sum || slices.ContainsFunc(tc.block, func(e blockEntry) bool { return e.ms.gone }) {
+		if err := s.findBlockSeries(t, tc, r); err != nil {
+			return 0, err
+		}
+		tc.labelsSum, tc.blockKnown = sum, true
+	}
+	kept := 0
+	for _, e := range tc.block {
+		s.samples = r.AppendSamples(s.samples[:0], e.index)
+		kept += e.ms.ingest(s.samples)
+	}
+	return kept, nil
+}
+
+// findBlockSeries lists in tc.block the series of r whose metric names a
+// rule selects, adding those the store does not have.
+func (s *Store) findBlockSeries(t Target, tc *targetCache, r *proto.BlockReader) error {
+	tc.blockKnown = false
+	tc.block = tc.block[:0]
+	var ls []prompb.Label // not kept: it holds the payload's strings
+	for i := range r.Len() {
+		name, err := r.Name(i)
+		if err != nil {
+			return err
+		}
+		if !s.selectsName(name) {
+			continue
+		}
+		if ls, err = r.AppendLabels(ls[:0], i); err != nil {
+			return err
+		}
+		tc.block = append(tc.block, blockEntry{index: i, ms: s.lookup(t.Cluster, t.Node, name, ls)})
+	}
+	return nil
+}
+
 // IngestWire adds the selected samples of a marshaled WriteRequest read
 // from cluster and node. It returns how many samples were kept, and an
 // error wrapping proto.ErrMalformed for bytes that are not a WriteRequest;
@@ -56,12 +139,8 @@ func snappyDecode(buf, src []byte) ([]byte, error) {
 func (s *Store) IngestWire(t Target, raw []byte) (kept int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tc := s.targets[t]
-	if tc == nil {
-		tc = &targetCache{}
-		s.targets[t] = tc
-	}
-	tc.next, tc.used = 0, true
+	tc := s.target(t)
+	tc.next = 0
 	for i := 0; len(raw) > 0; i++ {
 		num, typ, n := protowire.ConsumeTag(raw)
 		if n < 0 {
@@ -163,18 +242,42 @@ type Target struct {
 	Chunk         int
 }
 
-// targetCache remembers, in scrape order, the encoded labels of the
-// selected series of one target and where they are stored: a scrape that
-// lists the same series as the last one finds each with a byte compare.
+// targetCache remembers, in scrape order, the selected series of one
+// target and where they are stored, so that a scrape that lists the same
+// series as the last one finds them without hashing their labels. For
+// prw1+snappy it keeps their encoded labels, found each with a byte
+// compare; for block1+zstd the LabelsSum of the whole payload.
 type targetCache struct {
 	entries []cacheEntry
 	next    int
-	used    bool // since the last gc
+
+	block      []blockEntry
+	labelsSum  uint64
+	blockKnown bool // block and labelsSum are those of the last payload
+
+	used bool // since the last gc
 }
 
 type cacheEntry struct {
 	lbls []byte
 	ms   *memSeries
+}
+
+// blockEntry is a series of a block1+zstd payload, by its index.
+type blockEntry struct {
+	index int
+	ms    *memSeries
+}
+
+// target returns the cache of t, marked used.
+func (s *Store) target(t Target) *targetCache {
+	tc := s.targets[t]
+	if tc == nil {
+		tc = &targetCache{}
+		s.targets[t] = tc
+	}
+	tc.used = true
+	return tc
 }
 
 func (s *Store) ingestSeries(t Target, tc *targetCache, ts []byte) (int, error) {

@@ -138,17 +138,24 @@ func (SnappyPRW1) Decode(src []byte, b *Batch) error {
 // an empty label name, labels out of order.
 func validate(b *Batch) error {
 	for i := range b.Series {
-		ls := b.Series[i].Labels
-		if len(ls) == 0 {
-			return fmt.Errorf("%w: series %d has no labels", ErrMalformed, i)
+		if err := validateLabels(i, b.Series[i].Labels); err != nil {
+			return err
 		}
-		for j := range ls {
-			if ls[j].Name == "" {
-				return fmt.Errorf("%w: series %d label %d has an empty name", ErrMalformed, i, j)
-			}
-			if j > 0 && ls[j-1].Name >= ls[j].Name {
-				return fmt.Errorf("%w: series %d labels not sorted at %q", ErrMalformed, i, ls[j].Name)
-			}
+	}
+	return nil
+}
+
+// validateLabels is validate for series i.
+func validateLabels(i int, ls []prompb.Label) error {
+	if len(ls) == 0 {
+		return fmt.Errorf("%w: series %d has no labels", ErrMalformed, i)
+	}
+	for j := range ls {
+		if ls[j].Name == "" {
+			return fmt.Errorf("%w: series %d label %d has an empty name", ErrMalformed, i, j)
+		}
+		if j > 0 && ls[j-1].Name >= ls[j].Name {
+			return fmt.Errorf("%w: series %d labels not sorted at %q", ErrMalformed, i, ls[j].Name)
 		}
 	}
 	return nil

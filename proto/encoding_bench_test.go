@@ -66,3 +66,43 @@ func cpuTime() time.Duration {
 func reportCPU(b *testing.B, since time.Duration, samples int) {
 	b.ReportMetric(float64(cpuTime()-since)/float64(b.N)/float64(samples), "cpu-ns/sample")
 }
+
+// BenchmarkBlockReader reads the Kubernetes 1.35 cAdvisor capture as the
+// alerter does: op=same-series is a scrape listing the series of the last
+// one (decompress, samples, LabelsSum), op=names one it has not seen (the
+// metric name of every series too).
+func BenchmarkBlockReader(b *testing.B) {
+	in := Batch{Series: captureSeries(b, fixtures.Cadvisor135)}
+	samples := in.Samples()
+	payload, err := BlockZstd{}.Append(nil, &in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, names := range []bool{false, true} {
+		op := "same-series"
+		if names {
+			op = "names"
+		}
+		b.Run("op="+op, func(b *testing.B) {
+			b.ReportAllocs()
+			var r BlockReader
+			cpu := cpuTime()
+			for b.Loop() {
+				if err := r.Reset(payload); err != nil {
+					b.Fatal(err)
+				}
+				_ = r.LabelsSum()
+				if !names {
+					continue
+				}
+				for i := range r.Len() {
+					if _, err := r.Name(i); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			reportCPU(b, cpu, samples)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
+		})
+	}
+}

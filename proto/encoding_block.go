@@ -53,6 +53,7 @@ var (
 	zstdEncoder = mustZstdEncoder()
 	zstdDecoder = mustZstdDecoder()
 	blockPool   = sync.Pool{New: func() any { return new(blockState) }}
+	readerPool  = sync.Pool{New: func() any { return new(BlockReader) }}
 )
 
 func mustZstdEncoder() *zstd.Encoder {
@@ -87,7 +88,7 @@ func mustZstdDecoder() *zstd.Decoder {
 	return d
 }
 
-// blockState is reused between calls through blockPool.
+// blockState is reused between calls of Append through blockPool.
 type blockState struct {
 	raw     []byte
 	refs    map[string]uint32
@@ -95,7 +96,6 @@ type blockState struct {
 	names   []uint32
 	values  []uint32
 	floats  []uint64
-	syms    []string
 }
 
 func (s *blockState) symbol(v string) uint32 {
@@ -262,216 +262,26 @@ func (e *BlockEncoder) sameLabels(b *Batch) bool {
 // shared: one string per unique symbol of the message.
 func (BlockZstd) Decode(src []byte, b *Batch) error {
 	b.Reset()
-	var h zstd.Header
-	if err := h.Decode(src); err != nil {
-		return fmt.Errorf("%w: zstd header: %v", ErrMalformed, err)
-	}
-	// The encoder always writes the size, so the buffer is sized, and a
-	// bomb refused, before anything is decompressed.
-	if !h.HasFCS || h.FrameContentSize == 0 {
-		return fmt.Errorf("%w: zstd frame without a content size", ErrMalformed)
-	}
-	if h.FrameContentSize > MaxDecodedBytes {
-		return fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, h.FrameContentSize, MaxDecodedBytes)
-	}
-	if h.FrameContentSize > maxBlockRatio*uint64(len(src)) {
-		return fmt.Errorf("%w: %d bytes claim to decode to %d, more than a block compresses", ErrMalformed, len(src), h.FrameContentSize)
-	}
-	size := int(h.FrameContentSize)
-	s := blockPool.Get().(*blockState)
-	defer blockPool.Put(s)
-	if cap(s.raw) < size {
-		s.raw = make([]byte, 0, size)
-	}
-	// The decoder stops at the capacity (WithDecodeAllCapLimit), so a
-	// second frame appended to the first cannot grow the output either.
-	raw, err := zstdDecoder.DecodeAll(src, s.raw[:0:size])
-	if err != nil {
-		return fmt.Errorf("%w: zstd: %v", ErrMalformed, err)
-	}
-	if err := decodeBlock(raw, b, s); err != nil {
-		b.Reset()
+	r := readerPool.Get().(*BlockReader)
+	defer readerPool.Put(r)
+	defer r.forget() // let the strings go with the batch
+	if err := r.Reset(src); err != nil {
 		return err
 	}
-	if err := validate(b); err != nil {
-		b.Reset()
-		return err
+	labels := make([]prompb.Label, 0, r.nLabels)
+	samples := make([]prompb.Sample, 0, len(r.ts))
+	if cap(b.Series) < r.Len() {
+		b.Series = make([]prompb.TimeSeries, 0, r.Len())
 	}
-	return nil
-}
-
-// blockReader reads a block and fails with ErrMalformed naming the column.
-type blockReader struct {
-	buf []byte
-	err error
-}
-
-func (r *blockReader) uvarint(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.buf)
-	if n <= 0 {
-		r.err = fmt.Errorf("%w: block: bad or truncated %s", ErrMalformed, what)
-		return 0
-	}
-	r.buf = r.buf[n:]
-	return v
-}
-
-func (r *blockReader) varint(what string) int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.buf)
-	if n <= 0 {
-		r.err = fmt.Errorf("%w: block: bad or truncated %s", ErrMalformed, what)
-		return 0
-	}
-	r.buf = r.buf[n:]
-	return v
-}
-
-// count reads a count of items that take at least minBytes each in the rest
-// of the block, so that a hostile count fails before it is allocated.
-func (r *blockReader) count(what string, minBytes int) int {
-	n := r.uvarint(what)
-	if r.err == nil && n > uint64(len(r.buf)/minBytes) {
-		r.err = fmt.Errorf("%w: block: %s %d exceeds what the remaining %d bytes can hold", ErrMalformed, what, n, len(r.buf))
-		return 0
-	}
-	return int(n)
-}
-
-func decodeBlock(raw []byte, b *Batch, s *blockState) error {
-	if len(raw) == 0 || raw[0] != blockVersion {
-		return fmt.Errorf("%w: block: not a version %d block", ErrMalformed, blockVersion)
-	}
-	r := blockReader{buf: raw[1:]}
-
-	nSyms := r.count("symbol count", 1)
-	lens := s.names[:0]
-	total := uint64(0)
-	for range nSyms {
-		l := r.uvarint("symbol length")
-		total += l
-		lens = append(lens, uint32(min(l, math.MaxUint32)))
-	}
-	s.names = lens
-	if r.err != nil {
-		return r.err
-	}
-	if total > uint64(len(r.buf)) {
-		return fmt.Errorf("%w: block: symbols need %d bytes, %d left", ErrMalformed, total, len(r.buf))
-	}
-	// One allocation holds every symbol; the labels are substrings of it.
-	all := string(r.buf[:total])
-	r.buf = r.buf[total:]
-	syms := s.syms[:0]
-	off := 0
-	for _, l := range lens {
-		syms = append(syms, all[off:off+int(l)])
-		off += int(l)
-	}
-	s.syms = syms
-	defer clear(s.syms) // let the strings go with the batch
-
-	nSeries := r.count("series count", 2) // a label count and a sample count at least
-	if r.err != nil {
-		return r.err
-	}
-	counts := s.values[:0]
-	nLabels := 0
-	for range nSeries {
-		n := r.uvarint("label count")
-		if n > uint64(len(r.buf)) {
-			return fmt.Errorf("%w: block: label count %d exceeds the block", ErrMalformed, n)
+	for i := range r.Len() {
+		l, s := len(labels), len(samples)
+		var err error
+		if labels, err = r.AppendLabels(labels, i); err != nil {
+			b.Reset()
+			return err
 		}
-		nLabels += int(n)
-		counts = append(counts, uint32(n))
-	}
-	s.values = counts
-	if r.err != nil {
-		return r.err
-	}
-	if nLabels > len(r.buf)/2 {
-		return fmt.Errorf("%w: block: %d labels exceed what the remaining %d bytes can hold", ErrMalformed, nLabels, len(r.buf))
-	}
-	labels := make([]prompb.Label, nLabels)
-	for i := range labels {
-		ref := r.uvarint("label name ref")
-		if ref >= uint64(len(syms)) {
-			return fmt.Errorf("%w: block: label name ref %d of %d symbols", ErrMalformed, ref, len(syms))
-		}
-		labels[i].Name = syms[ref]
-	}
-	for i := range labels {
-		ref := r.uvarint("label value ref")
-		if ref >= uint64(len(syms)) {
-			return fmt.Errorf("%w: block: label value ref %d of %d symbols", ErrMalformed, ref, len(syms))
-		}
-		labels[i].Value = syms[ref]
-	}
-	if r.err != nil {
-		return r.err
-	}
-
-	if cap(b.Series) < nSeries {
-		b.Series = make([]prompb.TimeSeries, 0, nSeries)
-	}
-	b.Series = b.Series[:nSeries]
-	nSamples := 0
-	off = 0
-	for i := range b.Series {
-		n := r.uvarint("sample count")
-		if n > uint64(len(r.buf)) {
-			return fmt.Errorf("%w: block: sample count %d exceeds the block", ErrMalformed, n)
-		}
-		nSamples += int(n)
-		lc := int(counts[i])
-		b.Series[i] = prompb.TimeSeries{Labels: labels[off : off+lc : off+lc]}
-		counts[i] = uint32(n)
-		off += lc
-	}
-	if r.err != nil {
-		return r.err
-	}
-	// Each sample takes at least one timestamp byte and eight value bytes.
-	if nSamples > len(r.buf)/9 {
-		return fmt.Errorf("%w: block: %d samples exceed what the remaining %d bytes can hold", ErrMalformed, nSamples, len(r.buf))
-	}
-	samples := make([]prompb.Sample, nSamples)
-	var ts int64
-	for i := range samples {
-		d := r.varint("timestamp")
-		if i == 0 {
-			ts = d
-		} else {
-			ts += d
-		}
-		samples[i].Timestamp = ts
-	}
-	if r.err != nil {
-		return r.err
-	}
-	if len(r.buf) != 8*nSamples {
-		return fmt.Errorf("%w: block: %d value bytes for %d samples", ErrMalformed, len(r.buf), nSamples)
-	}
-	planes := r.buf
-	var prev uint64
-	for i := range samples {
-		x := uint64(planes[i])<<56 | uint64(planes[nSamples+i])<<48 |
-			uint64(planes[2*nSamples+i])<<40 | uint64(planes[3*nSamples+i])<<32 |
-			uint64(planes[4*nSamples+i])<<24 | uint64(planes[5*nSamples+i])<<16 |
-			uint64(planes[6*nSamples+i])<<8 | uint64(planes[7*nSamples+i])
-		prev ^= x
-		samples[i].Value = math.Float64frombits(prev)
-	}
-	off = 0
-	for i := range b.Series {
-		n := int(counts[i])
-		b.Series[i].Samples = samples[off : off+n : off+n]
-		off += n
+		samples = r.AppendSamples(samples, i)
+		b.Series = append(b.Series, prompb.TimeSeries{Labels: labels[l:len(labels):len(labels)], Samples: samples[s:len(samples):len(samples)]})
 	}
 	return nil
 }

@@ -15,25 +15,7 @@ import (
 // real capture (its first series) in every encoding.
 func FuzzDecode(f *testing.F) {
 	encs := []Encoding{SnappyPRW1{}, BlockZstd{}}
-	for _, name := range textCaptures {
-		// The first series of each capture: big seeds slow every
-		// mutation down, and a few hundred series show every column.
-		in := Batch{Series: captureFirstSeries(f, name, 100)}
-		for _, enc := range encs {
-			payload, err := enc.Append(nil, &in)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(payload)
-		}
-	}
-	f.Add([]byte{})
-	f.Add([]byte("not snappy at all"))
-	f.Add(snappy.Encode(nil, []byte{0x0a, 0x05, 0x0a, 0x03}))
-	wr := prompb.WriteRequest{Timeseries: series(3)}
-	raw, _ := wr.Marshal()
-	f.Add(snappy.Encode(nil, raw[:len(raw)/2]))
-	f.Add(zstdEncoder.EncodeAll([]byte{blockVersion, 1, 1, 'a', 1, 1, 0, 0, 1, 0}, nil))
+	addPayloadSeeds(f, encs)
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		for _, enc := range encs {
 			var b Batch
@@ -59,6 +41,81 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzBlockReader feeds arbitrary payloads to a BlockReader read series by
+// series, as the alerter reads it: nothing may panic, every failure is a
+// documented error, and it reads exactly what Decode does: the same series
+// when Decode succeeds, a failure of Reset or of some series' labels when
+// Decode fails.
+func FuzzBlockReader(f *testing.F) {
+	addPayloadSeeds(f, []Encoding{BlockZstd{}})
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var b Batch
+		decodeErr := BlockZstd{}.Decode(payload, &b)
+		var r BlockReader
+		if err := r.Reset(payload); err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Reset returned an undocumented error: %v", err)
+			}
+			if decodeErr == nil || r.Len() != 0 {
+				t.Fatalf("Reset failed (%v) with %d series left, Decode did not", err, r.Len())
+			}
+			return
+		}
+		var labelsErr error
+		for i := range r.Len() {
+			name, err := r.Name(i)
+			ls, lerr := r.AppendLabels(nil, i)
+			samples := r.AppendSamples(nil, i)
+			if err != nil || lerr != nil {
+				if !errors.Is(err, ErrMalformed) && !errors.Is(lerr, ErrMalformed) {
+					t.Fatalf("series %d: undocumented errors %v, %v", i, err, lerr)
+				}
+				labelsErr = errors.Join(err, lerr)
+				continue
+			}
+			if decodeErr != nil {
+				continue
+			}
+			if i >= len(b.Series) || !reflect.DeepEqual(ls, b.Series[i].Labels) || !sameSamples(samples, b.Series[i].Samples) {
+				t.Fatalf("series %d: the reader read %v %v, Decode %v", i, ls, samples, b.Series[i:min(i+1, len(b.Series))])
+			}
+			if name != metricName(ls) {
+				t.Fatalf("series %d: Name %q of labels %v", i, name, ls)
+			}
+		}
+		if (decodeErr == nil) != (labelsErr == nil) || (decodeErr == nil && r.Len() != len(b.Series)) {
+			t.Fatalf("Decode: %v, %d series; reader: %v, %d series", decodeErr, len(b.Series), labelsErr, r.Len())
+		}
+	})
+}
+
+// addPayloadSeeds adds every real capture (its first series) in every
+// encoding of encs, and a few broken payloads.
+func addPayloadSeeds(f *testing.F, encs []Encoding) {
+	for _, name := range textCaptures {
+		// The first series of each capture: big seeds slow every
+		// mutation down, and a few hundred series show every column.
+		in := Batch{Series: captureFirstSeries(f, name, 100)}
+		for _, enc := range encs {
+			payload, err := enc.Append(nil, &in)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(payload)
+		}
+	}
+	f.Add([]byte{})
+	f.Add([]byte("not snappy at all"))
+	f.Add(snappy.Encode(nil, []byte{0x0a, 0x05, 0x0a, 0x03}))
+	wr := prompb.WriteRequest{Timeseries: series(3)}
+	raw, _ := wr.Marshal()
+	f.Add(snappy.Encode(nil, raw[:len(raw)/2]))
+	f.Add(zstdEncoder.EncodeAll([]byte{blockVersion, 1, 1, 'a', 1, 1, 0, 0, 1, 0}, nil))
+	// Well formed but for a label ref past the symbols, which a
+	// BlockReader finds only when the labels are read.
+	f.Add(block(uv(1, 1), []byte("a"), uv(1, 1, 7, 0, 1), uv(0), make([]byte, 8)))
 }
 
 // FuzzParseSubject checks that parsing never panics and that what parses
