@@ -200,6 +200,9 @@ func (r *BlockReader) read() error {
 // Len is the number of series.
 func (r *BlockReader) Len() int { return len(r.labelCounts) }
 
+// Samples is the number of samples of every series.
+func (r *BlockReader) Samples() int { return len(r.ts) }
+
 // LabelsSum is a hash of every label of every series, in order, and of
 // nothing else: two payloads with the same sum list the same series in the
 // same order (unless 64-bit hashes collide), as successive scrapes of a

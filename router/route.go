@@ -274,6 +274,22 @@ func (rt *router) route(subj proto.Subject, b *proto.Batch) {
 	}
 }
 
+// keepAll records a message of series and samples that every route keeps
+// as it came.
+func (rt *router) keepAll(series, samples int) {
+	rt.exprErrors = rt.exprErrors[:0]
+	for i := range rt.routes {
+		rt.out[i] = rt.out[i][:0]
+		rt.counts[i] = routeCounts{seriesIn: series, samplesIn: samples, seriesKept: series, samplesKept: samples}
+	}
+}
+
+// keepsEverything reports whether r publishes every series as it came: no
+// matcher, no expr, no relabeling.
+func (r *route) keepsEverything() bool {
+	return len(r.selectors) == 0 && r.program == nil && len(r.steps) == 0
+}
+
 // apply runs one route on the series at index si: the labels to publish,
 // or why it is dropped (kept when it is not).
 func (rt *router) apply(r *route, si int, ls []prompb.Label) ([]prompb.Label, int) {

@@ -48,7 +48,10 @@ type Router struct {
 	maxPayload int
 	member     string
 	routes     []*route
-	metrics    *metrics
+	// keepsEverything is set when no route matches, filters or relabels:
+	// messages then go to every route as they came, without decoding.
+	keepsEverything bool
+	metrics         *metrics
 
 	// One log line per interval for each kind of repeating trouble.
 	publishLog, deadLog, exprLog logThrottle
@@ -112,22 +115,27 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: register metrics: %w", err)
 	}
+	keepsEverything := true
+	for _, r := range routes {
+		keepsEverything = keepsEverything && r.keepsEverything()
+	}
 	log := d.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Router{
-		cfg:        cfg,
-		log:        log.With("stage", "router"),
-		js:         d.JS,
-		streams:    d.Streams,
-		maxPayload: maxPayload,
-		member:     d.Member,
-		routes:     routes,
-		metrics:    m,
-		publishLog: logThrottle{every: logEvery},
-		deadLog:    logThrottle{every: logEvery},
-		exprLog:    logThrottle{every: logEvery},
+		cfg:             cfg,
+		log:             log.With("stage", "router"),
+		js:              d.JS,
+		streams:         d.Streams,
+		maxPayload:      maxPayload,
+		member:          d.Member,
+		routes:          routes,
+		keepsEverything: keepsEverything,
+		metrics:         m,
+		publishLog:      logThrottle{every: logEvery},
+		deadLog:         logThrottle{every: logEvery},
+		exprLog:         logThrottle{every: logEvery},
 	}, nil
 }
 

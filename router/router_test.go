@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -300,6 +301,33 @@ func TestRouterDeadLetters(t *testing.T) {
 	}
 	if got := e.readStream(t, "WEIR_ROUTE_ALL"); len(got) != 1 || len(got[0].series) != len(good) {
 		t.Errorf("the good message after the bad ones: route holds %d messages", len(got))
+	}
+	// A route that keeps everything counts what it passed on without
+	// decoding it, and publishes the payload as it came.
+	if got := counter(t, e.reg, "weir_router_series_kept_total", "route", "all"); got != float64(len(good)) {
+		t.Errorf("weir_router_series_kept_total = %v, want %d", got, len(good))
+	}
+	if got := counter(t, e.reg, "weir_router_samples_kept_total", "route", "all"); got != float64(len(good)) {
+		t.Errorf("weir_router_samples_kept_total = %v, want %d", got, len(good))
+	}
+	in, err := e.js.Stream(context.Background(), proto.StreamEnriched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.js.Stream(context.Background(), "WEIR_ROUTE_ALL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, err := in.GetMsg(context.Background(), uint64(len(bad)+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed, err := out.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sent.Data, routed.Data) {
+		t.Errorf("the route published %d bytes that differ from the %d it read", len(routed.Data), len(sent.Data))
 	}
 }
 
