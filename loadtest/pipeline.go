@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/weirmetrics/weir/alerter/rules"
 )
 
 // pipeline is one scraper under test with its own fleet and receiver:
@@ -137,6 +139,13 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 	if cfg.Mode != ModeCollector {
 		fmt.Fprintf(&stages, "enricher:\n  listen_address: %s\nrouter:\n  listen_address: %s\n", listen(), listen())
 		fmt.Fprintf(&stages, "sinks:\n  - name: loadtest\n    listen_address: %s\n    url: %s\n    ack_wait: %s\n", listen(), p.writeURL, cfg.AckWait)
+		// The alerter evaluates the default rule pack on the enriched
+		// stream, as in a deployment.
+		rulesGlob, err := rules.Write(filepath.Join(dir, "rules"))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&stages, "alerter:\n  listen_address: %s\n  rule_files: [%q]\n", listen(), rulesGlob)
 	}
 	natsFile, stagesFile := filepath.Join(dir, "nats.yaml"), filepath.Join(dir, "weir.yaml")
 	if err := os.WriteFile(natsFile, []byte(natsOnly), 0o600); err != nil {

@@ -65,8 +65,8 @@ type Config struct {
 
 // DefaultStages are the stages of the pipeline, in order. The sink reads
 // the route the router makes for it, so the router is needed, and the
-// enricher feeds the router.
-var DefaultStages = []string{"collector", "enricher", "router", "sink"}
+// enricher feeds the router and the alerter.
+var DefaultStages = []string{"collector", "enricher", "router", "sink", "alerter"}
 
 func (c Config) stages() []string {
 	if len(c.Stages) == 0 {
