@@ -1,0 +1,171 @@
+package sink
+
+import (
+	"bytes"
+	"math"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// buildBodies returns the bodies of every request of payload in protocol
+// p, as the sink built them before the label cache: decoded whole.
+func buildDecoded(t *testing.T, payload []byte, limit int, p protocol) [][]byte {
+	t.Helper()
+	var batch proto.Batch
+	if err := (proto.BlockZstd{}).Decode(payload, &batch); err != nil {
+		t.Fatal(err)
+	}
+	w := requestBuilder{limit: limit, exemplars: true, histograms: true}
+	return collectBodies(t, newEncoder(), p, func(send func(request) error) error { return w.build(&batch, send) })
+}
+
+func collectBodies(t *testing.T, e *encoder, p protocol, build func(func(request) error) error) [][]byte {
+	t.Helper()
+	var bodies [][]byte
+	err := build(func(r request) error {
+		body, err := e.encode(r, p)
+		bodies = append(bodies, bytes.Clone(body))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bodies
+}
+
+// A target's payloads sent with the labels of the last one are the same
+// requests, byte for byte, as those decoded whole: with the same labels,
+// other labels, fewer series, and back.
+func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
+	cadvisor := captureSeries(t, fixtures.Cadvisor135, scrapeMillis)
+	kubelet := captureSeries(t, fixtures.Kubelet121, scrapeMillis)
+
+	relabelled := stamped(cadvisor, scrapeMillis+30_000)
+	for i := range relabelled[:10] {
+		ls := slices.Clone(relabelled[i].Labels)
+		ls[len(ls)-1].Value += "-moved"
+		relabelled[i].Labels = ls
+	}
+	// Values and timestamps that gogo protobuf writes in particular ways,
+	// and a label with an empty value.
+	odd := stamped(cadvisor, scrapeMillis+60_000)
+	odd[0].Samples[0].Value = 0
+	odd[1].Samples[0].Value = math.Copysign(0, -1)
+	odd[2].Samples[0].Value = math.NaN()
+	odd[3].Samples[0].Timestamp = 0
+	odd[4].Samples[0].Timestamp = -1
+	odd[5].Labels = append(slices.Clone(odd[5].Labels), prompb.Label{Name: "zz_empty", Value: ""})
+
+	steps := []struct {
+		name   string
+		series []prompb.TimeSeries
+	}{
+		{"first", cadvisor},
+		{"same labels", stamped(cadvisor, scrapeMillis+15_000)},
+		{"other labels", relabelled},
+		{"same again", stamped(relabelled, scrapeMillis+45_000)},
+		{"fewer series", stamped(cadvisor[:len(cadvisor)/3], scrapeMillis+50_000)},
+		{"odd samples", odd},
+		{"another scrape", kubelet},
+		{"back", stamped(cadvisor, scrapeMillis+90_000)},
+	}
+	for _, limit := range []int{DefaultConfig().QueueConfig.MaxSamplesPerSend, 7} {
+		budget := new(atomic.Int64)
+		budget.Store(maxCachedSeries)
+		cache := newLabelCache(budget)
+		var r proto.BlockReader
+		w := requestBuilder{limit: limit, exemplars: true, histograms: true}
+		e := newEncoder()
+		key := targetKey{subject: "weir.route.r.c.n.cadvisor.0"}
+		for _, step := range steps {
+			payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: step.series})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Reset(payload); err != nil {
+				t.Fatal(err)
+			}
+			l, err := cache.labels(key, &r, time.Unix(0, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Both protocols from the same labels: a sink falls back from
+			// 2.0 to 1.0 with requests under way.
+			for _, p := range []protocol{protoV2, protoV1} {
+				want := buildDecoded(t, payload, limit, p)
+				got := collectBodies(t, e, p, func(send func(request) error) error { return w.buildBlock(&r, l, send) })
+				if len(got) != len(want) {
+					t.Fatalf("limit %d, %s, %s: %d requests, want %d", limit, step.name, p, len(got), len(want))
+				}
+				for i := range want {
+					if !bytes.Equal(got[i], want[i]) {
+						t.Fatalf("limit %d, %s, %s: request %d differs from the decoded one", limit, step.name, p, i)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
+	series := captureSeries(t, fixtures.Cadvisor135, scrapeMillis)
+	budget := new(atomic.Int64)
+	budget.Store(maxCachedSeries)
+	cache := newLabelCache(budget)
+	var r proto.BlockReader
+	read := func(key targetKey, series []prompb.TimeSeries, now time.Time) *seriesLabels {
+		t.Helper()
+		payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reset(payload); err != nil {
+			t.Fatal(err)
+		}
+		l, err := cache.labels(key, &r, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	steady, stopping := targetKey{subject: "a"}, targetKey{subject: "b"}
+	now := time.Unix(1000, 0)
+	first := read(steady, series, now)
+	read(stopping, series, now)
+	if got, want := budget.Load(), int64(maxCachedSeries-2*(len(series)+1)); got != want {
+		t.Fatalf("budget left %d, want %d", got, want)
+	}
+	symbols := first.symbols
+	if read(steady, stamped(series, scrapeMillis+15_000), now) != first || &first.symbols[0] != &symbols[0] {
+		t.Fatal("the labels of a payload like the last were read again")
+	}
+
+	// stopping sends no more: its labels go within two sweeps.
+	for range 2 {
+		now = now.Add(sweepEvery)
+		read(steady, stamped(series, scrapeMillis+15_000), now)
+	}
+	if _, ok := cache.targets[stopping]; ok || len(cache.targets) != 1 {
+		t.Fatalf("%d targets cached, want only the steady one", len(cache.targets))
+	}
+	if got, want := budget.Load(), int64(maxCachedSeries-(len(series)+1)); got != want {
+		t.Fatalf("budget left %d, want %d", got, want)
+	}
+
+	// A target that does not fit the budget is read every time, uncached.
+	budget.Store(int64(len(series)))
+	big := targetKey{subject: "c"}
+	if l := read(big, series, now); l != &cache.uncached || len(l.offs) != len(series)+1 {
+		t.Fatal("a target over the budget was cached")
+	}
+	if budget.Load() != int64(len(series)) {
+		t.Fatalf("budget left %d, want %d untouched", budget.Load(), len(series))
+	}
+}
