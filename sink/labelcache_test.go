@@ -4,17 +4,19 @@ import (
 	"bytes"
 	"math"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
 )
 
-// buildBodies returns the bodies of every request of payload in protocol
+// buildDecoded returns the bodies of every request of payload in protocol
 // p, as the sink built them before the label cache: decoded whole.
 func buildDecoded(t *testing.T, payload []byte, limit int, p protocol) [][]byte {
 	t.Helper()
@@ -167,5 +169,63 @@ func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
 	}
 	if budget.Load() != int64(len(series)) {
 		t.Fatalf("budget left %d, want %d untouched", budget.Load(), len(series))
+	}
+}
+
+// A target's scrapes reach the backend whole, each series with its own
+// labels, whether the sink reads them from the last payload's, decodes
+// them, or gets them in another encoding between two.
+func TestSteadyTargetSendsEverySampleWithItsLabels(t *testing.T) {
+	env := newEnv(t)
+	rc := newReceiver(t, nil)
+	subj := subject("node-1", proto.SourceKubeProxy)
+	series := captureSeries(t, fixtures.KubeProxy121, scrapeMillis)
+	changed := stamped(series, scrapeMillis+45_000)
+	changed[0].Labels = append(slices.Clone(changed[0].Labels), prompb.Label{Name: "zz_moved", Value: "yes"})
+	scrapes := [][]prompb.TimeSeries{
+		series,
+		stamped(series, scrapeMillis+15_000),
+		stamped(series, scrapeMillis+30_000), // in prw1+snappy
+		stamped(series, scrapeMillis+40_000),
+		changed,
+		stamped(series[1:], scrapeMillis+60_000),
+	}
+	var seq uint64
+	for i, scrape := range scrapes {
+		millis := scrape[0].Samples[0].Timestamp
+		if i != 2 {
+			seq = env.publishScrape(t, subj, millis, scrape)
+			continue
+		}
+		payload, err := (proto.SnappyPRW1{}).Append(nil, &proto.Batch{Series: scrape})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(subj.String())
+		proto.Meta{MsgID: proto.MsgID(subj, millis, 0), Encoding: proto.SnappyPRW1{}.Name(), ScrapeMillis: millis, Chunks: 1}.SetHeaders(m.Header)
+		m.Data = payload
+		seq = env.publish(t, m)
+	}
+	env.startSink(t, testConfig("steady", rc.url()))
+
+	want := map[string]bool{}
+	for _, scrape := range scrapes {
+		for _, ts := range scrape {
+			want[seriesKey(ts.Labels)+"@"+strconv.FormatInt(ts.Samples[0].Timestamp, 10)] = true
+		}
+	}
+	rc.waitSamples(t, len(want), 10*time.Second)
+	env.waitAcked(t, "steady", seq)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for key := range want {
+		if !rc.accepted[key] {
+			t.Fatalf("the backend did not get %s", key)
+		}
+	}
+	for key, order := range rc.order {
+		if !slices.IsSorted(order) {
+			t.Errorf("%s: timestamps out of order: %v", key, order)
+		}
 	}
 }
