@@ -126,20 +126,19 @@ func (e *encoder) marshalV1(series []prompb.TimeSeries) error {
 }
 
 // marshalLabelledV1 is marshalV1 for a request with its labels apart: the
-// same bytes, as gogo protobuf writes them, with the labels of each series
-// copied marshalled.
+// same bytes, as gogo protobuf writes them, without a Size pass over the
+// labels, whose sizes were counted once per target.
 func (e *encoder) marshalLabelledV1(req request) {
-	req.labels.marshalV1()
 	e.raw = e.raw[:0]
 	for k := range req.series {
-		labels, samples := req.labels.series1(req.ids[k]), req.series[k].Samples
-		size := len(labels)
+		id, samples := req.ids[k], req.series[k].Samples
+		size := int(req.labels.sizes1[id])
 		for _, s := range samples {
 			size += 2 + sampleSize(s)
 		}
 		e.raw = append(e.raw, 0x0a) // WriteRequest.timeseries
 		e.raw = binary.AppendUvarint(e.raw, uint64(size))
-		e.raw = append(e.raw, labels...)
+		e.raw = req.labels.appendV1(e.raw, id)
 		for _, s := range samples {
 			e.raw = append(e.raw, 0x12, byte(sampleSize(s))) // TimeSeries.samples
 			if s.Value != 0 {

@@ -17,8 +17,8 @@ import (
 // is sent without reading its labels at all.
 const (
 	// maxCachedSeries bounds the series the label caches of one sink hold,
-	// about 100 bytes each (cAdvisor), 200 more once marshalled for 1.0.
-	// A target that does not fit is sent the slow way.
+	// 50 to 100 bytes each (Kubernetes captures): about 100 MiB at most.
+	// A target that does not fit has its labels read from every payload.
 	maxCachedSeries = 1 << 20
 	// sweepEvery is how often a shard drops the labels of the targets that
 	// sent nothing since the last sweep: stopped, or moved to another shard.
@@ -40,24 +40,23 @@ type seriesLabels struct {
 	symbols []string // substrings of the payload's one symbol string
 	refs    []uint32 // name and value of each label, into symbols
 	offs    []uint32 // where the refs of each series start, and the end
-	// v1 holds the labels of each series marshalled for remote write 1.0
-	// (the Labels field of a TimeSeries), from v1Offs[i] to v1Offs[i+1];
-	// built by the first 1.0 request.
-	v1      []byte
-	v1Offs  []uint32
+	// sizes1 is the size of the labels of each series marshalled for
+	// remote write 1.0: the Labels field of a TimeSeries.
+	sizes1  []uint32
 	used    bool // since the last sweep
 	charged int  // what the entry took from its cache's budget
 }
 
 func (l *seriesLabels) len() int { return len(l.offs) - 1 }
 
-// fill reads the labels of every series of r. They are checked as
-// proto.BlockZstd.Decode checks them, with the same errors.
-func (l *seriesLabels) fill(r *proto.BlockReader, scratch *labelScratch) error {
-	l.sum = r.LabelsSum()
+// fill reads the labels of every series of r, whose LabelsSum is sum.
+// They are checked as proto.BlockZstd.Decode checks them, with the same
+// errors.
+func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, scratch *labelScratch) error {
+	l.sum = sum
 	l.symbols = append(l.symbols[:0], "")
 	l.refs, l.offs = l.refs[:0], append(l.offs[:0], 0)
-	l.v1, l.v1Offs = l.v1[:0], l.v1Offs[:0]
+	l.sizes1 = l.sizes1[:0]
 	clear(scratch.refs)
 	scratch.refs[""] = 0
 	symbol := func(s string) uint32 {
@@ -74,35 +73,30 @@ func (l *seriesLabels) fill(r *proto.BlockReader, scratch *labelScratch) error {
 		if scratch.labels, err = r.AppendLabels(scratch.labels[:0], i); err != nil {
 			return err
 		}
+		size := 0
 		for _, lb := range scratch.labels {
 			l.refs = append(l.refs, symbol(lb.Name), symbol(lb.Value))
+			n := stringFieldSize(lb.Name) + stringFieldSize(lb.Value)
+			size += 1 + uvarintSize(uint64(n)) + n
 		}
 		l.offs = append(l.offs, uint32(len(l.refs)))
+		l.sizes1 = append(l.sizes1, uint32(size))
 	}
 	clear(scratch.labels) // the payload's strings
 	return nil
 }
 
-// marshalV1 builds v1 once.
-func (l *seriesLabels) marshalV1() {
-	if len(l.v1Offs) > 0 {
-		return
+// appendV1 appends the labels of series i marshalled for remote write 1.0.
+func (l *seriesLabels) appendV1(dst []byte, i int32) []byte {
+	for j := l.offs[i]; j < l.offs[i+1]; j += 2 {
+		name, value := l.symbols[l.refs[j]], l.symbols[l.refs[j+1]]
+		dst = append(dst, 0x0a) // TimeSeries.labels
+		dst = binary.AppendUvarint(dst, uint64(stringFieldSize(name)+stringFieldSize(value)))
+		dst = appendStringField(dst, 0x0a, name)  // Label.name
+		dst = appendStringField(dst, 0x12, value) // Label.value
 	}
-	l.v1Offs = append(l.v1Offs, 0)
-	for i := range l.len() {
-		for j := l.offs[i]; j < l.offs[i+1]; j += 2 {
-			name, value := l.symbols[l.refs[j]], l.symbols[l.refs[j+1]]
-			l.v1 = append(l.v1, 0x0a) // TimeSeries.labels
-			l.v1 = binary.AppendUvarint(l.v1, uint64(stringFieldSize(name)+stringFieldSize(value)))
-			l.v1 = appendStringField(l.v1, 0x0a, name)  // Label.name
-			l.v1 = appendStringField(l.v1, 0x12, value) // Label.value
-		}
-		l.v1Offs = append(l.v1Offs, uint32(len(l.v1)))
-	}
+	return dst
 }
-
-// series1 is the marshalled labels of series i.
-func (l *seriesLabels) series1(i int32) []byte { return l.v1[l.v1Offs[i]:l.v1Offs[i+1]] }
 
 // stringFieldSize and appendStringField write a string field as gogo
 // protobuf does: not at all when empty.
@@ -153,10 +147,11 @@ func newLabelCache(budget *atomic.Int64) labelCache {
 // key, valid until the next call.
 func (c *labelCache) labels(key targetKey, r *proto.BlockReader, now time.Time) (*seriesLabels, error) {
 	c.sweep(now)
+	sum := r.LabelsSum()
 	l := c.targets[key]
 	if l != nil {
 		l.used = true
-		if l.sum == r.LabelsSum() {
+		if l.sum == sum {
 			return l, nil
 		}
 		// Other series, or fewer: charge the budget the difference.
@@ -173,7 +168,7 @@ func (c *labelCache) labels(key targetKey, r *proto.BlockReader, now time.Time) 
 	if l == nil {
 		l = &c.uncached
 	}
-	if err := l.fill(r, &c.scratch); err != nil {
+	if err := l.fill(r, sum, &c.scratch); err != nil {
 		if l != &c.uncached {
 			c.forget(key, l)
 		}
