@@ -29,7 +29,7 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 		for _, path := range []string{"decoded", "steady"} {
 			b.Run(p.String()+"/"+path, func(b *testing.B) {
 				budget := new(atomic.Int64)
-				budget.Store(maxCachedSeries)
+				budget.Store(maxCachedBytes)
 				sh := shard{
 					builder: requestBuilder{limit: limit, exemplars: true, histograms: true},
 					cache:   newLabelCache(budget),
@@ -53,7 +53,7 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 					if err := sh.reader.Reset(payload); err != nil {
 						return err
 					}
-					l, err := sh.cache.labels(targetKey{subject: "weir.route.r.c.n.cadvisor.0"}, &sh.reader, time.Time{})
+					l, err := sh.cache.labels(targetKey{subject: "weir.route.r.c.n.cadvisor.0"}, &sh.reader, p, time.Time{})
 					sh.labels = l
 					return err
 				}

@@ -127,7 +127,8 @@ func (e *encoder) marshalV1(series []prompb.TimeSeries) error {
 
 // marshalLabelledV1 is marshalV1 for a request with its labels apart: the
 // same bytes, as gogo protobuf writes them, without a Size pass over the
-// labels, whose sizes were counted once per target.
+// labels, whose sizes were counted once per target, and mostly with the
+// labels marshalled once per target as well.
 func (e *encoder) marshalLabelledV1(req request) {
 	e.raw = e.raw[:0]
 	for k := range req.series {
@@ -138,7 +139,11 @@ func (e *encoder) marshalLabelledV1(req request) {
 		}
 		e.raw = append(e.raw, 0x0a) // WriteRequest.timeseries
 		e.raw = binary.AppendUvarint(e.raw, uint64(size))
-		e.raw = req.labels.appendV1(e.raw, id)
+		if l := req.labels; l.marshalled1() {
+			e.raw = append(e.raw, l.v1[l.v1Offs[id]:l.v1Offs[id+1]]...)
+		} else { // the sink fell back to 1.0 since the labels were read
+			e.raw = l.appendV1(e.raw, id)
+		}
 		for _, s := range samples {
 			e.raw = append(e.raw, 0x12, byte(sampleSize(s))) // TimeSeries.samples
 			if s.Value != 0 {

@@ -16,10 +16,10 @@ import (
 // need them, and a payload whose proto.BlockReader.LabelsSum is the same
 // is sent without reading its labels at all.
 const (
-	// maxCachedSeries bounds the series the label caches of one sink hold,
-	// 50 to 100 bytes each (Kubernetes captures): about 100 MiB at most.
-	// A target that does not fit has its labels read from every payload.
-	maxCachedSeries = 1 << 20
+	// maxCachedBytes bounds the memory the label caches of one sink hold:
+	// about 100 bytes a series, 500 for remote write 1.0 (cAdvisor). A
+	// target that does not fit has its labels read from every payload.
+	maxCachedBytes = 128 << 20
 	// sweepEvery is how often a shard drops the labels of the targets that
 	// sent nothing since the last sweep: stopped, or moved to another shard.
 	sweepEvery = 2 * time.Minute
@@ -41,22 +41,27 @@ type seriesLabels struct {
 	refs    []uint32 // name and value of each label, into symbols
 	offs    []uint32 // where the refs of each series start, and the end
 	// sizes1 is the size of the labels of each series marshalled for
-	// remote write 1.0: the Labels field of a TimeSeries.
+	// remote write 1.0: the Labels field of a TimeSeries. A sink that
+	// speaks 1.0 keeps them marshalled too, series i's from v1Offs[i] to
+	// v1Offs[i+1] in v1, which it then copies instead of writing them.
 	sizes1  []uint32
+	v1      []byte
+	v1Offs  []uint32
 	used    bool // since the last sweep
-	charged int  // what the entry took from its cache's budget
+	charged int  // bytes taken from the budget
 }
 
 func (l *seriesLabels) len() int { return len(l.offs) - 1 }
 
-// fill reads the labels of every series of r, whose LabelsSum is sum.
-// They are checked as proto.BlockZstd.Decode checks them, with the same
-// errors.
-func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, scratch *labelScratch) error {
+// fill reads the labels of every series of r, whose LabelsSum is sum,
+// and marshals them for remote write 1.0 if marshal1. They are checked
+// as proto.BlockZstd.Decode checks them, with the same errors.
+func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, marshal1 bool, scratch *labelScratch) error {
 	l.sum = sum
 	l.symbols = append(l.symbols[:0], "")
 	l.refs, l.offs = l.refs[:0], append(l.offs[:0], 0)
 	l.sizes1 = l.sizes1[:0]
+	l.v1, l.v1Offs = l.v1[:0], l.v1Offs[:0]
 	clear(scratch.refs)
 	scratch.refs[""] = 0
 	symbol := func(s string) uint32 {
@@ -83,7 +88,26 @@ func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, scratch *labelScra
 		l.sizes1 = append(l.sizes1, uint32(size))
 	}
 	clear(scratch.labels) // the payload's strings
+	if marshal1 {
+		l.v1Offs = append(l.v1Offs, 0)
+		for i := range int32(r.Len()) {
+			l.v1 = l.appendV1(l.v1, i)
+			l.v1Offs = append(l.v1Offs, uint32(len(l.v1)))
+		}
+	}
 	return nil
+}
+
+// marshalled1 reports whether the labels are kept marshalled for 1.0.
+func (l *seriesLabels) marshalled1() bool { return len(l.v1Offs) > 0 }
+
+// bytes is about the memory l holds.
+func (l *seriesLabels) bytes() int {
+	n := 200 // the entry and its map slot
+	for _, s := range l.symbols {
+		n += 16 + len(s)
+	}
+	return n + 4*(cap(l.refs)+cap(l.offs)+cap(l.sizes1)+cap(l.v1Offs)) + cap(l.v1)
 }
 
 // appendV1 appends the labels of series i marshalled for remote write 1.0.
@@ -125,11 +149,11 @@ type labelScratch struct {
 }
 
 // labelCache is a shard's seriesLabels by target. Its targets are those
-// hashed to the shard, so it needs no lock; the budget of cached series is
-// shared by the shards of a pool.
+// hashed to the shard, so it needs no lock; the budget of bytes is shared
+// by the shards of a pool.
 type labelCache struct {
 	targets   map[targetKey]*seriesLabels
-	budget    *atomic.Int64 // series the caches of the pool may still add
+	budget    *atomic.Int64 // bytes the caches of the pool may still take
 	uncached  seriesLabels  // a target the budget leaves out
 	scratch   labelScratch
 	lastSweep time.Time
@@ -144,40 +168,46 @@ func newLabelCache(budget *atomic.Int64) labelCache {
 }
 
 // labels returns the labels of the series of r, the payload of target
-// key, valid until the next call.
-func (c *labelCache) labels(key targetKey, r *proto.BlockReader, now time.Time) (*seriesLabels, error) {
+// key, for requests in protocol p, valid until the next call.
+func (c *labelCache) labels(key targetKey, r *proto.BlockReader, p protocol, now time.Time) (*seriesLabels, error) {
 	c.sweep(now)
 	sum := r.LabelsSum()
+	marshal1 := p == protoV1
 	l := c.targets[key]
 	if l != nil {
 		l.used = true
-		if l.sum == sum {
+		if l.sum == sum && l.marshalled1() == marshal1 {
 			return l, nil
 		}
-		// Other series, or fewer: charge the budget the difference.
-		if c.reserve(r.Len() + 1 - l.charged) {
-			l.charged = r.Len() + 1
-		} else {
-			c.forget(key, l)
-			l = nil
-		}
-	} else if c.reserve(r.Len() + 1) { // +1: the entry itself
-		l = &seriesLabels{used: true, charged: r.Len() + 1}
-		c.targets[key] = l
-	}
-	if l == nil {
+	} else {
+		// Filled where it costs no allocation, kept if the budget allows.
 		l = &c.uncached
 	}
-	if err := l.fill(r, sum, &c.scratch); err != nil {
+	if err := l.fill(r, sum, marshal1, &c.scratch); err != nil {
 		if l != &c.uncached {
 			c.forget(key, l)
 		}
 		return nil, err
 	}
+	size := l.bytes()
+	switch {
+	case c.reserve(size - l.charged):
+		if l == &c.uncached {
+			l = &seriesLabels{}
+			*l, c.uncached = c.uncached, seriesLabels{}
+			c.targets[key] = l
+		}
+		l.charged, l.used = size, true
+	case l != &c.uncached:
+		c.forget(key, l)
+		c.uncached = *l
+		c.uncached.charged = 0
+		l = &c.uncached
+	}
 	return l, nil
 }
 
-// reserve takes n series from the budget, or gives back -n, and reports
+// reserve takes n bytes from the budget, or gives back -n, and reports
 // whether there was room.
 func (c *labelCache) reserve(n int) bool {
 	if c.budget.Add(-int64(n)) < 0 {

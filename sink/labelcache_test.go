@@ -78,9 +78,21 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 		{"another scrape", kubelet},
 		{"back", stamped(cadvisor, scrapeMillis+90_000)},
 	}
-	for _, limit := range []int{DefaultConfig().QueueConfig.MaxSamplesPerSend, 7} {
+	// The labels are read for the protocol the sink speaks, and a sink
+	// falls back from 2.0 to 1.0 with requests under way: each request is
+	// built in both protocols.
+	for _, c := range []struct {
+		limit int
+		read  protocol
+	}{
+		{DefaultConfig().QueueConfig.MaxSamplesPerSend, protoV1},
+		{DefaultConfig().QueueConfig.MaxSamplesPerSend, protoV2},
+		{7, protoV1},
+		{7, protoV2},
+	} {
+		limit := c.limit
 		budget := new(atomic.Int64)
-		budget.Store(maxCachedSeries)
+		budget.Store(maxCachedBytes)
 		cache := newLabelCache(budget)
 		var r proto.BlockReader
 		w := requestBuilder{limit: limit, exemplars: true, histograms: true}
@@ -94,21 +106,19 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 			if err := r.Reset(payload); err != nil {
 				t.Fatal(err)
 			}
-			l, err := cache.labels(key, &r, time.Unix(0, 0))
+			l, err := cache.labels(key, &r, c.read, time.Unix(0, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Both protocols from the same labels: a sink falls back from
-			// 2.0 to 1.0 with requests under way.
 			for _, p := range []protocol{protoV2, protoV1} {
 				want := buildDecoded(t, payload, limit, p)
 				got := collectBodies(t, e, p, func(send func(request) error) error { return w.buildBlock(&r, l, send) })
 				if len(got) != len(want) {
-					t.Fatalf("limit %d, %s, %s: %d requests, want %d", limit, step.name, p, len(got), len(want))
+					t.Fatalf("limit %d, read for %s, %s, %s: %d requests, want %d", limit, c.read, step.name, p, len(got), len(want))
 				}
 				for i := range want {
 					if !bytes.Equal(got[i], want[i]) {
-						t.Fatalf("limit %d, %s, %s: request %d differs from the decoded one", limit, step.name, p, i)
+						t.Fatalf("limit %d, read for %s, %s, %s: request %d differs from the decoded one", limit, c.read, step.name, p, i)
 					}
 				}
 			}
@@ -119,10 +129,10 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
 	series := captureSeries(t, fixtures.Cadvisor135, scrapeMillis)
 	budget := new(atomic.Int64)
-	budget.Store(maxCachedSeries)
+	budget.Store(maxCachedBytes)
 	cache := newLabelCache(budget)
 	var r proto.BlockReader
-	read := func(key targetKey, series []prompb.TimeSeries, now time.Time) *seriesLabels {
+	read := func(key targetKey, series []prompb.TimeSeries, p protocol, now time.Time) *seriesLabels {
 		t.Helper()
 		payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
 		if err != nil {
@@ -131,44 +141,62 @@ func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
 		if err := r.Reset(payload); err != nil {
 			t.Fatal(err)
 		}
-		l, err := cache.labels(key, &r, now)
+		l, err := cache.labels(key, &r, p, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
+	charged := func() int64 {
+		n := 0
+		for _, l := range cache.targets {
+			if l.charged != l.bytes() {
+				t.Fatalf("entry of %d bytes charged %d", l.bytes(), l.charged)
+			}
+			n += l.charged
+		}
+		return int64(n)
+	}
 	steady, stopping := targetKey{subject: "a"}, targetKey{subject: "b"}
 	now := time.Unix(1000, 0)
-	first := read(steady, series, now)
-	read(stopping, series, now)
-	if got, want := budget.Load(), int64(maxCachedSeries-2*(len(series)+1)); got != want {
-		t.Fatalf("budget left %d, want %d", got, want)
+	first := read(steady, series, protoV2, now)
+	read(stopping, series, protoV2, now)
+	if len(cache.targets) != 2 || budget.Load() != maxCachedBytes-charged() {
+		t.Fatalf("%d targets cached, budget left %d of %d", len(cache.targets), budget.Load(), maxCachedBytes)
 	}
 	symbols := first.symbols
-	if read(steady, stamped(series, scrapeMillis+15_000), now) != first || &first.symbols[0] != &symbols[0] {
+	if read(steady, stamped(series, scrapeMillis+15_000), protoV2, now) != first || &first.symbols[0] != &symbols[0] {
 		t.Fatal("the labels of a payload like the last were read again")
+	}
+	// A sink that fell back to 1.0 reads them once more, to marshal them.
+	if l := read(steady, series, protoV1, now); l != first || !l.marshalled1() {
+		t.Fatal("labels not marshalled for 1.0")
 	}
 
 	// stopping sends no more: its labels go within two sweeps.
 	for range 2 {
 		now = now.Add(sweepEvery)
-		read(steady, stamped(series, scrapeMillis+15_000), now)
+		read(steady, stamped(series, scrapeMillis+15_000), protoV1, now)
 	}
 	if _, ok := cache.targets[stopping]; ok || len(cache.targets) != 1 {
 		t.Fatalf("%d targets cached, want only the steady one", len(cache.targets))
 	}
-	if got, want := budget.Load(), int64(maxCachedSeries-(len(series)+1)); got != want {
-		t.Fatalf("budget left %d, want %d", got, want)
+	if budget.Load() != maxCachedBytes-charged() {
+		t.Fatalf("budget left %d, want %d", budget.Load(), maxCachedBytes-charged())
 	}
 
-	// A target that does not fit the budget is read every time, uncached.
-	budget.Store(int64(len(series)))
+	// A target that does not fit the budget is read every time, uncached,
+	// and leaves the others alone.
+	budget.Store(1000)
 	big := targetKey{subject: "c"}
-	if l := read(big, series, now); l != &cache.uncached || len(l.offs) != len(series)+1 {
+	if l := read(big, series, protoV1, now); l != &cache.uncached || l.len() != len(series) {
 		t.Fatal("a target over the budget was cached")
 	}
-	if budget.Load() != int64(len(series)) {
-		t.Fatalf("budget left %d, want %d untouched", budget.Load(), len(series))
+	if budget.Load() != 1000 || len(cache.targets) != 1 {
+		t.Fatalf("budget left %d, want 1000 untouched", budget.Load())
+	}
+	if l := read(steady, stamped(series, scrapeMillis+30_000), protoV1, now); l != first || l.len() != len(series) {
+		t.Fatal("the steady target lost its labels")
 	}
 }
 

@@ -28,8 +28,9 @@ type shard struct {
 	busy    atomic.Int64 // time spent handling messages, ns
 }
 
-// decode checks the subject and headers of m and reads its payload.
-func (sh *shard) decode(m jetstream.Msg, now time.Time) error {
+// decode checks the subject and headers of m and reads its payload, to
+// be sent in protocol p.
+func (sh *shard) decode(m jetstream.Msg, p protocol, now time.Time) error {
 	sh.labels = nil
 	if _, err := proto.ParseSubject(m.Subject()); err != nil {
 		return err
@@ -42,7 +43,7 @@ func (sh *shard) decode(m jetstream.Msg, now time.Time) error {
 		if err := sh.reader.Reset(m.Data()); err != nil {
 			return fmt.Errorf("decode %s: %w", m.Subject(), err)
 		}
-		if sh.labels, err = sh.cache.labels(targetKey{subject: m.Subject(), chunk: meta.Chunk}, &sh.reader, now); err != nil {
+		if sh.labels, err = sh.cache.labels(targetKey{subject: m.Subject(), chunk: meta.Chunk}, &sh.reader, p, now); err != nil {
 			return fmt.Errorf("decode %s: %w", m.Subject(), err)
 		}
 		return nil
@@ -97,7 +98,7 @@ func newShardPool(cfg Config, m *metrics) *shardPool {
 	q := cfg.QueueConfig
 	shards := make([]*shard, q.MaxShards)
 	cached := new(atomic.Int64)
-	cached.Store(maxCachedSeries)
+	cached.Store(maxCachedBytes)
 	// capacity is in samples, as in Prometheus; a message holds up to
 	// max_samples_per_send of them per request, and max_ack_pending caps
 	// what can be waiting anyway.

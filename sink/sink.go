@@ -411,7 +411,7 @@ func (s *Sink) runShard(pool *shardPool, sh *shard) {
 // reports false when ctx ended first, leaving the message to be nacked.
 func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg, now time.Time) bool {
 	log := s.log.With("subject", m.Subject())
-	if err := sh.decode(m, now); err != nil {
+	if err := sh.decode(m, s.protocol(), now); err != nil {
 		return s.deadLetter(ctx, m, err, "decode", log)
 	}
 	var rejected error
