@@ -51,7 +51,7 @@
 //     instead of growing, and the consumer's max_ack_pending bounds what
 //     the server hands out. The labels of each target's last block1+zstd
 //     payload, kept so that a target sending the same series again is sent
-//     without reading them, are bounded to 2^20 series per sink and dropped
+//     without reading them, are bounded to 128 MiB per sink and dropped
 //     within minutes of the target's last message.
 //   - Bad input is set aside. A message that cannot be decoded (bad
 //     subject, headers, encoding or payload), and a message with samples
