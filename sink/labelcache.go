@@ -222,6 +222,14 @@ func (c *labelCache) forget(key targetKey, l *seriesLabels) {
 	delete(c.targets, key)
 }
 
+// dropAll empties the cache.
+func (c *labelCache) dropAll() {
+	for key, l := range c.targets {
+		c.forget(key, l)
+	}
+	c.uncached = seriesLabels{}
+}
+
 // sweep drops, every sweepEvery, the targets that sent nothing since the
 // last sweep.
 func (c *labelCache) sweep(now time.Time) {

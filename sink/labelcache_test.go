@@ -257,3 +257,39 @@ func TestSteadyTargetSendsEverySampleWithItsLabels(t *testing.T) {
 		}
 	}
 }
+
+// Shards taken out of use by resharding give their cached labels back.
+func TestResizeEmptiesTheCachesOfIdleShards(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.QueueConfig.MinShards, cfg.QueueConfig.MaxShards = 1, 2
+	m, err := newMetrics(nil, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newShardPool(cfg, m)
+	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: captureSeries(t, fixtures.KubeProxy121, scrapeMillis)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pool.resize(2) {
+		t.Fatal("resize to 2 shards failed")
+	}
+	budget := pool.shards[1].cache.budget
+	sh := pool.shards[1]
+	if err := sh.reader.Reset(payload); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh.cache.labels(targetKey{subject: "a"}, &sh.reader, protoV1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if budget.Load() == maxCachedBytes {
+		t.Fatal("nothing cached")
+	}
+	if !pool.resize(1) {
+		t.Fatal("resize to 1 shard failed")
+	}
+	if len(sh.cache.targets) != 0 || budget.Load() != maxCachedBytes {
+		t.Fatalf("shard out of use still caches %d targets, budget left %d of %d", len(sh.cache.targets), budget.Load(), maxCachedBytes)
+	}
+	pool.close()
+}

@@ -156,6 +156,11 @@ func (p *shardPool) resize(n int) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 	p.active = n
+	// The shards now out of use get no message to sweep their caches on;
+	// idle, they can be emptied from here.
+	for _, sh := range p.shards[n:] {
+		sh.cache.dropAll()
+	}
 	p.m.shards.Set(float64(n))
 	return true
 }
