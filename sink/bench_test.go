@@ -1,58 +1,84 @@
 package sink
 
 import (
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
 )
 
 // BenchmarkDecodeBuildRequest is a shard's work per message, without the
-// network: decode one real cAdvisor scrape (Kubernetes 1.35) as the
-// collector encodes it, and build its remote-write requests (marshal and
-// snappy) at the default max_samples_per_send.
+// network: read one real cAdvisor scrape (Kubernetes 1.35) as the collector
+// encodes it, and build its remote-write requests (marshal and snappy) at
+// the default max_samples_per_send. "decoded" decodes the payload whole, as
+// the sink does a target's first payload and any not in block1+zstd;
+// "steady" is a target whose labels are those of its last payload.
 func BenchmarkDecodeBuildRequest(b *testing.B) {
 	series := captureSeries(b, fixtures.Cadvisor135, scrapeMillis)
 	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
 	if err != nil {
 		b.Fatal(err)
 	}
-	enc, err := proto.EncodingByName(proto.DefaultEncoding.Name())
-	if err != nil {
-		b.Fatal(err)
-	}
-	var batch proto.Batch
-	w := requestBuilder{limit: DefaultConfig().QueueConfig.MaxSamplesPerSend, exemplars: true, histograms: true}
+	limit := DefaultConfig().QueueConfig.MaxSamplesPerSend
 	want := len(series)
-	wantRequests := (want + w.limit - 1) / w.limit
-	var samples, requests int
-	e := newEncoder()
-	send := func(r request) error {
-		body, err := e.encode(r, protoV1)
-		if err != nil || len(body) == 0 || r.samples > w.limit {
-			b.Fatalf("request of %d bytes, %d samples: %v", len(body), r.samples, err)
+	wantRequests := (want + limit - 1) / limit
+	for _, p := range []protocol{protoV1, protoV2} {
+		for _, path := range []string{"decoded", "steady"} {
+			b.Run(p.String()+"/"+path, func(b *testing.B) {
+				budget := new(atomic.Int64)
+				budget.Store(maxCachedBytes)
+				sh := shard{
+					builder: requestBuilder{limit: limit, exemplars: true, histograms: true},
+					cache:   newLabelCache(budget),
+					enc:     newEncoder(),
+				}
+				var samples, requests int
+				send := func(r request) error {
+					body, err := sh.enc.encode(r, p)
+					if err != nil || len(body) == 0 || r.samples > limit {
+						b.Fatalf("request of %d bytes, %d samples: %v", len(body), r.samples, err)
+					}
+					samples += r.samples
+					requests++
+					return nil
+				}
+				read := func() error {
+					sh.labels = nil
+					if path == "decoded" {
+						return proto.DefaultEncoding.Decode(payload, &sh.batch)
+					}
+					if err := sh.reader.Reset(payload); err != nil {
+						return err
+					}
+					l, err := sh.cache.labels(targetKey{subject: "weir.route.r.c.n.cadvisor.0"}, &sh.reader, p, time.Time{})
+					sh.labels = l
+					return err
+				}
+				if err := read(); err != nil { // the target's first payload
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(len(payload)))
+				b.ReportAllocs()
+				cpu := cpuTime()
+				for b.Loop() {
+					if err := read(); err != nil {
+						b.Fatal(err)
+					}
+					samples, requests = 0, 0
+					if err := sh.build(send); err != nil {
+						b.Fatal(err)
+					}
+					if samples != want || requests != wantRequests {
+						b.Fatalf("built %d requests of %d samples, want %d of %d", requests, samples, wantRequests, want)
+					}
+				}
+				reportCPU(b, cpu, want)
+			})
 		}
-		samples += r.samples
-		requests++
-		return nil
 	}
-	b.SetBytes(int64(len(payload)))
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		if err := enc.Decode(payload, &batch); err != nil {
-			b.Fatal(err)
-		}
-		samples, requests = 0, 0
-		if err := w.build(&batch, send); err != nil {
-			b.Fatal(err)
-		}
-		if samples != want || requests != wantRequests {
-			b.Fatalf("built %d requests of %d samples, want %d of %d", requests, samples, wantRequests, want)
-		}
-		n++
-	}
-	b.ReportMetric(float64(want*n)/b.Elapsed().Seconds(), "samples/s")
 }
 
 // BenchmarkEncode measures building and encoding the requests of one
@@ -70,14 +96,30 @@ func BenchmarkEncode(b *testing.B) {
 				return err
 			}
 			b.ReportAllocs()
+			cpu := cpuTime()
 			for b.Loop() {
 				bytes = 0
 				if err := w.build(&batch, send); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(len(batch.Series)*b.N)/b.Elapsed().Seconds(), "samples/s")
+			reportCPU(b, cpu, len(batch.Series))
 			b.ReportMetric(float64(bytes), "bytes/scrape")
 		})
 	}
+}
+
+// cpuTime is the CPU time the process has used so far: unlike wall time,
+// it does not move with the load of other processes on the machine.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func reportCPU(b *testing.B, since time.Duration, samples int) {
+	b.ReportMetric(float64(cpuTime()-since)/float64(b.N)/float64(samples), "cpu-ns/sample")
+	b.ReportMetric(float64(b.N*samples)/b.Elapsed().Seconds(), "samples/s")
 }

@@ -49,7 +49,10 @@
 //   - Bounded memory. Each shard has a short queue (queue_config.capacity
 //     samples, at most 16 messages); a full queue stops the consumer loop
 //     instead of growing, and the consumer's max_ack_pending bounds what
-//     the server hands out.
+//     the server hands out. The labels of each target's last block1+zstd
+//     payload, kept so that a target sending the same series again is sent
+//     without reading them, are bounded to 128 MiB per sink and dropped
+//     within minutes of the target's last message.
 //   - Bad input is set aside. A message that cannot be decoded (bad
 //     subject, headers, encoding or payload), and a message with samples
 //     the backend rejected for good (a 4xx other than 429, or 415 to 1.0),

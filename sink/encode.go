@@ -1,7 +1,9 @@
 package sink
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
@@ -36,7 +38,11 @@ const (
 // request is a slice of one decoded batch that fits max_samples_per_send,
 // valid until the builder that made it builds the next.
 type request struct {
-	series  []prompb.TimeSeries
+	series []prompb.TimeSeries
+	// labels, when set, holds the labels of the series instead of their
+	// Labels field: series k has those of labels' series ids[k].
+	labels  *seriesLabels
+	ids     []int32
 	samples int   // float samples and histograms, as Prometheus counts them
 	newest  int64 // newest timestamp in the request, Unix ms
 }
@@ -50,6 +56,9 @@ type encoder struct {
 	v2              writev2.Request
 	refs            []uint32
 	samples         []writev2.Sample
+	// slots is the ref in the request of each symbol of request.labels,
+	// 0 while the request has not used it.
+	slots []uint32
 }
 
 func newEncoder() *encoder { return &encoder{symbols: symbolTable{refs: map[string]uint32{}}} }
@@ -82,9 +91,12 @@ func (t *symbolTable) symbolize(s string) uint32 {
 // encode returns the compressed body of req, valid until the next call.
 func (e *encoder) encode(req request, p protocol) ([]byte, error) {
 	var err error
-	if p == protoV2 {
-		err = e.marshalV2(req.series)
-	} else {
+	switch {
+	case p == protoV2:
+		err = e.marshalV2(req)
+	case req.labels != nil:
+		e.marshalLabelledV1(req)
+	default:
 		err = e.marshalV1(req.series)
 	}
 	if err != nil {
@@ -113,10 +125,60 @@ func (e *encoder) marshalV1(series []prompb.TimeSeries) error {
 	return nil
 }
 
+// marshalLabelledV1 is marshalV1 for a request with its labels apart: the
+// same bytes, as gogo protobuf writes them, without a Size pass over the
+// labels, whose sizes were counted once per target, and mostly with the
+// labels marshalled once per target as well.
+func (e *encoder) marshalLabelledV1(req request) {
+	e.raw = e.raw[:0]
+	for k := range req.series {
+		id, samples := req.ids[k], req.series[k].Samples
+		size := int(req.labels.sizes1[id])
+		for _, s := range samples {
+			size += 2 + sampleSize(s)
+		}
+		e.raw = append(e.raw, 0x0a) // WriteRequest.timeseries
+		e.raw = binary.AppendUvarint(e.raw, uint64(size))
+		if l := req.labels; l.marshalled1() {
+			e.raw = append(e.raw, l.v1[l.v1Offs[id]:l.v1Offs[id+1]]...)
+		} else { // the sink fell back to 1.0 since the labels were read
+			e.raw = l.appendV1(e.raw, id)
+		}
+		for _, s := range samples {
+			e.raw = append(e.raw, 0x12, byte(sampleSize(s))) // TimeSeries.samples
+			if s.Value != 0 {
+				e.raw = append(e.raw, 0x09) // Sample.value
+				e.raw = binary.LittleEndian.AppendUint64(e.raw, math.Float64bits(s.Value))
+			}
+			if s.Timestamp != 0 {
+				e.raw = append(e.raw, 0x10) // Sample.timestamp
+				e.raw = binary.AppendUvarint(e.raw, uint64(s.Timestamp))
+			}
+		}
+	}
+}
+
+// sampleSize is the size of a marshalled Sample, at most 20 bytes: its
+// length takes one byte.
+func sampleSize(s prompb.Sample) int {
+	n := 0
+	if s.Value != 0 {
+		n += 9
+	}
+	if s.Timestamp != 0 {
+		n += 1 + uvarintSize(uint64(s.Timestamp))
+	}
+	return n
+}
+
 // marshalV2 builds an io.prometheus.write.v2.Request: every label name and
 // value goes once into the symbol table, series refer to it by index.
-func (e *encoder) marshalV2(series []prompb.TimeSeries) error {
+func (e *encoder) marshalV2(req request) error {
+	series := req.series
 	e.symbols.reset()
+	if req.labels != nil {
+		e.slots = append(e.slots[:0], make([]uint32, len(req.labels.symbols))...)
+	}
 	clear(e.v2.Timeseries)
 	e.v2.Timeseries = e.v2.Timeseries[:0]
 	// One backing array for every ref and sample of the request, sized
@@ -124,6 +186,9 @@ func (e *encoder) marshalV2(series []prompb.TimeSeries) error {
 	nrefs, nsamples := 0, 0
 	for i := range series {
 		nrefs += 2 * len(series[i].Labels)
+		if req.labels != nil {
+			nrefs += int(req.labels.offs[req.ids[i]+1] - req.labels.offs[req.ids[i]])
+		}
 		nsamples += len(series[i].Samples)
 		for _, ex := range series[i].Exemplars {
 			nrefs += 2 * len(ex.Labels)
@@ -139,7 +204,11 @@ func (e *encoder) marshalV2(series []prompb.TimeSeries) error {
 	for i := range series {
 		ts := &series[i]
 		start := len(e.refs)
-		e.refs = e.symbolize(e.refs, ts.Labels)
+		if req.labels != nil {
+			e.refs = e.symbolizeLabels(e.refs, req.labels, req.ids[i])
+		} else {
+			e.refs = e.symbolize(e.refs, ts.Labels)
+		}
 		out := writev2.TimeSeries{LabelsRefs: e.refs[start:len(e.refs):len(e.refs)]}
 		first := len(e.samples)
 		for _, s := range ts.Samples {
@@ -179,6 +248,20 @@ func (e *encoder) symbolize(refs []uint32, ls []prompb.Label) []uint32 {
 	return refs
 }
 
+// symbolizeLabels is symbolize for series i of l, without a string hashed.
+func (e *encoder) symbolizeLabels(refs []uint32, l *seriesLabels, i int32) []uint32 {
+	for _, sym := range l.refs[l.offs[i]:l.offs[i+1]] {
+		ref := e.slots[sym]
+		if ref == 0 && sym != 0 { // symbol 0 is "", ref 0 in every request
+			ref = uint32(len(e.symbols.strings))
+			e.symbols.strings = append(e.symbols.strings, l.symbols[sym])
+			e.slots[sym] = ref
+		}
+		refs = append(refs, ref)
+	}
+	return refs
+}
+
 // requestBuilder cuts a decoded batch into requests of at most limit
 // samples. The requests share labels and samples with the batch, and the
 // builder keeps its buffers from one message to the next.
@@ -187,8 +270,15 @@ type requestBuilder struct {
 	exemplars  bool // send_exemplars
 	histograms bool // send_native_histograms
 	series     []prompb.TimeSeries
+	labels     *seriesLabels // of the block being built
+	ids        []int32
 	samples    int
 	newest     int64
+
+	// The samples of every series of a block payload, series i's from
+	// sampleOffs[i] to sampleOffs[i+1].
+	blockSamples []prompb.Sample
+	sampleOffs   []int
 }
 
 // build calls send with each request of b, in series order. A series with
@@ -196,39 +286,73 @@ type requestBuilder struct {
 // so every request stays within the limit and order is kept. build stops
 // at the first error send returns.
 func (w *requestBuilder) build(b *proto.Batch, send func(request) error) error {
+	w.labels = nil
 	w.reset()
 	for i := range b.Series {
-		ts := &b.Series[i]
-		samples, histograms, exemplars := ts.Samples, ts.Histograms, ts.Exemplars
+		ts := b.Series[i]
 		if !w.histograms {
-			histograms = nil
+			ts.Histograms = nil
 		}
 		if !w.exemplars {
-			exemplars = nil // else sent with the first piece of the series
+			ts.Exemplars = nil // else sent with the first piece of the series
 		}
-		for len(samples)+len(histograms) > 0 {
-			room := w.limit - w.samples
-			piece := prompb.TimeSeries{Labels: ts.Labels, Exemplars: exemplars}
-			n := min(room, len(samples))
-			piece.Samples, samples = samples[:n:n], samples[n:]
-			h := min(room-n, len(histograms))
-			piece.Histograms, histograms = histograms[:h:h], histograms[h:]
-			exemplars = nil
-			w.add(piece, n+h)
-			if w.samples == w.limit {
-				if err := w.flush(send); err != nil {
-					return err
-				}
+		if err := w.addSeries(ts, 0, send); err != nil {
+			return err
+		}
+	}
+	return w.finish(send)
+}
+
+// buildBlock is build for the block1+zstd payload r holds, whose series
+// have the labels l: the requests are the same, with their labels apart.
+// Such a payload has neither histograms nor exemplars.
+func (w *requestBuilder) buildBlock(r *proto.BlockReader, l *seriesLabels, send func(request) error) error {
+	w.labels = l
+	w.reset()
+	w.blockSamples, w.sampleOffs = w.blockSamples[:0], append(w.sampleOffs[:0], 0)
+	for i := range r.Len() {
+		w.blockSamples = r.AppendSamples(w.blockSamples, i)
+		w.sampleOffs = append(w.sampleOffs, len(w.blockSamples))
+	}
+	for i := range r.Len() {
+		samples := w.blockSamples[w.sampleOffs[i]:w.sampleOffs[i+1]]
+		if err := w.addSeries(prompb.TimeSeries{Samples: samples}, int32(i), send); err != nil {
+			return err
+		}
+	}
+	return w.finish(send)
+}
+
+// addSeries adds ts, series id of the block, in as many pieces as
+// requests fill up.
+func (w *requestBuilder) addSeries(ts prompb.TimeSeries, id int32, send func(request) error) error {
+	samples, histograms, exemplars := ts.Samples, ts.Histograms, ts.Exemplars
+	for len(samples)+len(histograms) > 0 {
+		room := w.limit - w.samples
+		piece := prompb.TimeSeries{Labels: ts.Labels, Exemplars: exemplars}
+		n := min(room, len(samples))
+		piece.Samples, samples = samples[:n:n], samples[n:]
+		h := min(room-n, len(histograms))
+		piece.Histograms, histograms = histograms[:h:h], histograms[h:]
+		exemplars = nil
+		w.add(piece, id, n+h)
+		if w.samples == w.limit {
+			if err := w.flush(send); err != nil {
+				return err
 			}
 		}
 	}
+	return nil
+}
+
+func (w *requestBuilder) finish(send func(request) error) error {
 	if w.samples > 0 {
 		return w.flush(send)
 	}
 	return nil
 }
 
-func (w *requestBuilder) add(piece prompb.TimeSeries, samples int) {
+func (w *requestBuilder) add(piece prompb.TimeSeries, id int32, samples int) {
 	for _, s := range piece.Samples {
 		w.newest = max(w.newest, s.Timestamp)
 	}
@@ -236,11 +360,14 @@ func (w *requestBuilder) add(piece prompb.TimeSeries, samples int) {
 		w.newest = max(w.newest, h.Timestamp)
 	}
 	w.series = append(w.series, piece)
+	if w.labels != nil {
+		w.ids = append(w.ids, id)
+	}
 	w.samples += samples
 }
 
 func (w *requestBuilder) flush(send func(request) error) error {
-	err := send(request{series: w.series, samples: w.samples, newest: w.newest})
+	err := send(request{series: w.series, labels: w.labels, ids: w.ids, samples: w.samples, newest: w.newest})
 	w.reset()
 	return err
 }
@@ -248,6 +375,7 @@ func (w *requestBuilder) flush(send func(request) error) error {
 func (w *requestBuilder) reset() {
 	clear(w.series) // drop references into the previous batch
 	w.series = w.series[:0]
+	w.ids = w.ids[:0]
 	w.samples = 0
 	w.newest = minMillis
 }

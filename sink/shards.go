@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,63 @@ import (
 
 // shard sends the messages of the subjects hashed to it, one at a time.
 type shard struct {
-	queue   chan delivery
-	batch   proto.Batch // reused by every message of the shard
+	queue chan delivery
+	// The message being sent: a block1+zstd payload in reader, with the
+	// labels of its series, or another decoded in batch. Both are reused
+	// by every message of the shard.
+	reader  proto.BlockReader
+	labels  *seriesLabels // nil for batch
+	batch   proto.Batch
+	cache   labelCache
 	builder requestBuilder
 	enc     *encoder
 	busy    atomic.Int64 // time spent handling messages, ns
+}
+
+// decode checks the subject and headers of m and reads its payload, to
+// be sent in protocol p.
+func (sh *shard) decode(m jetstream.Msg, p protocol, now time.Time) error {
+	sh.labels = nil
+	if _, err := proto.ParseSubject(m.Subject()); err != nil {
+		return err
+	}
+	meta, err := proto.ParseMeta(m.Headers())
+	if err != nil {
+		return err
+	}
+	if meta.Encoding == (proto.BlockZstd{}).Name() {
+		if err := sh.reader.Reset(m.Data()); err != nil {
+			return fmt.Errorf("decode %s: %w", m.Subject(), err)
+		}
+		if sh.labels, err = sh.cache.labels(targetKey{subject: m.Subject(), chunk: meta.Chunk}, &sh.reader, p, now); err != nil {
+			return fmt.Errorf("decode %s: %w", m.Subject(), err)
+		}
+		return nil
+	}
+	enc, err := proto.EncodingByName(meta.Encoding)
+	if err != nil {
+		return err
+	}
+	if err := enc.Decode(m.Data(), &sh.batch); err != nil {
+		return fmt.Errorf("decode %s: %w", m.Subject(), err)
+	}
+	return nil
+}
+
+// build calls send with each request of the decoded message.
+func (sh *shard) build(send func(request) error) error {
+	if sh.labels != nil {
+		return sh.builder.buildBlock(&sh.reader, sh.labels, send)
+	}
+	return sh.builder.build(&sh.batch, send)
+}
+
+// samples counts the float samples of the decoded message, once built.
+func (sh *shard) samples() int {
+	if sh.labels != nil {
+		return len(sh.builder.blockSamples)
+	}
+	return sh.batch.Samples()
 }
 
 // delivery is a message with its stream sequence, which the held set is
@@ -44,6 +97,8 @@ type shardPool struct {
 func newShardPool(cfg Config, m *metrics) *shardPool {
 	q := cfg.QueueConfig
 	shards := make([]*shard, q.MaxShards)
+	cached := new(atomic.Int64)
+	cached.Store(maxCachedBytes)
 	// capacity is in samples, as in Prometheus; a message holds up to
 	// max_samples_per_send of them per request, and max_ack_pending caps
 	// what can be waiting anyway.
@@ -54,7 +109,8 @@ func newShardPool(cfg Config, m *metrics) *shardPool {
 			builder: requestBuilder{
 				limit: q.MaxSamplesPerSend, exemplars: cfg.SendExemplars, histograms: cfg.SendNativeHistograms,
 			},
-			enc: newEncoder(),
+			cache: newLabelCache(cached),
+			enc:   newEncoder(),
 		}
 	}
 	m.shards.Set(float64(q.MinShards))
@@ -100,6 +156,11 @@ func (p *shardPool) resize(n int) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 	p.active = n
+	// The shards now out of use get no message to sweep their caches on;
+	// idle, they can be emptied from here.
+	for _, sh := range p.shards[n:] {
+		sh.cache.dropAll()
+	}
 	p.m.shards.Set(float64(n))
 	return true
 }

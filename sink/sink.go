@@ -396,7 +396,7 @@ func (s *Sink) runShard(pool *shardPool, sh *shard) {
 	for d := range sh.queue {
 		if d.part.ctx.Err() == nil {
 			start := time.Now()
-			if s.handle(d.part.ctx, sh, d.msg) {
+			if s.handle(d.part.ctx, sh, d.msg, start) {
 				d.part.held.settle(d.seq)
 			}
 			sh.busy.Add(int64(time.Since(start)))
@@ -409,13 +409,13 @@ func (s *Sink) runShard(pool *shardPool, sh *shard) {
 // handle sends one message and acks it, or dead-letters it when it cannot
 // be decoded or the backend rejected some of its samples for good. It
 // reports false when ctx ended first, leaving the message to be nacked.
-func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg) bool {
+func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg, now time.Time) bool {
 	log := s.log.With("subject", m.Subject())
-	if err := decode(m, &sh.batch); err != nil {
+	if err := sh.decode(m, s.protocol(), now); err != nil {
 		return s.deadLetter(ctx, m, err, "decode", log)
 	}
 	var rejected error
-	err := sh.builder.build(&sh.batch, func(req request) error {
+	err := sh.build(func(req request) error {
 		err := s.deliver(ctx, sh.enc, req, log)
 		var rej *rejectedError
 		if errors.As(err, &rej) {
@@ -435,7 +435,7 @@ func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg) bool {
 		return false
 	default:
 		// The payload decoded but does not encode again: bad input as well.
-		s.metrics.samplesDropped.WithLabelValues("encode").Add(float64(sh.batch.Samples()))
+		s.metrics.samplesDropped.WithLabelValues("encode").Add(float64(sh.samples()))
 		return s.deadLetter(ctx, m, err, "decode", log)
 	}
 }
@@ -448,25 +448,6 @@ func (s *Sink) ack(m jetstream.Msg, log *slog.Logger) {
 		return
 	}
 	s.metrics.messagesAcked.Inc()
-}
-
-// decode checks the subject and headers of m and decodes its payload into b.
-func decode(m jetstream.Msg, b *proto.Batch) error {
-	if _, err := proto.ParseSubject(m.Subject()); err != nil {
-		return err
-	}
-	meta, err := proto.ParseMeta(m.Headers())
-	if err != nil {
-		return err
-	}
-	enc, err := proto.EncodingByName(meta.Encoding)
-	if err != nil {
-		return err
-	}
-	if err := enc.Decode(m.Data(), b); err != nil {
-		return fmt.Errorf("decode %s: %w", m.Subject(), err)
-	}
-	return nil
 }
 
 // deadLetter publishes m to the sink's dead-letter subject with the reason,

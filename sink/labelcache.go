@@ -1,0 +1,246 @@
+package sink
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// A target sends the same series scrape after scrape: the sink keeps, per
+// target, the labels of its last block1+zstd payload in the form requests
+// need them, and a payload whose proto.BlockReader.LabelsSum is the same
+// is sent without reading its labels at all.
+const (
+	// maxCachedBytes bounds the memory the label caches of one sink hold:
+	// about 100 bytes a series, 500 for remote write 1.0 (cAdvisor). A
+	// target that does not fit has its labels read from every payload.
+	maxCachedBytes = 128 << 20
+	// sweepEvery is how often a shard drops the labels of the targets that
+	// sent nothing since the last sweep: stopped, or moved to another shard.
+	sweepEvery = 2 * time.Minute
+)
+
+// targetKey identifies the messages of one target: each chunk of a scrape
+// is published on the target's subject with its index in Weir-Chunk.
+type targetKey struct {
+	subject string
+	chunk   int
+}
+
+// seriesLabels are the labels of every series of a payload, as refs into
+// a symbol table without duplicates, symbol 0 being "" as in remote write
+// 2.0: a request maps them to its own table without hashing a string.
+type seriesLabels struct {
+	sum     uint64   // LabelsSum of the payload
+	symbols []string // substrings of the payload's one symbol string
+	refs    []uint32 // name and value of each label, into symbols
+	offs    []uint32 // where the refs of each series start, and the end
+	// sizes1 is the size of the labels of each series marshalled for
+	// remote write 1.0: the Labels field of a TimeSeries. A sink that
+	// speaks 1.0 keeps them marshalled too, series i's from v1Offs[i] to
+	// v1Offs[i+1] in v1, which it then copies instead of writing them.
+	sizes1  []uint32
+	v1      []byte
+	v1Offs  []uint32
+	used    bool // since the last sweep
+	charged int  // bytes taken from the budget
+}
+
+func (l *seriesLabels) len() int { return len(l.offs) - 1 }
+
+// fill reads the labels of every series of r, whose LabelsSum is sum,
+// and marshals them for remote write 1.0 if marshal1. They are checked
+// as proto.BlockZstd.Decode checks them, with the same errors.
+func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, marshal1 bool, scratch *labelScratch) error {
+	l.sum = sum
+	l.symbols = append(l.symbols[:0], "")
+	l.refs, l.offs = l.refs[:0], append(l.offs[:0], 0)
+	l.sizes1 = l.sizes1[:0]
+	l.v1, l.v1Offs = l.v1[:0], l.v1Offs[:0]
+	clear(scratch.refs)
+	scratch.refs[""] = 0
+	symbol := func(s string) uint32 {
+		ref, ok := scratch.refs[s]
+		if !ok {
+			ref = uint32(len(l.symbols))
+			l.symbols = append(l.symbols, s)
+			scratch.refs[s] = ref
+		}
+		return ref
+	}
+	for i := range r.Len() {
+		var err error
+		if scratch.labels, err = r.AppendLabels(scratch.labels[:0], i); err != nil {
+			return err
+		}
+		size := 0
+		for _, lb := range scratch.labels {
+			l.refs = append(l.refs, symbol(lb.Name), symbol(lb.Value))
+			n := stringFieldSize(lb.Name) + stringFieldSize(lb.Value)
+			size += 1 + uvarintSize(uint64(n)) + n
+		}
+		l.offs = append(l.offs, uint32(len(l.refs)))
+		l.sizes1 = append(l.sizes1, uint32(size))
+	}
+	clear(scratch.labels) // the payload's strings
+	if marshal1 {
+		l.v1Offs = append(l.v1Offs, 0)
+		for i := range int32(r.Len()) {
+			l.v1 = l.appendV1(l.v1, i)
+			l.v1Offs = append(l.v1Offs, uint32(len(l.v1)))
+		}
+	}
+	return nil
+}
+
+// marshalled1 reports whether the labels are kept marshalled for 1.0.
+func (l *seriesLabels) marshalled1() bool { return len(l.v1Offs) > 0 }
+
+// bytes is about the memory l holds.
+func (l *seriesLabels) bytes() int {
+	n := 200 // the entry and its map slot
+	for _, s := range l.symbols {
+		n += 16 + len(s)
+	}
+	return n + 4*(cap(l.refs)+cap(l.offs)+cap(l.sizes1)+cap(l.v1Offs)) + cap(l.v1)
+}
+
+// appendV1 appends the labels of series i marshalled for remote write 1.0.
+func (l *seriesLabels) appendV1(dst []byte, i int32) []byte {
+	for j := l.offs[i]; j < l.offs[i+1]; j += 2 {
+		name, value := l.symbols[l.refs[j]], l.symbols[l.refs[j+1]]
+		dst = append(dst, 0x0a) // TimeSeries.labels
+		dst = binary.AppendUvarint(dst, uint64(stringFieldSize(name)+stringFieldSize(value)))
+		dst = appendStringField(dst, 0x0a, name)  // Label.name
+		dst = appendStringField(dst, 0x12, value) // Label.value
+	}
+	return dst
+}
+
+// stringFieldSize and appendStringField write a string field as gogo
+// protobuf does: not at all when empty.
+func stringFieldSize(s string) int {
+	if s == "" {
+		return 0
+	}
+	return 1 + uvarintSize(uint64(len(s))) + len(s)
+}
+
+func appendStringField(dst []byte, tag byte, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	dst = append(dst, tag)
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func uvarintSize(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+// labelScratch is what filling seriesLabels reuses from one payload to the next.
+type labelScratch struct {
+	refs   map[string]uint32
+	labels []prompb.Label
+}
+
+// labelCache is a shard's seriesLabels by target. Its targets are those
+// hashed to the shard, so it needs no lock; the budget of bytes is shared
+// by the shards of a pool.
+type labelCache struct {
+	targets   map[targetKey]*seriesLabels
+	budget    *atomic.Int64 // bytes the caches of the pool may still take
+	uncached  seriesLabels  // a target the budget leaves out
+	scratch   labelScratch
+	lastSweep time.Time
+}
+
+func newLabelCache(budget *atomic.Int64) labelCache {
+	return labelCache{
+		targets: map[targetKey]*seriesLabels{},
+		budget:  budget,
+		scratch: labelScratch{refs: map[string]uint32{}},
+	}
+}
+
+// labels returns the labels of the series of r, the payload of target
+// key, for requests in protocol p, valid until the next call.
+func (c *labelCache) labels(key targetKey, r *proto.BlockReader, p protocol, now time.Time) (*seriesLabels, error) {
+	c.sweep(now)
+	sum := r.LabelsSum()
+	marshal1 := p == protoV1
+	l := c.targets[key]
+	if l != nil {
+		l.used = true
+		if l.sum == sum && l.marshalled1() == marshal1 {
+			return l, nil
+		}
+	} else {
+		// Filled where it costs no allocation, kept if the budget allows.
+		l = &c.uncached
+	}
+	if err := l.fill(r, sum, marshal1, &c.scratch); err != nil {
+		if l != &c.uncached {
+			c.forget(key, l)
+		}
+		return nil, err
+	}
+	size := l.bytes()
+	switch {
+	case c.reserve(size - l.charged):
+		if l == &c.uncached {
+			l = &seriesLabels{}
+			*l, c.uncached = c.uncached, seriesLabels{}
+			c.targets[key] = l
+		}
+		l.charged, l.used = size, true
+	case l != &c.uncached:
+		c.forget(key, l)
+		c.uncached = *l
+		c.uncached.charged = 0
+		l = &c.uncached
+	}
+	return l, nil
+}
+
+// reserve takes n bytes from the budget, or gives back -n, and reports
+// whether there was room.
+func (c *labelCache) reserve(n int) bool {
+	if c.budget.Add(-int64(n)) < 0 {
+		c.budget.Add(int64(n))
+		return false
+	}
+	return true
+}
+
+func (c *labelCache) forget(key targetKey, l *seriesLabels) {
+	c.budget.Add(int64(l.charged))
+	delete(c.targets, key)
+}
+
+// dropAll empties the cache.
+func (c *labelCache) dropAll() {
+	for key, l := range c.targets {
+		c.forget(key, l)
+	}
+	c.uncached = seriesLabels{}
+}
+
+// sweep drops, every sweepEvery, the targets that sent nothing since the
+// last sweep.
+func (c *labelCache) sweep(now time.Time) {
+	if now.Sub(c.lastSweep) < sweepEvery {
+		return
+	}
+	c.lastSweep = now
+	for key, l := range c.targets {
+		if !l.used {
+			c.forget(key, l)
+		}
+		l.used = false
+	}
+}
