@@ -176,30 +176,53 @@ func (s *blockState) appendSamples(dst, raw []byte, b *Batch) ([]byte, error) {
 	for i := range b.Series {
 		raw = binary.AppendUvarint(raw, uint64(len(b.Series[i].Samples)))
 	}
-	s.floats = s.floats[:0]
-	var prevTS int64
-	var prevV uint64
-	first := true
+	w := s.sampleWriter(raw)
 	for i := range b.Series {
 		for _, smp := range b.Series[i].Samples {
-			if first {
-				raw = binary.AppendVarint(raw, smp.Timestamp)
-				first = false
-			} else {
-				raw = binary.AppendVarint(raw, smp.Timestamp-prevTS)
-			}
-			prevTS = smp.Timestamp
-			v := math.Float64bits(smp.Value)
-			s.floats = append(s.floats, v^prevV)
-			prevV = v
+			w.add(smp.Timestamp, smp.Value)
 		}
 	}
+	return s.compress(dst, w)
+}
+
+// sampleWriter appends the timestamp column of a block and gathers the
+// values for compress to write byte plane by byte plane.
+type sampleWriter struct {
+	raw    []byte
+	floats []uint64
+	prevTS int64
+	prevV  uint64
+	first  bool
+}
+
+// sampleWriter starts the sample columns after the sample counts in raw.
+func (s *blockState) sampleWriter(raw []byte) sampleWriter {
+	return sampleWriter{raw: raw, floats: s.floats[:0], first: true}
+}
+
+func (w *sampleWriter) add(ts int64, v float64) {
+	if w.first {
+		w.raw = binary.AppendVarint(w.raw, ts)
+		w.first = false
+	} else {
+		w.raw = binary.AppendVarint(w.raw, ts-w.prevTS)
+	}
+	w.prevTS = ts
+	bits := math.Float64bits(v)
+	w.floats = append(w.floats, bits^w.prevV)
+	w.prevV = bits
+}
+
+// compress appends the value planes to the block w wrote, keeps its
+// buffers for the next block and appends the compressed block to dst.
+func (s *blockState) compress(dst []byte, w sampleWriter) ([]byte, error) {
+	raw := w.raw
 	for shift := 56; shift >= 0; shift -= 8 {
-		for _, x := range s.floats {
+		for _, x := range w.floats {
 			raw = append(raw, byte(x>>shift))
 		}
 	}
-	s.raw = raw
+	s.raw, s.floats = raw, w.floats
 	if len(raw) > MaxDecodedBytes {
 		return dst, fmt.Errorf("%w: block of %d bytes, limit %d", ErrTooLarge, len(raw), MaxDecodedBytes)
 	}
@@ -268,20 +291,5 @@ func (BlockZstd) Decode(src []byte, b *Batch) error {
 	if err := r.Reset(src); err != nil {
 		return err
 	}
-	labels := make([]prompb.Label, 0, r.nLabels)
-	samples := make([]prompb.Sample, 0, len(r.ts))
-	if cap(b.Series) < r.Len() {
-		b.Series = make([]prompb.TimeSeries, 0, r.Len())
-	}
-	for i := range r.Len() {
-		l, s := len(labels), len(samples)
-		var err error
-		if labels, err = r.AppendLabels(labels, i); err != nil {
-			b.Reset()
-			return err
-		}
-		samples = r.AppendSamples(samples, i)
-		b.Series = append(b.Series, prompb.TimeSeries{Labels: labels[l:len(labels):len(labels)], Samples: samples[s:len(samples):len(samples)]})
-	}
-	return nil
+	return r.AppendBatch(b)
 }
