@@ -75,6 +75,7 @@ type Enricher struct {
 	ready      func()
 	metrics    *metrics
 	guard      *guard
+	steady     *steadyCache // nil: every message takes the slow path
 	nodeRules  []rule
 	podRules   []rule
 	relabel    []*relabel.Config
@@ -137,6 +138,7 @@ func New(cfg Config, d Deps) (*Enricher, error) {
 		maxChunk:   max(maxPayload-headerRoom, maxPayload/2),
 		ready:      d.Ready,
 		guard:      newGuard(cfg.Cardinality, now),
+		steady:     newSteadyCache(steadyCacheBytes),
 		relabel:    cfg.RelabelConfigs,
 		clusters:   map[string]*clusterMeta{},
 		deadLog:    throttle{every: 10 * time.Second},
@@ -314,9 +316,16 @@ func (e *Enricher) consume(ctx context.Context) {
 
 // worker is the state one partition reuses from message to message.
 type worker struct {
-	batch proto.Batch
-	join  *joiner
-	lb    *labels.Builder
+	batch  proto.Batch
+	join   *joiner
+	lb     *labels.Builder
+	reader proto.BlockReader
+	// What filter kept: the index in the input of every series left, and
+	// the guard's hash of each.
+	kept    []int32
+	hashes  []uint64
+	mark    guardMark
+	payload []byte // scratch of assemble
 }
 
 // Work enriches the messages of one partition's consumer, one at a time
@@ -396,28 +405,21 @@ func (e *Enricher) finishBuffered(ctx context.Context, w *worker, it jetstream.M
 // handle enriches one message, publishes it and acks it. It reports false
 // when ctx ended before the message was settled.
 func (e *Enricher) handle(ctx context.Context, w *worker, m jetstream.Msg) bool {
-	subj, err := decode(m, &w.batch)
+	in, err := readInput(m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		return e.deadLetter(ctx, m, err)
 	}
-	cm := e.clusters[subj.Cluster]
-	w.join.begin(cm, subj.Cluster, subj.Node)
-	st := w.join.enrich(cm, &w.batch)
-	e.metrics.podUnknown.Add(float64(st.unknownPods))
-	e.filter(w, subj)
-	if len(w.batch.Series) == 0 {
+	chunks, series, err := e.enrich(w, in)
+	if err != nil {
+		return e.deadLetter(ctx, m, err)
+	}
+	if series == 0 {
 		e.metrics.messages.WithLabelValues(resultEmpty).Inc()
 		e.ack(m)
 		return true
 	}
-	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, w.batch.Series, e.maxChunk)
-	if err != nil {
-		return e.deadLetter(ctx, m, fmt.Errorf("encode enriched %s: %w", m.Subject(), err))
-	}
-	subj.Stage, subj.Partitioned, subj.Partition = proto.StageEnriched, false, 0
-	out := subj.String()
 	for i, c := range chunks {
-		msg := nats.NewMsg(out)
+		msg := nats.NewMsg(in.out)
 		for name, values := range m.Headers() {
 			msg.Header[name] = slices.Clone(values)
 		}
@@ -436,26 +438,103 @@ func (e *Enricher) handle(ctx context.Context, w *worker, m jetstream.Msg) bool 
 			return e.deadLetter(ctx, m, err)
 		}
 	}
-	e.metrics.series.Add(float64(len(w.batch.Series)))
+	e.metrics.series.Add(float64(series))
 	e.metrics.messages.WithLabelValues(resultEnriched).Inc()
 	e.ack(m)
 	return true
 }
 
-// filter applies the relabel rules and the cardinality guard, removing the
-// series they drop from the batch.
-func (e *Enricher) filter(w *worker, subj proto.Subject) {
+// enrich decodes the payload of in, joins, filters and encodes it into
+// chunks holding series in all. A block1+zstd payload whose labels the
+// target sent before takes the steady path when it can (see steadyOutput),
+// and leaves the steady cache an output for the next one when it cannot.
+// Errors are those of a payload that cannot be decoded or encoded.
+func (e *Enricher) enrich(w *worker, in input) (chunks []proto.Chunk, series int, err error) {
+	cm := e.clusters[in.subj.Cluster]
+	var steady *steadyOutput
+	if _, ok := in.enc.(proto.BlockZstd); ok && e.steady != nil {
+		if err := w.reader.Reset(in.data); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", in.subject, err)
+		}
+		sum := w.reader.LabelsSum()
+		if o := e.steady.take(in.steadyKey(), sum); o != nil {
+			if c, ok := e.reuse(w, o, cm, in.guardTarget); ok {
+				e.steady.put(in.steadyKey(), o, time.Now())
+				return []proto.Chunk{c}, o.series, nil
+			}
+		}
+		w.batch.Reset()
+		if err := w.reader.AppendBatch(&w.batch); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", in.subject, err)
+		}
+		steady = &steadyOutput{labelsSum: sum}
+		if cm != nil {
+			// Before the join reads the metadata: a change it may not have
+			// seen is numbered after this.
+			steady.change = cm.changes.current()
+		}
+	} else if err := in.enc.Decode(in.data, &w.batch); err != nil {
+		return nil, 0, fmt.Errorf("decode %s: %w", in.subject, err)
+	}
+	w.join.begin(cm, in.subj.Cluster, in.subj.Node)
+	st := w.join.enrich(cm, &w.batch)
+	e.metrics.podUnknown.Add(float64(st.unknownPods))
+	relabelDropped, guardDropped := e.filter(w, in.guardTarget)
+	series = len(w.batch.Series)
+	if series == 0 {
+		return nil, 0, nil
+	}
+	// Every series of the steady path must be one the guard knows next
+	// time: an output it cut short may be longer next time.
+	if steady != nil && guardDropped == 0 {
+		steady.labels = proto.AppendBlockLabels(nil, w.batch.Series)
+		if len(w.kept) < w.reader.Len() {
+			steady.from = slices.Clone(w.kept)
+		}
+		if cm != nil {
+			steady.read = make(map[string]struct{}, len(w.join.read))
+			for _, k := range w.join.read {
+				steady.read[k] = struct{}{}
+			}
+		}
+		steady.series = series
+		steady.hashes, steady.mark = slices.Clone(w.hashes), w.mark
+		steady.unknownPods, steady.relabelDropped = st.unknownPods, relabelDropped
+		if c, ok := e.assemble(w, steady); ok {
+			e.steady.put(in.steadyKey(), steady, time.Now())
+			return []proto.Chunk{c}, series, nil
+		}
+	}
+	chunks, err = proto.EncodeChunks(proto.DefaultEncoding, w.batch.Series, e.maxChunk)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode enriched %s: %w", in.subject, err)
+	}
+	return chunks, series, nil
+}
+
+// filter applies the relabel rules and the cardinality guard of target,
+// removing the series they drop from the batch, and counts what each
+// dropped. It leaves in w.kept the input index of every series kept, and
+// in w.hashes their hashes and in w.mark the guard's mark when the guard
+// is on.
+func (e *Enricher) filter(w *worker, target string) (relabelDropped, guardDropped int) {
+	w.kept, w.hashes = w.kept[:0], w.hashes[:0]
 	if len(e.relabel) == 0 && e.guard == nil {
-		return
+		for i := range w.batch.Series {
+			w.kept = append(w.kept, int32(i))
+		}
+		return 0, 0
 	}
 	var adm admission
 	if e.guard != nil {
-		subj.Partitioned, subj.Partition = false, 0
-		adm = e.guard.begin(subj.String())
-		defer adm.end()
+		adm = e.guard.begin(target)
+		defer func() {
+			w.mark = adm.mark()
+			adm.end()
+		}()
 	}
-	kept, relabelDropped, guardDropped := w.batch.Series[:0], 0, 0
-	for _, s := range w.batch.Series {
+	kept := w.batch.Series[:0]
+	for i, s := range w.batch.Series {
 		if len(e.relabel) > 0 {
 			ls, keep := w.relabel(e.relabel, s.Labels)
 			if !keep {
@@ -464,11 +543,16 @@ func (e *Enricher) filter(w *worker, subj proto.Subject) {
 			}
 			s.Labels = ls
 		}
-		if e.guard != nil && !adm.admit(s.Labels) {
-			guardDropped++
-			continue
+		if e.guard != nil {
+			h, ok := adm.admit(s.Labels)
+			if !ok {
+				guardDropped++
+				continue
+			}
+			w.hashes = append(w.hashes, h)
 		}
 		kept = append(kept, s)
+		w.kept = append(w.kept, int32(i))
 	}
 	clear(w.batch.Series[len(kept):])
 	w.batch.Series = kept
@@ -478,10 +562,11 @@ func (e *Enricher) filter(w *worker, subj proto.Subject) {
 	if guardDropped > 0 {
 		e.metrics.seriesDropped.WithLabelValues(reasonCardinality).Add(float64(guardDropped))
 		if ok, suppressed := e.deadLog.allow(time.Now()); ok {
-			e.log.Warn("new series over the cardinality limit dropped", "target", subj.String(), "dropped", guardDropped,
+			e.log.Warn("new series over the cardinality limit dropped", "target", target, "dropped", guardDropped,
 				"limit_per_minute", e.cfg.Cardinality.NewSeriesPerMinute, "suppressed", suppressed)
 		}
 	}
+	return relabelDropped, guardDropped
 }
 
 // relabel runs the rules on one series; the result lives in the arena.
@@ -503,25 +588,46 @@ func (w *worker) relabel(rules []*relabel.Config, ls []prompb.Label) ([]prompb.L
 	return j.arena[start:len(j.arena):len(j.arena)], true
 }
 
-// decode checks the subject and headers of m and decodes its payload.
-func decode(m jetstream.Msg, b *proto.Batch) (proto.Subject, error) {
-	subj, err := proto.ParseSubject(m.Subject())
+// input is a message read from WEIR_RAW.
+type input struct {
+	subject     string // as received
+	subj        proto.Subject
+	enc         proto.Encoding
+	data        []byte
+	guardTarget string // the target the cardinality guard counts for
+	out         string // the subject of the enriched message
+	chunk       int    // of the target's scrape
+}
+
+func (in input) steadyKey() steadyKey { return steadyKey{in.out, in.chunk} }
+
+// readInput checks the subject and headers of a message.
+func readInput(subject string, h nats.Header, data []byte) (input, error) {
+	in := input{subject: subject, data: data}
+	subj, err := proto.ParseSubject(subject)
 	if err != nil {
-		return subj, err
+		return in, err
 	}
 	if subj.Stage != proto.StageRaw {
-		return subj, fmt.Errorf("%w: %q: not a raw subject", proto.ErrBadSubject, m.Subject())
+		return in, fmt.Errorf("%w: %q: not a raw subject", proto.ErrBadSubject, subject)
 	}
-	meta, err := proto.ParseMeta(m.Headers())
+	meta, err := proto.ParseMeta(h)
 	if err != nil {
-		return subj, err
+		return in, err
 	}
-	enc, err := proto.EncodingByName(meta.Encoding)
-	if err != nil {
-		return subj, err
+	if in.enc, err = proto.EncodingByName(meta.Encoding); err != nil {
+		return in, err
 	}
-	if err := enc.Decode(m.Data(), b); err != nil {
-		return subj, fmt.Errorf("decode %s: %w", m.Subject(), err)
-	}
-	return subj, nil
+	in.subj, in.chunk = subj, meta.Chunk
+	in.guardTarget = guardTarget(subj)
+	subj.Stage, subj.Partitioned, subj.Partition = proto.StageEnriched, false, 0
+	in.out = subj.String()
+	return in, nil
+}
+
+// guardTarget names the target of a raw subject for the cardinality
+// guard: whatever partition it came through.
+func guardTarget(subj proto.Subject) string {
+	subj.Partitioned, subj.Partition = false, 0
+	return subj.String()
 }

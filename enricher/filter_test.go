@@ -55,7 +55,7 @@ func TestCardinalityGuard(t *testing.T) {
 	b := proto.Subject{Stage: proto.StageRaw, Cluster: "c", Node: "b", Source: proto.SourceCadvisor}
 	pass := func(subj proto.Subject, in proto.Batch) map[string]bool {
 		w.batch = in
-		e.filter(w, subj)
+		e.filter(w, guardTarget(subj))
 		return names(w.batch)
 	}
 
@@ -116,7 +116,7 @@ func TestRelabelAfterTheJoin(t *testing.T) {
 	w.batch = proto.Batch{Series: []prompb.TimeSeries{series("__name__", "keep", "i", "1"), series("__name__", "drop_me", "i", "2")}}
 	w.join.begin(nil, "c1", "n1")
 	w.join.enrich(nil, &w.batch)
-	e.filter(w, proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "n1", Source: proto.SourceKubelet})
+	e.filter(w, guardTarget(proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "n1", Source: proto.SourceKubelet}))
 	if len(w.batch.Series) != 1 {
 		t.Fatalf("%d series left, want 1", len(w.batch.Series))
 	}

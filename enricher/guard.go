@@ -34,6 +34,9 @@ type targetSeries struct {
 	admitted int
 	lastUse  int64
 	seen     map[uint64]int64 // series hash -> minute last seen
+	// epoch changes with minute: while it holds, no series was forgotten
+	// and every series seen in it has minute as its last.
+	epoch uint64
 }
 
 func newGuard(c CardinalityConfig, now func() time.Time) *guard {
@@ -88,6 +91,7 @@ func (g *guard) begin(target string) admission {
 	t.mu.Lock()
 	if t.minute != minute {
 		t.minute, t.admitted = minute, 0
+		t.epoch++
 		// Once a minute per target: forget series not seen for a while.
 		removed := 0
 		for h, last := range t.seen {
@@ -106,16 +110,16 @@ func (g *guard) begin(target string) admission {
 }
 
 // admit reports whether a series may pass: it is known, or the target has
-// new series left this minute and the guard has room.
-func (a *admission) admit(ls []prompb.Label) bool {
-	var h uint64
+// new series left this minute and the guard has room. h is the series'
+// hash, for seenAgain.
+func (a *admission) admit(ls []prompb.Label) (h uint64, ok bool) {
 	a.buf, h = hashLabels(a.buf, ls)
 	if _, ok := a.t.seen[h]; ok {
 		a.t.seen[h] = a.minute
-		return true
+		return h, true
 	}
 	if a.t.admitted >= a.g.limit {
-		return false
+		return h, false
 	}
 	a.g.mu.Lock()
 	full := a.g.total >= a.g.maxSeries
@@ -124,15 +128,44 @@ func (a *admission) admit(ls []prompb.Label) bool {
 	}
 	a.g.mu.Unlock()
 	if full {
-		return false
+		return h, false
 	}
 	a.t.admitted++
 	a.t.seen[h] = a.minute
 	a.added++
-	return true
+	return h, true
+}
+
+// guardMark is where a target's guard stood after a message whose series
+// it all knew: those series are still known, as seen this minute, while
+// the mark holds.
+type guardMark struct {
+	t     *targetSeries
+	epoch uint64
+}
+
+// seenAgain admits series the guard let through before, by their hashes,
+// as admit would: it reports false, and the caller must admit them one by
+// one, when the guard forgot one. Within the minute of mark it has nothing
+// to do. The mark it returns is the one for the next message.
+func (a *admission) seenAgain(hashes []uint64, mark guardMark) (guardMark, bool) {
+	now := a.mark()
+	if mark == now {
+		return now, true
+	}
+	for _, h := range hashes {
+		if _, ok := a.t.seen[h]; !ok {
+			return now, false
+		}
+		a.t.seen[h] = a.minute
+	}
+	return now, true
 }
 
 func (a *admission) end() { a.t.mu.Unlock() }
+
+// mark is where the target's guard stands.
+func (a *admission) mark() guardMark { return guardMark{a.t, a.t.epoch} }
 
 // size is the number of series the guard remembers.
 func (g *guard) size() int {

@@ -88,6 +88,9 @@ type joiner struct {
 	recentPlans [64]*mergePlan
 	allPlans    []*mergePlan
 	usedPlans   int
+	// read are the keys of the metadata objects the message's join looked
+	// up, found or not: its output changes only when one of them does.
+	read []string
 }
 
 // keptPlans is how many plans a joiner keeps for the next message; a
@@ -123,6 +126,7 @@ func (j *joiner) begin(meta *clusterMeta, cluster, node string) {
 		j.allPlans = j.allPlans[:keptPlans]
 	}
 	j.usedPlans = 0
+	j.read = append(j.read[:0], node)
 	j.node = append(j.node[:0], prompb.Label{Name: LabelCluster, Value: cluster}, prompb.Label{Name: LabelNode, Value: node})
 	if meta != nil {
 		if n := get(meta.nodes, node); n != nil {
@@ -178,7 +182,9 @@ func (j *joiner) lookupPod(meta *clusterMeta, namespace, name string) podExtra {
 	if meta == nil {
 		return podExtra{labels: j.node}
 	}
-	p := get(meta.pods, namespace+"/"+name)
+	key := namespace + "/" + name
+	j.read = append(j.read, key)
+	p := get(meta.pods, key)
 	if p == nil {
 		return podExtra{labels: j.node}
 	}
@@ -186,7 +192,10 @@ func (j *joiner) lookupPod(meta *clusterMeta, namespace, name string) podExtra {
 	for _, r := range j.podRules {
 		ls = r.apply(ls, p.Labels)
 	}
-	kind, wl := meta.workload(p)
+	kind, wl, owner := meta.workload(p)
+	if owner != "" {
+		j.read = append(j.read, owner)
+	}
 	ls = append(ls, prompb.Label{Name: LabelWorkloadKind, Value: kind}, prompb.Label{Name: LabelWorkload, Value: wl})
 	sortLabels(ls)
 	return podExtra{labels: ls, known: true, shape: j.shapeOf(ls)}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +38,7 @@ type clusterMeta struct {
 	rs      cache.SharedIndexInformer
 	jobs    cache.SharedIndexInformer
 	synced  atomic.Bool
+	changes changeLog
 }
 
 // newClusterMeta builds the informers of one cluster; start runs them.
@@ -60,8 +64,19 @@ func newClusterMeta(name string, client metadata.Interface, resync time.Duration
 		}
 		size := m.cacheObjects.WithLabelValues(name, r.name)
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { size.Inc() },
-			DeleteFunc: func(any) { size.Dec() },
+			AddFunc: func(obj any) {
+				size.Inc()
+				c.changes.record(obj)
+			},
+			UpdateFunc: func(old, obj any) {
+				if !sameJoinedMeta(old, obj) {
+					c.changes.record(obj)
+				}
+			},
+			DeleteFunc: func(obj any) {
+				size.Dec()
+				c.changes.record(obj)
+			},
 		}); err != nil {
 			return nil, fmt.Errorf("cluster %s: %s informer: %w", name, r.name, err)
 		}
@@ -131,15 +146,76 @@ func controller(m *metav1.PartialObjectMetadata) (kind, name string, ok bool) {
 	return m.OwnerReferences[0].Kind, m.OwnerReferences[0].Name, true
 }
 
+// sameJoinedMeta reports whether an update left what the join reads of an
+// object as it was: a resync, or a change of a label the join does not keep.
+func sameJoinedMeta(old, obj any) bool {
+	a, ok1 := old.(*metav1.PartialObjectMetadata)
+	b, ok2 := obj.(*metav1.PartialObjectMetadata)
+	return ok1 && ok2 && maps.Equal(a.Labels, b.Labels) && slices.Equal(a.OwnerReferences, b.OwnerReferences)
+}
+
+// changeLog numbers the changes of a cluster's metadata and remembers the
+// keys of the last changeLogSize of them, so that the steady path can tell
+// whether an output built earlier read an object changed since.
+type changeLog struct {
+	mu   sync.Mutex
+	seq  uint64 // changes so far
+	keys [changeLogSize]string
+}
+
+// changeLogSize is how many changes a steady target's output outlives: a
+// cluster changing more between two scrapes of a target sends it through
+// the slow path.
+const changeLogSize = 4096
+
+// record notes a change of obj. The informers call it after the store
+// changed, so that a join that read the store before the change was
+// numbered sees a number after its own.
+func (l *changeLog) record(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	if err != nil {
+		key = "" // cannot be matched: it fails every check below
+	}
+	l.keys[l.seq%changeLogSize] = key
+}
+
+// current is the number of the last change.
+func (l *changeLog) current() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
+// unchangedSince reports whether no object in read changed after change
+// number since, and the number of the last change.
+func (l *changeLog) unchangedSince(since uint64, read map[string]struct{}) (uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seq-since >= changeLogSize {
+		return l.seq, false
+	}
+	for n := since + 1; n <= l.seq; n++ {
+		key := l.keys[n%changeLogSize]
+		if _, ok := read[key]; ok || key == "" {
+			return l.seq, false
+		}
+	}
+	return l.seq, true
+}
+
 // workload resolves the controller a pod belongs to: ReplicaSet to its
 // Deployment, Job to its CronJob; StatefulSet, DaemonSet and any other
 // controller stand for themselves. A pod without a controller is its own
 // workload, kind Pod, so that every pod series has a workload to sum by.
-// A ReplicaSet or Job not in the cache yet is reported as itself.
-func (c *clusterMeta) workload(pod *metav1.PartialObjectMetadata) (kind, name string) {
+// A ReplicaSet or Job not in the cache yet is reported as itself. owner is
+// the key of the ReplicaSet or Job looked up, "" when none was.
+func (c *clusterMeta) workload(pod *metav1.PartialObjectMetadata) (kind, name, owner string) {
 	kind, name, ok := controller(pod)
 	if !ok {
-		return "Pod", pod.Name
+		return "Pod", pod.Name, ""
 	}
 	var parent cache.SharedIndexInformer
 	switch kind {
@@ -148,14 +224,15 @@ func (c *clusterMeta) workload(pod *metav1.PartialObjectMetadata) (kind, name st
 	case "Job":
 		parent = c.jobs
 	default:
-		return kind, name
+		return kind, name, ""
 	}
-	if owner := get(parent, pod.Namespace+"/"+name); owner != nil {
-		if k, n, ok := controller(owner); ok {
-			return k, n
+	owner = pod.Namespace + "/" + name
+	if o := get(parent, owner); o != nil {
+		if k, n, ok := controller(o); ok {
+			return k, n, owner
 		}
 	}
-	return kind, name
+	return kind, name, owner
 }
 
 // restConfig is how to reach one cluster's API server.

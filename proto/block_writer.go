@@ -20,10 +20,11 @@ func AppendBlockLabels(dst []byte, series []prompb.TimeSeries) []byte {
 // AppendBlock appends to dst the block1+zstd payload of series whose label
 // columns are labels, from AppendBlockLabels, and whose samples are those of
 // the series of r at the indices in from, in order; a nil from takes every
-// series of r. The caller sees to it that labels hold len(from) series (r's
-// length for a nil from): the payload is then the one BlockZstd.Append makes
-// of the same series.
-func AppendBlock(dst, labels []byte, r *BlockReader, from []int32) ([]byte, error) {
+// series of r. It returns the payload and how many samples it holds. The
+// caller sees to it that labels hold len(from) series (r's length for a nil
+// from): the payload is then the one BlockZstd.Append makes of the same
+// series.
+func AppendBlock(dst, labels []byte, r *BlockReader, from []int32) ([]byte, int, error) {
 	s := blockPool.Get().(*blockState)
 	defer blockPool.Put(s)
 	raw := append(s.raw[:0], labels...)
@@ -35,7 +36,8 @@ func AppendBlock(dst, labels []byte, r *BlockReader, from []int32) ([]byte, erro
 		for k := range r.ts {
 			w.add(r.ts[k], r.vs[k])
 		}
-		return s.compress(dst, w)
+		payload, err := s.compress(dst, w)
+		return payload, len(r.ts), err
 	}
 	for _, i := range from {
 		raw = binary.AppendUvarint(raw, uint64(r.sampleOffs[i+1]-r.sampleOffs[i]))
@@ -46,7 +48,8 @@ func AppendBlock(dst, labels []byte, r *BlockReader, from []int32) ([]byte, erro
 			w.add(r.ts[k], r.vs[k])
 		}
 	}
-	return s.compress(dst, w)
+	payload, err := s.compress(dst, w)
+	return payload, len(w.floats), err
 }
 
 // AppendBatch appends every series of r to b, as Decode does: their label

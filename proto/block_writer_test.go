@@ -42,9 +42,12 @@ func TestAppendBlockAsAppend(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := AppendBlock(nil, AppendBlockLabels(nil, c.series), &r, c.from)
+			got, samples, err := AppendBlock(nil, AppendBlockLabels(nil, c.series), &r, c.from)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if want := (&Batch{Series: c.series}).Samples(); samples != want {
+				t.Errorf("%s, %s: %d samples, want %d", name, c.what, samples, want)
 			}
 			if !bytes.Equal(got, want) {
 				t.Errorf("%s, %s: assembled payload differs from BlockZstd's (%d and %d bytes)", name, c.what, len(got), len(want))
