@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	messages       *prometheus.CounterVec // by result
 	series         prometheus.Counter
+	reused         prometheus.Counter
 	podUnknown     prometheus.Counter
 	seriesDropped  *prometheus.CounterVec // by reason
 	publishRetries prometheus.Counter
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer, guardSize func() float64) *metrics {
 		series: f.NewCounter(prometheus.CounterOpts{
 			Name: "weir_enricher_series_enriched_total",
 			Help: "Series published with their added labels.",
+		}),
+		reused: f.NewCounter(prometheus.CounterOpts{
+			Name: "weir_enricher_messages_reused_total",
+			Help: "Enriched messages whose target sent the same series as before: their output reused its labels, neither joined nor checked by the cardinality guard again.",
 		}),
 		podUnknown: f.NewCounter(prometheus.CounterOpts{
 			Name: "weir_enricher_series_pod_unknown_total",

@@ -146,6 +146,7 @@ func (e *Enricher) reuse(w *worker, o *steadyOutput, cm *clusterMeta, guardTarge
 	if !ok {
 		return c, false
 	}
+	e.metrics.reused.Inc()
 	e.metrics.podUnknown.Add(float64(o.unknownPods))
 	if o.relabelDropped > 0 {
 		e.metrics.seriesDropped.WithLabelValues(reasonRelabel).Add(float64(o.relabelDropped))

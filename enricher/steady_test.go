@@ -1,0 +1,214 @@
+package enricher
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/prompb"
+	"go.yaml.in/yaml/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// TestSteadyPathAsSlowPath: an enricher with the steady path publishes,
+// message after message, the very bytes of one without it, while the
+// metadata, the series and the guard's limits change underneath; and it
+// reuses an earlier output exactly when nothing the output depended on
+// changed.
+func TestSteadyPathAsSlowPath(t *testing.T) {
+	client := fakeClient()
+	for _, o := range testCluster() {
+		if err := client.Tracker().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	_, nodeKeys := compileRules(cfg.NodeLabels)
+	_, podKeys := compileRules(cfg.PodLabels)
+	c, err := newClusterMeta("c1", client, 0, nodeKeys, podKeys, newMetrics(nil, func() float64 { return 0 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runMeta(t, t.Context(), c)
+
+	if err := yaml.Unmarshal([]byte(`
+- source_labels: [__name__]
+  regex: drop_me
+  action: drop
+`), &cfg.RelabelConfigs); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cardinality = CardinalityConfig{NewSeriesPerMinute: 24, Forget: 2 * time.Minute, MaxSeries: 1000}
+	clock := time.Unix(1_700_000_000, 0)
+	now := func() time.Time { return clock }
+	newEnricher := func(steady *steadyCache) (*Enricher, *worker) {
+		e, _ := testEnricher(t, cfg, now)
+		e.clusters = map[string]*clusterMeta{"c1": c}
+		e.maxChunk, e.steady = 1<<20, steady
+		return e, &worker{join: testJoiner(), lb: newBuilder()}
+	}
+	fast, fastWorker := newEnricher(newSteadyCache(steadyCacheBytes))
+	slow, slowWorker := newEnricher(nil)
+
+	// The series of a cAdvisor scrape of node-a: pods known and not, a
+	// node-wide series and one the relabel rules drop.
+	scrape := func(pods ...string) []prompb.TimeSeries {
+		out := []prompb.TimeSeries{series("__name__", "machine_cpu_cores"), series("__name__", "drop_me")}
+		for _, p := range pods {
+			out = append(out, series("__name__", "container_cpu_usage_seconds_total", "namespace", "shop", "pod", p),
+				series("__name__", "container_memory_working_set_bytes", "namespace", "shop", "pod", p))
+		}
+		return out
+	}
+	step := 0
+	// send enriches a scrape with new samples on both and compares them; it
+	// returns the output and whether the steady path reused an earlier one.
+	send := func(what string, ss []prompb.TimeSeries) ([]byte, bool) {
+		t.Helper()
+		step++
+		for i := range ss {
+			ss[i].Samples = []prompb.Sample{{Timestamp: clock.UnixMilli(), Value: float64(step*100 + i)}}
+		}
+		payload, err := proto.BlockZstd{}.Append(nil, &proto.Batch{Series: ss})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := nats.Header{}
+		h.Set(proto.HeaderEncoding, proto.BlockZstd{}.Name())
+		in, err := readInput("weir.raw.c1.node-a.cadvisor.3", h, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reusedBefore := gaugeValue(t, fast.metrics.reused)
+		want, wantSeries, err := slow.enrich(slowWorker, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, gotSeries, err := fast.enrich(fastWorker, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotSeries != wantSeries || len(got) != len(want) {
+			t.Fatalf("%s: %d series in %d chunks, want %d in %d", what, gotSeries, len(got), wantSeries, len(want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i].Payload, want[i].Payload) || got[i].Samples != want[i].Samples {
+				t.Fatalf("%s: chunk %d differs from the slow path's", what, i)
+			}
+		}
+		for _, m := range []struct {
+			name       string
+			fast, slow interface{ Write(*dto.Metric) error }
+		}{
+			{"pod_unknown", fast.metrics.podUnknown, slow.metrics.podUnknown},
+			{"dropped relabel", fast.metrics.seriesDropped.WithLabelValues(reasonRelabel), slow.metrics.seriesDropped.WithLabelValues(reasonRelabel)},
+			{"dropped cardinality", fast.metrics.seriesDropped.WithLabelValues(reasonCardinality), slow.metrics.seriesDropped.WithLabelValues(reasonCardinality)},
+		} {
+			if f, s := gaugeValue(t, m.fast), gaugeValue(t, m.slow); f != s {
+				t.Fatalf("%s: %s %v, slow path %v", what, m.name, f, s)
+			}
+		}
+		if fast.guard.size() != slow.guard.size() {
+			t.Fatalf("%s: guard remembers %d series, slow path's %d", what, fast.guard.size(), slow.guard.size())
+		}
+		if len(want) == 0 {
+			return nil, gaugeValue(t, fast.metrics.reused) > reusedBefore
+		}
+		return want[0].Payload, gaugeValue(t, fast.metrics.reused) > reusedBefore
+	}
+	expect := func(what string, ss []prompb.TimeSeries, reuse bool) []byte {
+		t.Helper()
+		out, reused := send(what, ss)
+		if reused != reuse {
+			t.Fatalf("%s: reused %v, want %v", what, reused, reuse)
+		}
+		return out
+	}
+	// change applies a change to the cluster and waits until the informer
+	// told of it.
+	change := func(gvr schema.GroupVersionResource, o *metav1.PartialObjectMetadata, create bool) {
+		t.Helper()
+		before := c.changes.current()
+		err := client.Tracker().Update(gvr, o, o.Namespace)
+		if create {
+			err = client.Tracker().Create(gvr, o, o.Namespace)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "metadata change", func() bool { return c.changes.current() > before })
+	}
+
+	pods := []string{"web-5d9c-x1", "lonely-z", "db-0"}
+	expect("first scrape", scrape(pods...), false)
+	expect("same series", scrape(pods...), true)
+
+	change(gvrPods, pod("shop", "web-5d9c-x1", map[string]string{"app.kubernetes.io/name": "web-v2"}, "ReplicaSet", "web-5d9c"), false)
+	if got := labelOf(t, expect("pod label changed", scrape(pods...), false), "web-5d9c-x1", "app"); got != "web-v2" {
+		t.Fatalf("app=%q after the pod change, want web-v2", got)
+	}
+	expect("same series after the pod change", scrape(pods...), true)
+
+	change(gvrPods, pod("batch", "oneoff-q", map[string]string{"app": "other"}, "Job", "oneoff"), false)
+	expect("a pod of no series changed", scrape(pods...), true)
+
+	change(gvrNodes, node("node-a", map[string]string{"topology.kubernetes.io/zone": "eu-west-1b"}), false)
+	if got := labelOf(t, expect("node label changed", scrape(pods...), false), "db-0", "zone"); got != "eu-west-1b" {
+		t.Fatalf("zone=%q after the node change, want eu-west-1b", got)
+	}
+	expect("same series after the node change", scrape(pods...), true)
+
+	withNew := append(pods, "web-5d9c-y2")
+	expect("a pod not in the cache yet", scrape(withNew...), false)
+	expect("same series with the unknown pod", scrape(withNew...), true)
+	change(gvrPods, pod("shop", "web-5d9c-y2", map[string]string{"app": "web"}, "ReplicaSet", "web-5d9c"), true)
+	if got := labelOf(t, expect("the pod created", scrape(withNew...), false), "web-5d9c-y2", "workload"); got != "web" {
+		t.Fatalf("workload=%q of the new pod, want web", got)
+	}
+	expect("same series after the pod was created", scrape(withNew...), true)
+
+	expect("fewer series", scrape("lonely-z"), false)
+	expect("fewer series again", scrape("lonely-z"), true)
+	expect("the series before", scrape(withNew...), true)
+
+	// 20 new series so far this minute (a label change makes new ones): 4
+	// more, then the guard drops.
+	var many []string
+	for i := range 6 {
+		many = append(many, fmt.Sprintf("burst-%d", i))
+	}
+	expect("over the guard's limit", scrape(many...), false)
+	if got := gaugeValue(t, slow.metrics.seriesDropped.WithLabelValues(reasonCardinality)); got != 8 {
+		t.Fatalf("the guard dropped %v series, want 8", got)
+	}
+	expect("still over the guard's limit", scrape(many...), false)
+	clock = clock.Add(time.Minute)
+	expect("the next minute", scrape(many...), false)
+	expect("all known the next minute", scrape(many...), true)
+	clock = clock.Add(5 * time.Minute)
+	expect("after the guard forgot the target", scrape(many...), false)
+	expect("known again", scrape(many...), true)
+}
+
+// labelOf is the value of a label of the first series of a pod in a
+// block1+zstd payload.
+func labelOf(t *testing.T, payload []byte, pod, name string) string {
+	t.Helper()
+	var b proto.Batch
+	if err := (proto.BlockZstd{}).Decode(payload, &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range b.Series {
+		if ls := labelMap(t, s.Labels); ls["pod"] == pod {
+			return ls[name]
+		}
+	}
+	t.Fatalf("no series of pod %s", pod)
+	return ""
+}
