@@ -102,7 +102,9 @@ func benchmarkJoin(b *testing.B, c *clusterMeta, capture proto.Batch) {
 // the payload, join, run the cardinality guard and encode the result. On
 // the slow path every message is enriched from its labels; on the steady
 // path the target sends the same series every time, as it mostly does, and
-// the output reuses the label columns of the last one.
+// the output reuses the label columns of the last one; on the miss path,
+// the target's series are new every time (a cache that keeps nothing), and
+// each message is enriched from its labels and remembered.
 func BenchmarkMessage(b *testing.B) {
 	capture := captureBatch(b, fixtures.Cadvisor135)
 	c := captureMeta(b, capture)
@@ -120,7 +122,7 @@ func BenchmarkMessage(b *testing.B) {
 	for _, path := range []struct {
 		name   string
 		steady *steadyCache
-	}{{"slow", nil}, {"steady", newSteadyCache(steadyCacheBytes)}} {
+	}{{"slow", nil}, {"miss", newSteadyCache(0)}, {"steady", newSteadyCache(steadyCacheBytes)}} {
 		b.Run(path.name, func(b *testing.B) {
 			e := &Enricher{guard: newGuard(DefaultConfig().Cardinality, time.Now), clusters: map[string]*clusterMeta{"c1": c},
 				metrics: newMetrics(nil, func() float64 { return 0 }), deadLog: throttle{every: 1}, maxChunk: 1 << 20, steady: path.steady}

@@ -125,6 +125,9 @@ func (c *steadyCache) put(target steadyKey, o *steadyOutput, now time.Time) {
 // reuse writes the output of the payload w.reader holds from o, if nothing
 // o depended on changed: the metadata its join read, the guard's memory of
 // its series. It reports false when the message must take the slow path.
+// A metadata change counts once its informer's handler ran, just after
+// the store changed: until then, which is also how long a join may still
+// have read the old object, the output is the one made before it.
 func (e *Enricher) reuse(w *worker, o *steadyOutput, cm *clusterMeta, guardTarget string) (proto.Chunk, bool) {
 	if cm != nil {
 		change, ok := cm.changes.unchangedSince(o.change, o.read)
