@@ -14,7 +14,9 @@ import (
 func AppendBlockLabels(dst []byte, series []prompb.TimeSeries) []byte {
 	s := blockPool.Get().(*blockState)
 	defer blockPool.Put(s)
-	return s.appendLabels(dst, &Batch{Series: series})
+	// Built in the pooled buffer, so that dst grows once.
+	s.raw = s.appendLabels(s.raw[:0], &Batch{Series: series})
+	return append(dst, s.raw...)
 }
 
 // AppendBlock appends to dst the block1+zstd payload of series whose label
