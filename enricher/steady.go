@@ -80,7 +80,11 @@ func (c *steadyCache) take(target steadyKey, labelsSum uint64) *steadyOutput {
 	outs := c.targets[target]
 	for i, o := range outs {
 		if o.labelsSum == labelsSum {
-			c.targets[target] = append(outs[:i], outs[i+1:]...)
+			if len(outs) == 1 {
+				delete(c.targets, target)
+			} else {
+				c.targets[target] = append(outs[:i], outs[i+1:]...)
+			}
 			c.bytes -= o.size()
 			return o
 		}

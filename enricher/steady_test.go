@@ -212,3 +212,49 @@ func labelOf(t *testing.T, payload []byte, pod, name string) string {
 	t.Fatalf("no series of pod %s", pod)
 	return ""
 }
+
+// The steady cache keeps the last outputs of each target and chunk, within
+// its bound, and forgets those unused for a while.
+func TestSteadyCacheBounds(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	out := func(sum uint64) *steadyOutput { return &steadyOutput{labelsSum: sum, labels: make([]byte, 1000)} }
+	size := out(0).size()
+	c := newSteadyCache(4*size + size/2)
+	a, b := steadyKey{"weir.enriched.c1.a.cadvisor", 0}, steadyKey{"weir.enriched.c1.b.cadvisor", 0}
+
+	c.put(a, out(1), now)
+	if o := c.take(a, 1); o == nil || c.take(a, 1) != nil {
+		t.Fatal("an output is taken once, until put back")
+	}
+	for sum := range uint64(3) {
+		c.put(a, out(sum), now)
+	}
+	if c.take(a, 0) != nil || c.take(a, 1) == nil || c.take(a, 2) == nil {
+		t.Errorf("a target keeps its last %d outputs", steadyPerTarget)
+	}
+	for sum := range uint64(2) {
+		c.put(a, out(sum), now)
+		c.put(b, out(sum), now)
+	}
+	c.put(steadyKey{a.out, 1}, out(7), now)
+	if c.take(steadyKey{a.out, 1}, 7) != nil {
+		t.Error("an output over the bound was kept")
+	}
+	if c.bytes != 4*size {
+		t.Errorf("%d bytes counted, want %d", c.bytes, 4*size)
+	}
+
+	now = now.Add(steadyStale / 2)
+	c.put(b, out(9), now)
+	now = now.Add(steadyStale/2 + time.Minute)
+	c.put(b, out(10), now)
+	if c.take(a, 0) != nil || c.take(a, 1) != nil {
+		t.Error("a stale target's outputs were kept")
+	}
+	if c.take(b, 9) == nil || c.take(b, 10) == nil {
+		t.Error("a target in use lost its outputs")
+	}
+	if c.bytes != 0 {
+		t.Errorf("%d bytes counted in an empty cache", c.bytes)
+	}
+}
