@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,15 +109,25 @@ func benchmarkJoin(b *testing.B, c *clusterMeta, capture proto.Batch) {
 func BenchmarkMessage(b *testing.B) {
 	capture := captureBatch(b, fixtures.Cadvisor135)
 	c := captureMeta(b, capture)
-	payload, err := proto.DefaultEncoding.Append(nil, &capture)
-	if err != nil {
-		b.Fatal(err)
-	}
+	// Successive scrapes of the target: the same series, with samples that
+	// move on.
 	h := nats.Header{}
 	h.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
-	in, err := readInput("weir.raw.c1.datagen-1-35.cadvisor", h, payload)
-	if err != nil {
-		b.Fatal(err)
+	var scrapes []input
+	for k := range 8 {
+		next := proto.Batch{Series: slices.Clone(capture.Series)}
+		for i, s := range next.Series {
+			next.Series[i].Samples = []prompb.Sample{{Timestamp: s.Samples[0].Timestamp + int64(k)*15_000, Value: s.Samples[0].Value * (1 + float64(k)/1000)}}
+		}
+		payload, err := proto.DefaultEncoding.Append(nil, &next)
+		if err != nil {
+			b.Fatal(err)
+		}
+		in, err := readInput("weir.raw.c1.datagen-1-35.cadvisor", h, payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		scrapes = append(scrapes, in)
 	}
 	samples := capture.Samples()
 	for _, path := range []struct {
@@ -127,12 +138,12 @@ func BenchmarkMessage(b *testing.B) {
 			e := &Enricher{guard: newGuard(DefaultConfig().Cardinality, time.Now), clusters: map[string]*clusterMeta{"c1": c},
 				metrics: newMetrics(nil, func() float64 { return 0 }), deadLog: throttle{every: 1}, maxChunk: 1 << 20, steady: path.steady}
 			w := &worker{join: testJoiner()}
-			b.SetBytes(int64(len(payload)))
+			b.SetBytes(int64(len(scrapes[0].data)))
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := cpuTime()
-			for b.Loop() {
-				if _, n, err := e.enrich(w, in); err != nil || n != len(capture.Series) {
+			for i := 0; b.Loop(); i++ {
+				if _, n, err := e.enrich(w, scrapes[i%len(scrapes)]); err != nil || n != len(capture.Series) {
 					b.Fatalf("%d series out of %d: %v", n, len(capture.Series), err)
 				}
 			}
