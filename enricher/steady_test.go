@@ -2,16 +2,24 @@ package enricher
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/prompb"
 	"go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/natstest"
+	"github.com/weirmetrics/weir/internal/partition"
 
 	"github.com/weirmetrics/weir/proto"
 )
@@ -257,4 +265,77 @@ func TestSteadyCacheBounds(t *testing.T) {
 	if c.bytes != 0 {
 		t.Errorf("%d bytes counted in an empty cache", c.bytes)
 	}
+}
+
+// A target scraped twice through JetStream: the second scrape, in chunks
+// as the first, reuses every chunk's labels; each input gets its enriched
+// copy with its own id, the labels of the first and its own samples, and
+// is acknowledged.
+func TestSteadyTargetThroughJetStream(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	setupStreams(t, js)
+	ready := make(chan struct{})
+	reg := prometheus.NewRegistry()
+	startEnricher(t, DefaultConfig(), Deps{JS: js, Reg: reg, Member: "a",
+		Metadata: map[string]metadata.Interface{"c1": fakeClient(captureCluster()...)},
+		Ready:    func() { close(ready) }})
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never ready")
+	}
+
+	capture := captureBatch(t, fixtures.Cadvisor135)
+	subj := proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "datagen-1-35", Source: proto.SourceCadvisor}
+	scrapes := []int64{1_700_000_000_000, 1_700_000_015_000}
+	var ids []string
+	for n, millis := range scrapes {
+		series := slices.Clone(capture.Series)
+		for i := range series {
+			series[i].Samples = []prompb.Sample{{Timestamp: millis, Value: float64(i)}}
+		}
+		ids = append(ids, publishScrape(t, js, subj, millis, series, 8<<10)...)
+		eventually(t, "scrape enriched", func() bool { return streamMsgs(t, js, proto.StreamEnriched) == uint64(len(ids)) })
+		if n == 0 && len(ids) < 2 {
+			t.Fatalf("the scrape was sent in %d chunk, want several", len(ids))
+		}
+	}
+	chunks := len(ids) / 2
+	if got := metricValue(t, reg, "weir_enricher_messages_reused_total"); got != float64(chunks) {
+		t.Errorf("weir_enricher_messages_reused_total = %v, want the %d chunks of the second scrape", got, chunks)
+	}
+	out := readStream(t, js, proto.StreamEnriched, true)
+	for i, m := range out {
+		if got := m.header.Get(proto.HeaderMsgID); got != ids[i] {
+			t.Fatalf("enriched message %d has id %q, want %q", i, got, ids[i])
+		}
+	}
+	for i, second := range out[chunks:] {
+		first := out[i]
+		if len(second.batch.Series) != len(first.batch.Series) {
+			t.Fatalf("chunk %d: %d series, the first scrape's had %d", i, len(second.batch.Series), len(first.batch.Series))
+		}
+		for k, s := range second.batch.Series {
+			if !slices.EqualFunc(s.Labels, first.batch.Series[k].Labels, func(a, b prompb.Label) bool { return a.Name == b.Name && a.Value == b.Value }) {
+				t.Fatalf("chunk %d series %d: labels %v, first scrape's %v", i, k, s.Labels, first.batch.Series[k].Labels)
+			}
+			if s.Samples[0].Timestamp != scrapes[1] {
+				t.Fatalf("chunk %d series %d: sample at %d, want the second scrape's", i, k, s.Samples[0].Timestamp)
+			}
+		}
+	}
+	eventually(t, "input acknowledged", func() bool {
+		for p := range testPartitions {
+			c, err := js.Consumer(context.Background(), proto.StreamRaw, partition.ConsumerName(Durable, p))
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(context.Background())
+			if err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
