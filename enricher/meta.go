@@ -168,9 +168,9 @@ type changeLog struct {
 // the slow path.
 const changeLogSize = 4096
 
-// record notes a change of obj. The informers call it after the store
-// changed, so that a join that read the store before the change was
-// numbered sees a number after its own.
+// record notes a change of obj. The informers call it once their store
+// holds the change: a join that began before the change was numbered, and
+// so may have read the object as it was, saw an earlier number.
 func (l *changeLog) record(obj any) {
 	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
 	l.mu.Lock()
@@ -194,7 +194,7 @@ func (l *changeLog) current() uint64 {
 func (l *changeLog) unchangedSince(since uint64, read map[string]struct{}) (uint64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.seq-since >= changeLogSize {
+	if l.seq-since > changeLogSize {
 		return l.seq, false
 	}
 	for n := since + 1; n <= l.seq; n++ {

@@ -13,10 +13,10 @@ import (
 // it depended on changed. Then the output block is its label columns with
 // the new samples, and the labels are neither read, joined nor hashed.
 type steadyOutput struct {
-	labelsSum uint64 // of the input, proto.BlockReader.LabelsSum
-	labels    []byte // label columns of the output block
-	from      []int32
-	series    int // in the output
+	labelsSum uint64  // of the input, proto.BlockReader.LabelsSum
+	labels    []byte  // label columns of the output block
+	from      []int32 // the input series kept, in order; nil when all were
+	series    int     // in the output
 	// read are the metadata keys the join looked up and change the last
 	// change of the cluster's metadata it saw; nil and 0 for a cluster
 	// without metadata.
@@ -51,8 +51,9 @@ type steadyCache struct {
 }
 
 const (
-	// steadyCacheBytes bounds the label columns a replica keeps: a cAdvisor
-	// scrape of a loaded node is 100 to 300 KiB of them, uncompressed.
+	// steadyCacheBytes bounds what a replica keeps: the output of the 1.35
+	// cAdvisor capture (4,621 series) takes about 200 KiB, so 256 MiB hold
+	// over a thousand such targets.
 	steadyCacheBytes = 256 << 20
 	// steadyPerTarget is how many inputs of a target and chunk are
 	// remembered: two, so that a target alternating between two sets of
