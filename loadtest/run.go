@@ -104,6 +104,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--peer %q: want one of %s", p, strings.Join(Peers, ", ")))
 		}
 	}
+	if len(c.Peers) > 0 && len(c.Fleet.forPeers().Endpoints) == 0 {
+		errs = append(errs, errors.New("--peer: the peers scrape no JSON endpoint, and --sources names no other"))
+	}
 	if c.Fleet.Nodes < 1 {
 		errs = append(errs, fmt.Errorf("--nodes %d: want at least 1", c.Fleet.Nodes))
 	}
@@ -152,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	for _, peer := range cfg.Peers {
-		p, err := newPipeline(peer, cfg.Fleet)
+		p, err := newPipeline(peer, cfg.Fleet.forPeers())
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	fs.StringVar(&cfg.KillStage, "kill", "weir-sink", "process the kill scenario kills in --mode stages: weir-<stage>")
 	stages := fs.String("stages", strings.Join(loadtest.DefaultStages, ","), "`weir <stage>` commands --mode stages runs, in pipeline order, each with the generated configuration file")
 	nodes := fs.Int("nodes", 10, "simulated nodes")
-	sources := fs.String("sources", "kubelet,cadvisor,resource,probes,kubeproxy", "endpoints every node serves, comma separated")
+	sources := fs.String("sources", "kubelet,cadvisor,resource,probes,summary,kubeproxy", "endpoints every node serves, comma separated")
 	fs.IntVar(&cfg.Fleet.ChurnScrapes, "churn", 20, "replace each pod every this many scrapes (0: no churn)")
 	fs.DurationVar(&cfg.Interval, "interval", 5*time.Second, "scrape interval")
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the fleet is scraped")
