@@ -51,9 +51,12 @@ type Config struct {
 	KillStage string
 	Peers     []string
 	Fleet     FleetConfig
-	Interval  time.Duration // scrape interval
-	Duration  time.Duration // how long the fleet is scraped
-	Drain     time.Duration // longest wait, after the fleet stops, for the rest to arrive
+	// CollectorMemoryLimit is the collector's memory_limit, in bytes, as a
+	// DaemonSet's configuration sets it; 0 leaves the default.
+	CollectorMemoryLimit int64
+	Interval             time.Duration // scrape interval
+	Duration             time.Duration // how long the fleet is scraped
+	Drain                time.Duration // longest wait, after the fleet stops, for the rest to arrive
 	// AckWait is the sink's ack_wait: after a SIGKILL, what the killed
 	// stage held comes back this long after it was delivered.
 	AckWait       time.Duration
