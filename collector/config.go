@@ -41,6 +41,13 @@ type Config struct {
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// Buffer holds the scrapes not published yet while NATS is away.
 	Buffer BufferConfig `yaml:"buffer"`
+	// MemoryLimit is the soft memory limit of `weir collector`, what
+	// GOMEMLIMIT sets: the garbage collector works harder near it rather
+	// than let the heap grow to twice what is live. 0, the default, is
+	// 90% of the container's memory limit (cgroup v2 memory.max), none
+	// without one; GOMEMLIMIT in the environment wins over both. `weir all`
+	// serves every stage and leaves it to GOMEMLIMIT.
+	MemoryLimit config.ByteSize `yaml:"memory_limit"`
 	// ScrapeOptions are the defaults of every target; a source or a
 	// target can override each.
 	ScrapeOptions `yaml:",inline"`
@@ -271,6 +278,11 @@ func (c Config) Validate() error {
 	}
 	if c.Buffer.SpoolDir != "" && c.Buffer.SpoolMaxBytes <= 0 {
 		add("collector.buffer.spool_max_bytes: must be positive with a spool_dir, got %d", c.Buffer.SpoolMaxBytes)
+	}
+	// Below what the buffer alone may hold, an outage of NATS would keep
+	// the garbage collector running without end.
+	if c.MemoryLimit != 0 && c.MemoryLimit <= c.Buffer.MaxBytes {
+		add("collector.memory_limit: must be 0 (90%% of the container's limit) or above buffer.max_bytes (%d), got %d", c.Buffer.MaxBytes, c.MemoryLimit)
 	}
 
 	c.ScrapeOptions.validate("collector.", add)

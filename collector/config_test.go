@@ -108,6 +108,11 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: []string{"collector.buffer.spool_max_bytes: must be positive with a spool_dir, got 0"},
 		},
 		{
+			name:    "memory limit under the buffer",
+			edit:    func(c *Config) { c.MemoryLimit = c.Buffer.MaxBytes },
+			wantErr: []string{"collector.memory_limit: must be 0 (90% of the container's limit) or above buffer.max_bytes (16777216), got 16777216"},
+		},
+		{
 			name: "every error at once",
 			edit: func(c *Config) {
 				c.ScrapeInterval = 0

@@ -34,9 +34,10 @@ const (
 	// drainBytes is how much of an unread body is read before closing it,
 	// so that a short error page does not cost the connection.
 	drainBytes = 4 << 10
-	// keepBodyBuffer is the spare capacity a body buffer may keep above
-	// twice the last body, so that one huge answer does not pin its memory.
-	keepBodyBuffer = 1 << 20
+	// bodyRoom is the share of the last body a body buffer is sized to
+	// hold above it: answers of a target vary a little from scrape to
+	// scrape.
+	bodyRoom = 8 // 1/8 of the last body
 )
 
 var userAgent = "weir-collector/" + moduleVersion()
@@ -198,11 +199,16 @@ func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
 	return s.gzip, s.gzip.Reset(s.gzipBuf)
 }
 
-// resetBody empties the body buffer, and drops it when it is much larger
-// than the last body, so that it follows the size of the target's answers.
+// resetBody empties the body buffer and sizes it for a body a little
+// larger than the last one. A kubelet answers gzipped or chunked, with no
+// Content-Length to size the buffer by, so reading grows it by doubling,
+// up to twice the body: such a buffer is replaced by one of the size the
+// target needs, and one huge answer does not pin its memory either.
 func (s *scraper) resetBody() {
-	if s.body.Cap() > 2*s.body.Len()+keepBodyBuffer {
-		s.body = bytes.Buffer{}
+	last := s.body.Len()
+	want := last + last/bodyRoom
+	if s.body.Cap() > want+want/2 {
+		s.body = *bytes.NewBuffer(make([]byte, 0, want))
 		return
 	}
 	s.body.Reset()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,16 +21,26 @@ type Endpoint struct {
 	Path      string
 	File      string
 	KubeProxy bool // served on the kube-proxy port, not the kubelet's
+	// JSON is /stats/summary's format, not Prometheus text: the peers
+	// cannot scrape it, so their fleets leave it out.
+	JSON bool
 }
 
-// AllEndpoints are the text endpoints of a kubelet and kube-proxy, served
-// from the newest captures.
+// AllEndpoints are the endpoints of a kubelet and kube-proxy, served from
+// the newest captures.
 var AllEndpoints = []Endpoint{
-	{proto.SourceKubelet, "/metrics", fixtures.Kubelet121, false},
-	{proto.SourceCadvisor, "/metrics/cadvisor", fixtures.Cadvisor135, false},
-	{proto.SourceResource, "/metrics/resource", fixtures.Resource121, false},
-	{proto.SourceProbes, "/metrics/probes", fixtures.Probes, false},
-	{proto.SourceKubeProxy, "/metrics", fixtures.KubeProxy121, true},
+	{proto.SourceKubelet, "/metrics", fixtures.Kubelet121, false, false},
+	{proto.SourceCadvisor, "/metrics/cadvisor", fixtures.Cadvisor135, false, false},
+	{proto.SourceResource, "/metrics/resource", fixtures.Resource121, false, false},
+	{proto.SourceProbes, "/metrics/probes", fixtures.Probes, false, false},
+	{proto.SourceSummary, "/stats/summary", fixtures.Summary135, false, true},
+	{proto.SourceKubeProxy, "/metrics", fixtures.KubeProxy121, true, false},
+}
+
+// TextOnly returns the endpoints that serve Prometheus text: what a peer
+// can scrape.
+func TextOnly(endpoints []Endpoint) []Endpoint {
+	return slices.DeleteFunc(slices.Clone(endpoints), func(e Endpoint) bool { return e.JSON })
 }
 
 // FleetConfig describes a simulated fleet.
@@ -41,6 +52,19 @@ type FleetConfig struct {
 	// series) every ChurnScrapes scrapes of its target, staggered so that
 	// about 1/ChurnScrapes of the pods change at each scrape. 0: no churn.
 	ChurnScrapes int
+}
+
+func (c FleetConfig) endpoints() []Endpoint {
+	if len(c.Endpoints) == 0 {
+		return AllEndpoints
+	}
+	return c.Endpoints
+}
+
+// forPeers is the fleet a peer scrapes: the same without JSON endpoints.
+func (c FleetConfig) forPeers() FleetConfig {
+	c.Endpoints = TextOnly(c.endpoints())
+	return c
 }
 
 // Node is one simulated node: a kubelet and a kube-proxy, each on its own
@@ -98,24 +122,22 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	if cfg.Nodes < 1 {
 		return nil, fmt.Errorf("fleet: %d nodes: want at least 1", cfg.Nodes)
 	}
-	if len(cfg.Endpoints) == 0 {
-		cfg.Endpoints = AllEndpoints
-	}
-	templates := map[string]*template{}
+	cfg.Endpoints = cfg.endpoints()
+	bodies := map[string]*body{}
 	for _, e := range cfg.Endpoints {
-		if templates[e.File] != nil {
+		if bodies[e.File] != nil {
 			continue
 		}
-		t, err := compileTemplate(fixtures.Read(e.File))
+		b, err := compileBody(e)
 		if err != nil {
 			return nil, fmt.Errorf("fleet: %s: %w", e.File, err)
 		}
-		templates[e.File] = t
+		bodies[e.File] = b
 	}
 	f := &Fleet{cfg: cfg, done: make(chan error, 2*cfg.Nodes)}
 	for _, e := range cfg.Endpoints {
-		f.perScrape += templates[e.File].samples
-		f.sizes = append(f.sizes, templates[e.File].samples)
+		f.perScrape += bodies[e.File].samples
+		f.sizes = append(f.sizes, bodies[e.File].samples)
 	}
 	for i := range cfg.Nodes {
 		node := Node{Name: fmt.Sprintf("%s-%d", cfg.Prefix, i)}
@@ -125,7 +147,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 			if e.KubeProxy {
 				mux = proxy
 			}
-			mux.Handle("GET "+e.Path, &endpointHandler{fleet: f, tmpl: templates[e.File]})
+			mux.Handle("GET "+e.Path, &endpointHandler{fleet: f, body: bodies[e.File]})
 		}
 		var err error
 		if node.KubeletURL, err = f.serve(kubelet); err == nil {
@@ -202,10 +224,33 @@ func (f *Fleet) Close() {
 	f.servers = nil
 }
 
+// body is what an endpoint serves: a capture rendered afresh at each
+// scrape, and the samples a collector makes of it.
+type body struct {
+	render      func(buf []byte, seq, nowMs int64, gen func(pod int) int64) []byte
+	samples     int
+	contentType string
+}
+
+func compileBody(e Endpoint) (*body, error) {
+	if e.JSON {
+		t, err := compileJSONTemplate(fixtures.Read(e.File))
+		if err != nil {
+			return nil, err
+		}
+		return &body{render: t.render, samples: t.samples, contentType: "application/json"}, nil
+	}
+	t, err := compileTemplate(fixtures.Read(e.File))
+	if err != nil {
+		return nil, err
+	}
+	return &body{render: t.render, samples: t.samples, contentType: "text/plain; version=0.0.4; charset=utf-8"}, nil
+}
+
 // endpointHandler serves one endpoint of one node.
 type endpointHandler struct {
 	fleet *Fleet
-	tmpl  *template
+	body  *body
 	seq   atomic.Int64
 	bufs  sync.Pool
 }
@@ -229,16 +274,16 @@ func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	if bp == nil {
 		bp = new([]byte)
 	}
-	*bp = h.tmpl.render((*bp)[:0], seq, time.Now().UnixMilli(), gen)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	*bp = h.body.render((*bp)[:0], seq, time.Now().UnixMilli(), gen)
+	w.Header().Set("Content-Type", h.body.contentType)
 	_, err := w.Write(*bp)
 	h.bufs.Put(bp)
 	if err != nil {
 		f.failed.Add(1)
-		f.failedSamples.Add(int64(h.tmpl.samples))
+		f.failedSamples.Add(int64(h.body.samples))
 		return
 	}
 	// Counted once written in full: a scrape the scraper never read is not offered.
-	f.offered.Add(int64(h.tmpl.samples))
+	f.offered.Add(int64(h.body.samples))
 	f.scrapes.Add(1)
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weirmetrics/weir/proto"
 )
@@ -56,11 +57,53 @@ func TestFleetServesAndCounts(t *testing.T) {
 	if got := f.ScrapeSize("127.0.0.1:1", "/metrics", ""); got != 0 {
 		t.Fatalf("ScrapeSize of an unknown target %d, want 0", got)
 	}
+	var summaryTarget Target
+	for _, tg := range f.Nodes[0].Targets {
+		if tg.Source == proto.SourceSummary {
+			summaryTarget = tg
+		}
+	}
+	resp, err := http.Get(summaryTarget.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("/stats/summary served as %q", ct)
+	}
+	summarySize := f.ScrapeSize(summaryTarget.Host, "/stats/summary", "")
+	if got := f.Stats(); got.Scrapes != 3 || got.Offered != 2*int64(size)+int64(summarySize) || summarySize == 0 {
+		t.Fatalf("stats %+v after a summary scrape of %d samples", got, summarySize)
+	}
 	f.Stop()
 	if code, _ := get(cadvisor.URL); code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d after Stop, want 503", code)
 	}
-	if got := f.Stats(); got.Scrapes != 2 {
+	if got := f.Stats(); got.Scrapes != 3 {
 		t.Fatalf("a refused scrape was counted: %+v", got)
+	}
+}
+
+func TestPeersSkipJSONEndpoints(t *testing.T) {
+	cfg := FleetConfig{Prefix: "n", Nodes: 1}
+	weir, err := NewFleet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer weir.Close()
+	peer, err := NewFleet(cfg.forPeers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if len(peer.Nodes[0].Targets) != len(AllEndpoints)-1 {
+		t.Fatalf("peer targets %+v, want every endpoint but /stats/summary", peer.Nodes[0].Targets)
+	}
+	if conf := scrapeConfig(peer, 15*time.Second, ""); strings.Contains(conf, "/stats/summary") {
+		t.Fatalf("the peers' scrape configuration names /stats/summary:\n%s", conf)
+	}
+	summary := weir.ScrapeSize(weir.Nodes[0].Targets[4].Host, "/stats/summary", "")
+	if want := peer.SamplesPerScrape() + summary; weir.SamplesPerScrape() != want || summary == 0 {
+		t.Fatalf("weir's fleet offers %d per scrape, want the peers' %d and the summary's %d", weir.SamplesPerScrape(), peer.SamplesPerScrape(), summary)
 	}
 }

@@ -29,9 +29,18 @@ all | collector-cpu)
     --duration "$DURATION" --peer vmagent --json "$OUT/collector-cpu.json"
   ;;&
 all | collector-rss)
-  # Issue 3: peak RSS of the collector for one node serving the kubelet's
-  # text sources and kube-proxy at 15 s (/stats/summary is not collected yet).
+  # Issue 3: peak RSS of the collector for one node serving the five
+  # kubelet sources of the 1.35 captures (/metrics, /metrics/cadvisor,
+  # /metrics/resource, /metrics/probes, /stats/summary) and kube-proxy at
+  # 15 s. Peak RSS (VmHWM) counts the pages of the binary the process
+  # touched: the package inits of every stage linked into `weir` (client-go,
+  # nats-server, prometheus, expr) touch 45-50 MiB of it before the first
+  # scrape, and it varies by a few MiB with how the page cache holds the
+  # binary; compare RssAnon and RssFile of /proc/PID/status over several
+  # runs. COLLECTOR_MEMORY_LIMIT sets collector.memory_limit (e.g. 32MiB;
+  # default: 90% of the cgroup's limit, none here).
   weir loadtest --mode collector --nodes 1 --interval 15s --churn 0 --duration "$DURATION" \
+    ${COLLECTOR_MEMORY_LIMIT:+--collector-memory-limit "$COLLECTOR_MEMORY_LIMIT"} \
     --json "$OUT/collector-rss.json"
   ;;&
 all | pipeline-peers)

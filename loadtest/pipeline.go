@@ -130,7 +130,11 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 
 	var stages strings.Builder
 	stages.WriteString(natsOnly)
-	fmt.Fprintf(&stages, "collector:\n  listen_address: %s\n  scrape_interval: %s\n  scrape_timeout: %s\n  targets:\n", listen(), cfg.Interval, timeout)
+	fmt.Fprintf(&stages, "collector:\n  listen_address: %s\n  scrape_interval: %s\n  scrape_timeout: %s\n", listen(), cfg.Interval, timeout)
+	if cfg.CollectorMemoryLimit > 0 {
+		fmt.Fprintf(&stages, "  memory_limit: %d\n", cfg.CollectorMemoryLimit)
+	}
+	stages.WriteString("  targets:\n")
 	for _, n := range p.fleet.Nodes {
 		for _, t := range n.Targets {
 			fmt.Fprintf(&stages, "    - url: %s\n      source: %s\n      node: %s\n", t.URL, t.Source, n.Name)

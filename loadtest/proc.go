@@ -35,6 +35,10 @@ type Proc struct {
 	exited   chan struct{}
 	pastCPU  time.Duration // CPU of earlier runs
 	peakRSS  int64         // highest VmHWM seen, bytes
+	// anonRSS and fileRSS split the resident set at the last reading while
+	// the program ran: its own memory, and the pages of files it mapped
+	// (its binary, chiefly).
+	anonRSS, fileRSS int64
 	lastCPU  time.Duration // last reading of the running program
 	starts   int
 	exitErrs []error
@@ -120,9 +124,24 @@ func (p *Proc) Sample() {
 	if cpu, err := procCPU(pid); err == nil {
 		p.lastCPU = cpu
 	}
-	if hwm, err := procHWM(pid); err == nil {
-		p.peakRSS = max(p.peakRSS, hwm)
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		if hwm, err := parseStatusKB(b, "VmHWM"); err == nil {
+			p.peakRSS = max(p.peakRSS, hwm)
+		}
+		anon, errAnon := parseStatusKB(b, "RssAnon")
+		file, errFile := parseStatusKB(b, "RssFile")
+		if errAnon == nil && errFile == nil {
+			p.anonRSS, p.fileRSS = anon, file
+		}
 	}
+}
+
+// RSS returns the anonymous and file-backed resident memory at the last
+// reading while the program ran.
+func (p *Proc) RSS() (anon, file int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.anonRSS, p.fileRSS
 }
 
 // Usage returns the CPU used and the peak RSS so far, over every run.
@@ -184,30 +203,23 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 	return time.Duration(ticks) * (time.Second / clockTicks), nil
 }
 
-// procHWM returns VmHWM, the peak resident set, of a process in bytes.
-func procHWM(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseStatusHWM(b)
-}
-
-func parseStatusHWM(b []byte) (int64, error) {
+// parseStatusKB reads a field in kB of /proc/<pid>/status (VmHWM, the
+// peak resident set; RssAnon; RssFile), in bytes.
+func parseStatusKB(b []byte, key string) (int64, error) {
 	for _, l := range strings.Split(string(b), "\n") {
-		rest, ok := strings.CutPrefix(l, "VmHWM:")
+		rest, ok := strings.CutPrefix(l, key+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: VmHWM %q: want \"<n> kB\"", rest)
+			return 0, fmt.Errorf("status: %s %q: want \"<n> kB\"", key, rest)
 		}
 		n, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("status: VmHWM: %w", err)
+			return 0, fmt.Errorf("status: %s: %w", key, err)
 		}
 		return n * 1024, nil
 	}
-	return 0, errors.New("status: no VmHWM line")
+	return 0, fmt.Errorf("status: no %s line", key)
 }

@@ -45,11 +45,12 @@ func TestParseProc(t *testing.T) {
 		wantErr string
 	}{
 		{"Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t 1 kB\n", 2 << 20, ""},
+		{"VmHWM:\t  4 kB\nRssAnon:\t  3 kB\n", 4 << 10, ""},
 		{"Name:\tx\n", 0, "no VmHWM"},
 		{"VmHWM:\t2048 MB\n", 0, "want"},
 		{"VmHWM:\tx kB\n", 0, "VmHWM"},
 	} {
-		got, err := parseStatusHWM([]byte(tc.in))
+		got, err := parseStatusKB([]byte(tc.in), "VmHWM")
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("%q: error %v, want %q", tc.in, err, tc.wantErr)
@@ -93,6 +94,6 @@ func FuzzParseProc(f *testing.F) {
 		if d, err := parseStatCPU(in); err == nil && d < 0 {
 			t.Fatalf("negative cpu %v from %q", d, in)
 		}
-		_, _ = parseStatusHWM(in)
+		_, _ = parseStatusKB(in, "VmHWM")
 	})
 }

@@ -39,6 +39,11 @@ type Result struct {
 	CPUSecondsPerMillion map[string]float64 `json:"cpu_seconds_per_million_samples"`
 	// Per process (VmHWM), and "total", the sum of the peaks: an upper bound.
 	PeakRSSBytes map[string]int64 `json:"peak_rss_bytes"`
+	// Per process, the resident set at the end of the run split into
+	// anonymous memory (heap, stacks) and pages of files (the binary's,
+	// chiefly, which every process of one binary shares).
+	RSSAnonBytes map[string]int64 `json:"rss_anon_bytes"`
+	RSSFileBytes map[string]int64 `json:"rss_file_bytes"`
 	Starts       map[string]int   `json:"process_starts"`
 }
 
@@ -83,6 +88,8 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 		CPUSeconds:           map[string]float64{},
 		CPUSecondsPerMillion: map[string]float64{},
 		PeakRSSBytes:         map[string]int64{},
+		RSSAnonBytes:         map[string]int64{},
+		RSSFileBytes:         map[string]int64{},
 		Starts:               map[string]int{},
 	}
 	basis := f.Offered
@@ -109,6 +116,7 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 		cpu, peak := pr.Usage()
 		res.CPUSeconds[pr.Name] = cpu.Seconds()
 		res.PeakRSSBytes[pr.Name] = peak
+		res.RSSAnonBytes[pr.Name], res.RSSFileBytes[pr.Name] = pr.RSS()
 		res.Starts[pr.Name] = pr.Starts()
 		total += cpu.Seconds()
 		rss += peak
@@ -197,6 +205,9 @@ func writeResult(w io.Writer, name string, r Result) {
 	procs = append(slices.DeleteFunc(procs, func(k string) bool { return k == "total" }), "total")
 	for _, k := range procs {
 		fmt.Fprintf(w, "  %-15s cpu %.2fs = %.3f s per million samples, peak rss %s", k, r.CPUSeconds[k], r.CPUSecondsPerMillion[k], mib(r.PeakRSSBytes[k]))
+		if anon, ok := r.RSSAnonBytes[k]; ok {
+			fmt.Fprintf(w, " (at the end: anon %s, file %s)", mib(anon), mib(r.RSSFileBytes[k]))
+		}
 		if n := r.Starts[k]; n > 1 {
 			fmt.Fprintf(w, ", started %d times", n)
 		}

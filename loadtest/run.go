@@ -51,9 +51,12 @@ type Config struct {
 	KillStage string
 	Peers     []string
 	Fleet     FleetConfig
-	Interval  time.Duration // scrape interval
-	Duration  time.Duration // how long the fleet is scraped
-	Drain     time.Duration // longest wait, after the fleet stops, for the rest to arrive
+	// CollectorMemoryLimit is the collector's memory_limit, in bytes, as a
+	// DaemonSet's configuration sets it; 0 leaves the default.
+	CollectorMemoryLimit int64
+	Interval             time.Duration // scrape interval
+	Duration             time.Duration // how long the fleet is scraped
+	Drain                time.Duration // longest wait, after the fleet stops, for the rest to arrive
 	// AckWait is the sink's ack_wait: after a SIGKILL, what the killed
 	// stage held comes back this long after it was delivered.
 	AckWait       time.Duration
@@ -104,6 +107,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--peer %q: want one of %s", p, strings.Join(Peers, ", ")))
 		}
 	}
+	if len(c.Peers) > 0 && len(c.Fleet.forPeers().Endpoints) == 0 {
+		errs = append(errs, errors.New("--peer: the peers scrape no JSON endpoint, and --sources names no other"))
+	}
 	if c.Fleet.Nodes < 1 {
 		errs = append(errs, fmt.Errorf("--nodes %d: want at least 1", c.Fleet.Nodes))
 	}
@@ -152,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	for _, peer := range cfg.Peers {
-		p, err := newPipeline(peer, cfg.Fleet)
+		p, err := newPipeline(peer, cfg.Fleet.forPeers())
 		if err != nil {
 			return nil, err
 		}

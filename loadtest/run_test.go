@@ -18,6 +18,10 @@ func churnable(t *testing.T, endpoints []Endpoint) int {
 	t.Helper()
 	n := 0
 	for _, e := range endpoints {
+		if e.JSON {
+			n += podSeries(t, fixtures.Read(e.File))
+			continue
+		}
 		tmpl, err := compileTemplate(fixtures.Read(e.File))
 		if err != nil {
 			t.Fatal(err)
@@ -95,6 +99,10 @@ func TestScenarios(t *testing.T) {
 				if r.DeliveryMeasured || r.CPUSeconds["weir-collector"] <= 0 || r.PeakRSSBytes["weir-collector"] <= 0 {
 					t.Errorf("collector alone: delivery measured %v, cpu %v, rss %v", r.DeliveryMeasured, r.CPUSeconds["weir-collector"], r.PeakRSSBytes["weir-collector"])
 				}
+				anon, file := r.RSSAnonBytes["weir-collector"], r.RSSFileBytes["weir-collector"]
+				if anon <= 0 || file <= 0 || anon+file > r.PeakRSSBytes["weir-collector"] {
+					t.Errorf("collector alone: rss anon %d + file %d at the end, peak %d", anon, file, r.PeakRSSBytes["weir-collector"])
+				}
 				if r.Peers[PeerVMAgent] == nil || r.Peers[PeerVMAgent].LostSamples != 0 {
 					t.Errorf("vmagent beside the collector: %+v", r.Peers[PeerVMAgent])
 				}
@@ -144,7 +152,7 @@ func TestScenarios(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range []string{"offered_samples", "delivered_samples", "lost_samples", "duplicate_samples", "samples_per_second",
-				"latency_p50_seconds", "latency_p99_seconds", "cpu_seconds_per_million_samples", "peak_rss_bytes", "jetstream_bytes_per_sample", "peers"} {
+				"latency_p50_seconds", "latency_p99_seconds", "cpu_seconds_per_million_samples", "peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "jetstream_bytes_per_sample", "peers"} {
 				if _, ok := keys[k]; !ok {
 					t.Errorf("JSON report has no %q", k)
 				}

@@ -155,7 +155,7 @@ func (t *template) render(buf []byte, seq int64, nowMs int64, gen func(pod int) 
 		for j, p := range l.pieces {
 			buf = append(buf, p...)
 			if j < len(l.pods) {
-				buf = t.appendPod(buf, l.pods[j], gen(l.pods[j]))
+				buf = appendPod(buf, t.pods[l.pods[j]], gen(l.pods[j]))
 			}
 		}
 		buf = append(buf, ' ')
@@ -175,8 +175,8 @@ func (t *template) render(buf []byte, seq int64, nowMs int64, gen func(pod int) 
 
 // appendPod writes a pod's name, suffixed with its generation once the
 // pod has been replaced at least once.
-func (t *template) appendPod(buf []byte, pod int, gen int64) []byte {
-	buf = append(buf, t.pods[pod]...)
+func appendPod(buf []byte, name string, gen int64) []byte {
+	buf = append(buf, name...)
 	if gen > 0 {
 		buf = append(buf, "-g"...)
 		buf = strconv.AppendInt(buf, gen, 10)

@@ -51,7 +51,7 @@ func scrapeOf(t *testing.T, text []byte) map[string][2]float64 {
 
 func TestTemplateRendersEveryCapture(t *testing.T) {
 	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC).UnixMilli()
-	for _, e := range AllEndpoints {
+	for _, e := range TextOnly(AllEndpoints) {
 		t.Run(e.File, func(t *testing.T) {
 			tmpl, err := compileTemplate(fixtures.Read(e.File))
 			if err != nil {
@@ -131,7 +131,7 @@ func TestTemplateErrors(t *testing.T) {
 }
 
 func FuzzTemplate(f *testing.F) {
-	for _, e := range AllEndpoints {
+	for _, e := range TextOnly(AllEndpoints) {
 		f.Add(fixtures.Read(e.File)[:min(2000, len(fixtures.Read(e.File)))])
 	}
 	f.Add([]byte("a{pod=\"x\",pod=\"y\"} 1 2\n"))

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/loadtest"
 )
 
@@ -21,9 +22,14 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	fs.StringVar(&cfg.KillStage, "kill", "weir-sink", "process the kill scenario kills in --mode stages: weir-<stage>")
 	stages := fs.String("stages", strings.Join(loadtest.DefaultStages, ","), "`weir <stage>` commands --mode stages runs, in pipeline order, each with the generated configuration file")
 	nodes := fs.Int("nodes", 10, "simulated nodes")
-	sources := fs.String("sources", "kubelet,cadvisor,resource,probes,kubeproxy", "endpoints every node serves, comma separated")
+	sources := fs.String("sources", "kubelet,cadvisor,resource,probes,summary,kubeproxy", "endpoints every node serves, comma separated")
 	fs.IntVar(&cfg.Fleet.ChurnScrapes, "churn", 20, "replace each pod every this many scrapes (0: no churn)")
 	fs.DurationVar(&cfg.Interval, "interval", 5*time.Second, "scrape interval")
+	fs.Func("collector-memory-limit", "collector.memory_limit of the collector, e.g. 24MiB (default: the collector's own)", func(v string) error {
+		n, err := config.ParseByteSize(v)
+		cfg.CollectorMemoryLimit = int64(n)
+		return err
+	})
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the fleet is scraped")
 	fs.DurationVar(&cfg.Drain, "drain", 60*time.Second, "longest wait after the fleet stops for the rest to arrive")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 5*time.Second, "ack_wait of the sink: how soon what a killed stage held is delivered again")

@@ -21,7 +21,9 @@ func TestLoadtestFlags(t *testing.T) {
 		{[]string{"--scenario", "nats-restart"}, 1, "needs --mode stages"},
 		{[]string{"--peer", "telegraf"}, 1, `--peer "telegraf"`},
 		{[]string{"--nodes", "0"}, 1, "--nodes 0: want at least 1"},
-		{[]string{"--sources", "cadvisor,summary"}, 1, `--sources: unknown source "summary"; want some of kubelet,cadvisor`},
+		{[]string{"--sources", "cadvisor,healthz"}, 1, `--sources: unknown source "healthz"; want some of kubelet,cadvisor,resource,probes,summary,kubeproxy`},
+		{[]string{"--collector-memory-limit", "lots"}, 1, `invalid value "lots" for flag -collector-memory-limit: bad size`},
+		{[]string{"--sources", "summary", "--peer", "vmagent"}, 1, "--peer: the peers scrape no JSON endpoint"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weirmetrics/weir/collector"
 	"github.com/weirmetrics/weir/internal/broker"
+	"github.com/weirmetrics/weir/internal/memlimit"
 	"github.com/weirmetrics/weir/internal/telemetry"
 )
 
@@ -36,6 +37,8 @@ func runCollector(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Wri
 		return err
 	}
 	defer p.close()
+	limit, from := memlimit.Set(int64(cfg.Collector.MemoryLimit))
+	p.log.Info("soft memory limit", "limit", memlimit.Describe(limit), "from", from)
 	if err := p.connect(cfg.NATS.URL, "weir-collector"); err != nil {
 		return err
 	}

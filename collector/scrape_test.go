@@ -1,0 +1,48 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/weirmetrics/weir/proto"
+)
+
+// TestBodyBufferFollowsTheTarget checks that a target answering without
+// Content-Length, as a kubelet does, costs a buffer about the size of its
+// answer, not the twice that reading it grew, and that a buffer follows
+// the answers down when they shrink.
+func TestBodyBufferFollowsTheTarget(t *testing.T) {
+	var size atomic.Int64
+	size.Store(1 << 20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		w.(http.Flusher).Flush() // chunked: no Content-Length
+		_, _ = w.Write(bytes.Repeat([]byte{'#'}, int(size.Load())))
+	}))
+	defer srv.Close()
+	s := newScraper(DefaultConfig().resolve(targetAt(srv.URL+"/metrics", proto.SourceKubelet, "n"), ""))
+	defer s.close()
+	fetch := func() {
+		t.Helper()
+		body, _, err := s.fetch(context.Background())
+		if err != nil || len(body) != int(size.Load()) {
+			t.Fatalf("fetch: %d bytes, %v; want %d", len(body), err, size.Load())
+		}
+	}
+	for range 3 {
+		fetch()
+	}
+	if n := int(size.Load()); s.body.Cap() > n+n/bodyRoom {
+		t.Errorf("buffer of %d bytes for answers of %d", s.body.Cap(), n)
+	}
+	size.Store(64 << 10)
+	fetch()
+	fetch()
+	if n := int(size.Load()); s.body.Cap() > n+n/bodyRoom {
+		t.Errorf("buffer of %d bytes once answers shrank to %d", s.body.Cap(), n)
+	}
+}
