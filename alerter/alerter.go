@@ -13,10 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -200,7 +200,7 @@ func (a *Alerter) consumer(ctx context.Context) (jetstream.Consumer, error) {
 func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 	var bufs decodeBuffers
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullPriorityGroup(pinGroup))
+		it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullPriorityGroup(pinGroup), partition.PullExpiry(a.cfg.PinnedTTL))
 		if err != nil {
 			a.log.Error("consume failed, retrying", "err", err)
 			if !sleep(ctx, time.Second) {
@@ -255,17 +255,7 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, bufs *decodeBuffe
 // deadLetter moves a message the alerter cannot read to weir.dead.alerter
 // with the reason; it is acked once stored, or left for redelivery.
 func (a *Alerter) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
-	out := nats.NewMsg(proto.DeadSubject("alerter"))
-	for k, v := range m.Headers() {
-		out.Header[k] = slices.Clone(v)
-	}
-	msg := strings.ReplaceAll(cause.Error(), "\n", " ")
-	out.Header.Set(proto.HeaderError, msg[:min(len(msg), 1024)])
-	out.Header.Set(proto.HeaderSubject, m.Subject())
-	if id := out.Header.Get(proto.HeaderMsgID); id != "" {
-		out.Header.Set(proto.HeaderMsgID, id+".alerter")
-	}
-	out.Data = m.Data()
+	out := proto.DeadLetter("alerter", "alerter", m, cause)
 	if _, err := a.d.JS.PublishMsg(ctx, out); err != nil {
 		a.log.Error("dead-letter publish failed; message left for redelivery", "subject", m.Subject(), "err", err)
 		_ = m.Nak()

@@ -90,13 +90,12 @@ type Enricher struct {
 
 // Timings and sizes not worth a configuration key.
 const (
-	drainWait      = 2 * time.Second
-	finishWait     = 5 * time.Second
-	headerRoom     = 4 << 10 // headers of an enriched message, left out of max_payload
-	maxErrorHeader = 1024
-	minBackoff     = 50 * time.Millisecond
-	maxBackoff     = 5 * time.Second
-	pullBatch      = 16
+	drainWait  = 2 * time.Second
+	finishWait = 5 * time.Second
+	headerRoom = 4 << 10 // headers of an enriched message, left out of max_payload
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 5 * time.Second
+	pullBatch  = 16
 )
 
 // New checks cfg and d and builds an enricher with the informers of every
@@ -420,9 +419,7 @@ func (e *Enricher) handle(ctx context.Context, w *worker, m jetstream.Msg) bool 
 	}
 	for i, c := range chunks {
 		msg := nats.NewMsg(in.out)
-		for name, values := range m.Headers() {
-			msg.Header[name] = slices.Clone(values)
-		}
+		msg.Header = proto.DataHeaders(m.Headers())
 		msg.Header.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
 		msg.Header.Set(proto.HeaderSamples, fmt.Sprint(c.Samples))
 		if i > 0 {

@@ -331,6 +331,9 @@ func TestEnrichedScrapeOverTheLimitIsSplit(t *testing.T) {
 		if got := m.header.Get(proto.HeaderMsgID); got != want {
 			t.Errorf("part %d: id %q, want %q", i, got, want)
 		}
+		if pin := m.header.Get("Nats-Pin-Id"); pin != "" {
+			t.Errorf("part %d: carries the pin id %q the enricher's delivery had: its reader would pull with it", i, pin)
+		}
 	}
 }
 

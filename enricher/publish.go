@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,17 +44,7 @@ func (e *Enricher) ack(m jetstream.Msg) {
 // deadLetter publishes m to weir.dead.enricher with the reason and acks m
 // once JetStream stored it. It reports whether m was settled.
 func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, cause error) bool {
-	out := nats.NewMsg(proto.DeadSubject("enricher"))
-	for name, values := range m.Headers() {
-		out.Header[name] = slices.Clone(values)
-	}
-	out.Header.Set(proto.HeaderError, headerValue(cause.Error()))
-	out.Header.Set(proto.HeaderSubject, m.Subject())
-	if id := out.Header.Get(proto.HeaderMsgID); id != "" {
-		// Another stage may dead-letter the same id; name ours.
-		out.Header.Set(proto.HeaderMsgID, id+".enricher")
-	}
-	out.Data = m.Data()
+	out := proto.DeadLetter("enricher", "enricher", m, cause)
 	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
 		_, err := e.js.PublishMsg(ctx, out)
 		if err == nil {
@@ -67,8 +54,7 @@ func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, cause error)
 			return false
 		}
 		if errors.Is(err, nats.ErrMaxPayload) && out.Data != nil {
-			out.Data = nil
-			out.Header.Set(proto.HeaderError, headerValue(cause.Error()+"; payload omitted: over max_payload"))
+			proto.OmitPayload(out)
 			continue
 		}
 		e.log.Error("dead-letter publish failed, retrying", "err", err, "wait", wait)
@@ -82,18 +68,6 @@ func (e *Enricher) deadLetter(ctx context.Context, m jetstream.Msg, cause error)
 	}
 	e.ack(m)
 	return true
-}
-
-// headerValue makes an error text safe for a NATS header: one line, bounded.
-func headerValue(s string) string {
-	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
-	if len(s) > maxErrorHeader {
-		s = s[:maxErrorHeader]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
-	}
-	return s
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

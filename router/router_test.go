@@ -78,6 +78,9 @@ func TestRouterPublishesEachRoute(t *testing.T) {
 			if id := g.header.Get(proto.HeaderMsgID); id != w.id {
 				t.Errorf("%s message %d: id %q, want the input's %q", stream, i, id, w.id)
 			}
+			if pin := g.header.Get("Nats-Pin-Id"); pin != "" {
+				t.Errorf("%s message %d: carries the pin id %q the router's delivery had: its reader would pull with it", stream, i, pin)
+			}
 			meta, err := proto.ParseMeta(g.header)
 			if err != nil || meta.Samples != len(w.series) || meta.ScrapeMillis != w.series[0].Samples[0].Timestamp {
 				t.Errorf("%s message %d: meta %+v (%v), want %d samples at %d", stream, i, meta, err, len(w.series), w.series[0].Samples[0].Timestamp)

@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,9 +41,6 @@ type output struct {
 	route *route
 	msg   *nats.Msg
 }
-
-// maxErrorHeader bounds the Weir-Error header of a dead letter.
-const maxErrorHeader = 1024
 
 // handle routes m, publishes every route's share and acks m once all were
 // stored. It reports false when ctx ended first; m is then not settled.
@@ -152,10 +147,7 @@ func (w *worker) outputs(subj proto.Subject, meta proto.Meta, in nats.Header, da
 		if w.rt.counts[i].seriesKept == 0 {
 			continue
 		}
-		h := make(nats.Header, len(in)+2)
-		for k, vs := range in {
-			h[k] = slices.Clone(vs)
-		}
+		h := proto.DataHeaders(in)
 		h.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
 		h.Set(proto.HeaderSamples, strconv.Itoa(w.rt.counts[i].samplesKept))
 		var chunks []proto.Chunk
@@ -281,18 +273,7 @@ func (w *worker) publishOnce(ctx context.Context, outs []output) ([]output, erro
 // once JetStream stored the letter. It retries the publish until it
 // succeeds or ctx ends, and reports whether m was settled.
 func (w *worker) deadLetter(ctx context.Context, m jetstream.Msg, cause error) bool {
-	out := nats.NewMsg(proto.DeadSubject("router"))
-	for name, values := range m.Headers() {
-		out.Header[name] = slices.Clone(values)
-	}
-	out.Header.Set(proto.HeaderError, headerValue(cause.Error()))
-	out.Header.Set(proto.HeaderSubject, m.Subject())
-	if id := out.Header.Get(proto.HeaderMsgID); id != "" {
-		// Name the stage, or the dead-letter stream would drop this letter
-		// as a duplicate of a sink's letter for the same scrape.
-		out.Header.Set(proto.HeaderMsgID, id+".router")
-	}
-	out.Data = m.Data()
+	out := proto.DeadLetter("router", "router", m, cause)
 	wait := minBackoff
 	for {
 		_, err := w.r.js.PublishMsg(ctx, out)
@@ -303,9 +284,7 @@ func (w *worker) deadLetter(ctx context.Context, m jetstream.Msg, cause error) b
 			return false
 		}
 		if errors.Is(err, nats.ErrMaxPayload) && out.Data != nil {
-			// The headers we added pushed it over the limit: keep the error.
-			out.Data = nil
-			out.Header.Set(proto.HeaderError, headerValue(cause.Error()+"; payload omitted: over max_payload"))
+			proto.OmitPayload(out)
 			continue
 		}
 		w.log.Error("dead-letter publish failed, retrying", "subject", m.Subject(), "err", err, "wait", wait)
@@ -325,16 +304,4 @@ func (w *worker) deadLetter(ctx context.Context, m jetstream.Msg, cause error) b
 		w.r.metrics.acked.Inc()
 	}
 	return true
-}
-
-// headerValue makes an error text safe for a NATS header: one line, bounded.
-func headerValue(s string) string {
-	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
-	if len(s) > maxErrorHeader {
-		s = s[:maxErrorHeader]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
-	}
-	return s
 }

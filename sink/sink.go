@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,8 +78,6 @@ const (
 	drainWait = 2 * time.Second
 	// maxQueuePerShard bounds the messages waiting for one shard.
 	maxQueuePerShard = 16
-	// maxErrorHeader bounds the Weir-Error header of a dead letter.
-	maxErrorHeader = 1024
 	// reshardEvery is Prometheus' own interval for the same decision.
 	defaultReshardEvery = 10 * time.Second
 	// lagEvery is how often the consumers are asked how far behind they are.
@@ -454,19 +449,7 @@ func (s *Sink) ack(m jetstream.Msg, log *slog.Logger) {
 // and acks m once JetStream stored the letter. It retries the publish until
 // it succeeds or ctx ends, and reports whether m was settled.
 func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, reason string, log *slog.Logger) bool {
-	out := nats.NewMsg(proto.DeadSubject("sink"))
-	for name, values := range m.Headers() {
-		out.Header[name] = slices.Clone(values)
-	}
-	out.Header.Set(proto.HeaderError, headerValue(cause.Error()))
-	out.Header.Set(proto.HeaderSubject, m.Subject())
-	if id := out.Header.Get(proto.HeaderMsgID); id != "" {
-		// A router gives every route the same message id: name the sink, or
-		// the dead-letter stream would drop one sink's letter as a duplicate
-		// of another's.
-		out.Header.Set(proto.HeaderMsgID, id+"."+s.consumerName())
-	}
-	out.Data = m.Data()
+	out := proto.DeadLetter("sink", s.consumerName(), m, cause)
 	bo := newBackoff(s.cfg.QueueConfig)
 	for {
 		_, err := s.js.PublishMsg(ctx, out)
@@ -477,9 +460,7 @@ func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, rea
 			return false
 		}
 		if errors.Is(err, nats.ErrMaxPayload) && out.Data != nil {
-			// The headers we added pushed it over the limit: keep the error.
-			out.Data = nil
-			out.Header.Set(proto.HeaderError, headerValue(cause.Error()+"; payload omitted: over max_payload"))
+			proto.OmitPayload(out)
 			continue
 		}
 		wait := bo.wait(0)
@@ -494,16 +475,4 @@ func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, cause error, rea
 	}
 	s.ack(m, log)
 	return true
-}
-
-// headerValue makes an error text safe for a NATS header: one line, bounded.
-func headerValue(s string) string {
-	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
-	if len(s) > maxErrorHeader {
-		s = s[:maxErrorHeader]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
-	}
-	return s
 }

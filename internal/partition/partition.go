@@ -266,7 +266,7 @@ func (r *runner) start(ctx context.Context, p int) error {
 			return
 		}
 		r.cfg.Log.Info("partition taken", "consumer", cc.Durable, "member", r.cfg.Member)
-		if err := r.work(wctx, p, pinned{cons}); err != nil && wctx.Err() == nil {
+		if err := r.work(wctx, p, pinned{cons, PullExpiry(cc.PinnedTTL)}); err != nil && wctx.Err() == nil {
 			select {
 			case r.errs <- fmt.Errorf("%s: %w", cc.Durable, err):
 			default:
@@ -373,7 +373,20 @@ func (r *runner) stopAll() {
 }
 
 // pinned is a partition consumer whose pulls all name the priority group.
-type pinned struct{ jetstream.Consumer }
+// Its long-lived pulls expire, and are renewed, within the pin's TTL.
+type pinned struct {
+	jetstream.Consumer
+	expiry jetstream.PullExpiry
+}
+
+// PullExpiry is how long the pull requests of a consumer pinned for ttl
+// may wait. The server keeps a client pinned only while its pull requests
+// come more often than the TTL: a quiet partition whose client waits on
+// one request for longer loses its pin, and its messages wait for the
+// client library to pull again with a new one.
+func PullExpiry(ttl time.Duration) jetstream.PullExpiry {
+	return jetstream.PullExpiry(max(time.Second, ttl/2))
+}
 
 func (c pinned) Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
 	return c.Consumer.Fetch(batch, append(opts, jetstream.FetchPriorityGroup(Group))...)
@@ -389,11 +402,11 @@ func (c pinned) FetchNoWait(batch int) (jetstream.MessageBatch, error) {
 }
 
 func (c pinned) Consume(h jetstream.MessageHandler, opts ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
-	return c.Consumer.Consume(h, append(opts, jetstream.PullPriorityGroup(Group))...)
+	return c.Consumer.Consume(h, append(opts, jetstream.PullPriorityGroup(Group), c.expiry)...)
 }
 
 func (c pinned) Messages(opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
-	return c.Consumer.Messages(append(opts, jetstream.PullPriorityGroup(Group))...)
+	return c.Consumer.Messages(append(opts, jetstream.PullPriorityGroup(Group), c.expiry)...)
 }
 
 func (c pinned) Next(opts ...jetstream.FetchOpt) (jetstream.Msg, error) {
