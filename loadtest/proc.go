@@ -30,18 +30,18 @@ type Proc struct {
 	Args []string
 	Log  io.Writer // stdout and stderr of the program
 
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	pastCPU  time.Duration // CPU of earlier runs
-	peakRSS  int64         // highest VmHWM seen, bytes
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	pastCPU time.Duration // CPU of earlier runs
+	peakRSS int64         // highest VmHWM seen, bytes
 	// anonRSS and fileRSS split the resident set at the last reading while
 	// the program ran: its own memory, and the pages of files it mapped
 	// (its binary, chiefly).
 	anonRSS, fileRSS int64
-	lastCPU  time.Duration // last reading of the running program
-	starts   int
-	exitErrs []error
+	lastCPU          time.Duration // last reading of the running program
+	starts           int
+	exitErrs         []error
 }
 
 // Start starts the program.
