@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -82,7 +82,7 @@ func benchmarkJoin(b *testing.B, c *clusterMeta, capture proto.Batch) {
 	samples := capture.Samples()
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	for b.Loop() {
 		for i := range capture.Series {
 			capture.Series[i].Labels = orig[i]
@@ -95,7 +95,7 @@ func benchmarkJoin(b *testing.B, c *clusterMeta, capture proto.Batch) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
 	// On a shared machine wall time counts the waits for a core; the
 	// process's CPU time does not.
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*samples), "cpu-ns/sample")
+	b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N*samples), "cpu-ns/sample")
 	b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
 }
 
@@ -141,7 +141,7 @@ func BenchmarkMessage(b *testing.B) {
 			b.SetBytes(int64(len(scrapes[0].data)))
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			for i := 0; b.Loop(); i++ {
 				if _, n, err := e.enrich(w, scrapes[i%len(scrapes)]); err != nil || n != len(capture.Series) {
 					b.Fatalf("%d series out of %d: %v", n, len(capture.Series), err)
@@ -150,7 +150,7 @@ func BenchmarkMessage(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
 			// On a shared machine wall time counts the waits for a core; the
 			// process's CPU time does not.
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*samples), "cpu-ns/sample")
+			b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N*samples), "cpu-ns/sample")
 			b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
 		})
 	}
@@ -220,13 +220,4 @@ func heap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
-}
-
-// cpuTime is the user and system CPU time of the process, in nanoseconds.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -2,10 +2,9 @@ package proto
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 )
 
@@ -25,20 +24,20 @@ func BenchmarkEncoding(b *testing.B) {
 		b.Run(fmt.Sprintf("encoding=%s/op=encode", enc.Name()), func(b *testing.B) {
 			b.ReportAllocs()
 			var buf []byte
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			for b.Loop() {
 				if buf, err = enc.Append(buf[:0], &in); err != nil {
 					b.Fatal(err)
 				}
 			}
-			reportCPU(b, cpu, samples)
+			cputime.Report(b, cpu, samples)
 			b.ReportMetric(float64(len(buf))/float64(samples), "bytes/sample")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
 		})
 		b.Run(fmt.Sprintf("encoding=%s/op=decode", enc.Name()), func(b *testing.B) {
 			b.ReportAllocs()
 			var out Batch
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			for b.Loop() {
 				if err := enc.Decode(payload, &out); err != nil {
 					b.Fatal(err)
@@ -47,24 +46,11 @@ func BenchmarkEncoding(b *testing.B) {
 					b.Fatalf("decoded %d series, want %d", len(out.Series), len(series))
 				}
 			}
-			reportCPU(b, cpu, samples)
+			cputime.Report(b, cpu, samples)
 			b.ReportMetric(float64(len(payload))/float64(samples), "bytes/sample")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
 		})
 	}
-}
-
-// cpuTime is the CPU time the process has used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func reportCPU(b *testing.B, since time.Duration, samples int) {
-	b.ReportMetric(float64(cpuTime()-since)/float64(b.N)/float64(samples), "cpu-ns/sample")
 }
 
 // BenchmarkBlockReader reads the Kubernetes 1.35 cAdvisor capture as the
@@ -86,7 +72,7 @@ func BenchmarkBlockReader(b *testing.B) {
 		b.Run("op="+op, func(b *testing.B) {
 			b.ReportAllocs()
 			var r BlockReader
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			for b.Loop() {
 				if err := r.Reset(payload); err != nil {
 					b.Fatal(err)
@@ -101,7 +87,7 @@ func BenchmarkBlockReader(b *testing.B) {
 					}
 				}
 			}
-			reportCPU(b, cpu, samples)
+			cputime.Report(b, cpu, samples)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
 		})
 	}

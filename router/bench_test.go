@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 
+	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/proto"
@@ -62,7 +62,7 @@ func BenchmarkRoute(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
 	samples := 0
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	for b.Loop() {
 		if err := proto.DefaultEncoding.Decode(payload, &w.batch); err != nil {
 			b.Fatal(err)
@@ -85,20 +85,10 @@ func BenchmarkRoute(b *testing.B) {
 	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
 }
 
-// cpuTime is the CPU time the process has used so far. On a shared
-// machine it moves far less with the load than wall time does.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // reportPerSample reports wall and CPU time (GC included) per sample.
 func reportPerSample(b *testing.B, cpuSince time.Duration, samples int) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
-	b.ReportMetric(float64(cpuTime()-cpuSince)/float64(samples), "cpu-ns/sample")
+	b.ReportMetric(float64(cputime.Process()-cpuSince)/float64(samples), "cpu-ns/sample")
 }
 
 // BenchmarkRouteOnly is BenchmarkRoute without decoding and encoding: the
@@ -122,7 +112,7 @@ func BenchmarkRouteOnly(b *testing.B) {
 			batch := proto.Batch{Series: series}
 			b.ReportAllocs()
 			samples := 0
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			for b.Loop() {
 				rt.route(subj, &batch)
 				samples += len(series)
@@ -157,7 +147,7 @@ func BenchmarkRouterPipeline(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	b.ResetTimer()
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	go func() { done <- r.Run(ctx) }()
 	for {
 		infos, ok := e.consumerInfos()
@@ -167,7 +157,7 @@ func BenchmarkRouterPipeline(b *testing.B) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	b.StopTimer()
-	cpuUsed := cpuTime() - cpu
+	cpuUsed := cputime.Process() - cpu
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)

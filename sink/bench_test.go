@@ -2,10 +2,10 @@ package sink
 
 import (
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -62,7 +62,7 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 				}
 				b.SetBytes(int64(len(payload)))
 				b.ReportAllocs()
-				cpu := cpuTime()
+				cpu := cputime.Process()
 				for b.Loop() {
 					if err := read(); err != nil {
 						b.Fatal(err)
@@ -96,7 +96,7 @@ func BenchmarkEncode(b *testing.B) {
 				return err
 			}
 			b.ReportAllocs()
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			for b.Loop() {
 				bytes = 0
 				if err := w.build(&batch, send); err != nil {
@@ -109,17 +109,7 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-// cpuTime is the CPU time the process has used so far: unlike wall time,
-// it does not move with the load of other processes on the machine.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func reportCPU(b *testing.B, since time.Duration, samples int) {
-	b.ReportMetric(float64(cpuTime()-since)/float64(b.N)/float64(samples), "cpu-ns/sample")
+	cputime.Report(b, since, samples)
 	b.ReportMetric(float64(b.N*samples)/b.Elapsed().Seconds(), "samples/s")
 }
