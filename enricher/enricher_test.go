@@ -18,7 +18,6 @@ import (
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
-	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -272,19 +271,7 @@ func TestEnrichesRealCaptureThroughJetStream(t *testing.T) {
 	}
 
 	// Everything read was acknowledged: nothing pending on any partition.
-	eventually(t, "input acknowledged", func() bool {
-		for p := range testPartitions {
-			c, err := js.Consumer(context.Background(), proto.StreamRaw, partition.ConsumerName(Durable, p))
-			if err != nil {
-				return false
-			}
-			info, err := c.Info(context.Background())
-			if err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
-				return false
-			}
-		}
-		return true
-	})
+	waitInputAcked(t, js)
 	unknown := metricValue(t, reg, "weir_enricher_series_pod_unknown_total")
 	if unknown == 0 {
 		t.Error("pods of the capture missing from the cache were not counted")

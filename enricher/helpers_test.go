@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
@@ -20,6 +21,7 @@ import (
 	metadatafake "k8s.io/client-go/metadata/fake"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
 
@@ -180,3 +182,34 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 func newBuilder() *labels.Builder { return labels.NewBuilder(labels.EmptyLabels()) }
+
+// trackedClient is a fake clientset holding objs.
+func trackedClient(t *testing.T, objs []*metav1.PartialObjectMetadata) *metadatafake.FakeMetadataClient {
+	t.Helper()
+	client := fakeClient()
+	for _, o := range objs {
+		if err := client.Tracker().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return client
+}
+
+// waitInputAcked waits until every partition of the raw stream has been
+// read and acknowledged.
+func waitInputAcked(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	eventually(t, "input acknowledged", func() bool {
+		for p := range testPartitions {
+			c, err := js.Consumer(context.Background(), proto.StreamRaw, partition.ConsumerName(Durable, p))
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(context.Background())
+			if err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -52,12 +52,7 @@ func testCluster() []*metav1.PartialObjectMetadata {
 
 func startCluster(t *testing.T, objs []*metav1.PartialObjectMetadata) (*clusterMeta, *metrics) {
 	t.Helper()
-	client := fakeClient()
-	for _, o := range objs {
-		if err := client.Tracker().Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	client := trackedClient(t, objs)
 	cfg := DefaultConfig()
 	_, nodeKeys := compileRules(cfg.NodeLabels)
 	_, podKeys := compileRules(cfg.PodLabels)
@@ -206,12 +201,7 @@ func TestJoinClusterWithoutCredentials(t *testing.T) {
 // a deleted pod loses them (and leaves the cache), and the cache-size
 // metric follows.
 func TestJoinFollowsPodLifecycle(t *testing.T) {
-	client := fakeClient()
-	for _, o := range testCluster() {
-		if err := client.Tracker().Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	client := trackedClient(t, testCluster())
 	cfg := DefaultConfig()
 	_, nodeKeys := compileRules(cfg.NodeLabels)
 	_, podKeys := compileRules(cfg.PodLabels)

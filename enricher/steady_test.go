@@ -2,7 +2,6 @@ package enricher
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
-	"github.com/weirmetrics/weir/internal/partition"
 
 	"github.com/weirmetrics/weir/proto"
 )
@@ -30,12 +28,7 @@ import (
 // reuses an earlier output exactly when nothing the output depended on
 // changed.
 func TestSteadyPathAsSlowPath(t *testing.T) {
-	client := fakeClient()
-	for _, o := range testCluster() {
-		if err := client.Tracker().Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	client := trackedClient(t, testCluster())
 	cfg := DefaultConfig()
 	_, nodeKeys := compileRules(cfg.NodeLabels)
 	_, podKeys := compileRules(cfg.PodLabels)
@@ -325,17 +318,5 @@ func TestSteadyTargetThroughJetStream(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, "input acknowledged", func() bool {
-		for p := range testPartitions {
-			c, err := js.Consumer(context.Background(), proto.StreamRaw, partition.ConsumerName(Durable, p))
-			if err != nil {
-				return false
-			}
-			info, err := c.Info(context.Background())
-			if err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
-				return false
-			}
-		}
-		return true
-	})
+	waitInputAcked(t, js)
 }
