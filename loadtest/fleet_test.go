@@ -28,6 +28,18 @@ func TestFleetServesAndCounts(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	// The fleet counts a scrape once its handler has written it, which can
+	// be a moment after the client read the last byte.
+	statsReach := func(scrapes int64) FleetStats {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := f.Stats()
+			if got.Scrapes >= scrapes || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	var cadvisor Target
 	for _, tg := range f.Nodes[0].Targets {
 		if tg.Source == proto.SourceCadvisor {
@@ -47,7 +59,7 @@ func TestFleetServesAndCounts(t *testing.T) {
 	if size != 4621 {
 		t.Fatalf("ScrapeSize of cadvisor %d, want the 4621 samples of the capture", size)
 	}
-	if got := f.Stats(); got.Scrapes != 2 || got.Offered != 2*int64(size) {
+	if got := statsReach(2); got.Scrapes != 2 || got.Offered != 2*int64(size) {
 		t.Fatalf("stats %+v after two cadvisor scrapes", got)
 	}
 	proxy := f.Nodes[1].Targets[len(AllEndpoints)-1]
@@ -67,12 +79,13 @@ func TestFleetServesAndCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("/stats/summary served as %q", ct)
 	}
 	summarySize := f.ScrapeSize(summaryTarget.Host, "/stats/summary", "")
-	if got := f.Stats(); got.Scrapes != 3 || got.Offered != 2*int64(size)+int64(summarySize) || summarySize == 0 {
+	if got := statsReach(3); got.Scrapes != 3 || got.Offered != 2*int64(size)+int64(summarySize) || summarySize == 0 {
 		t.Fatalf("stats %+v after a summary scrape of %d samples", got, summarySize)
 	}
 	f.Stop()
