@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,6 +129,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
+	} else {
+		// Every process writes its output from goroutines of its own.
+		cfg.Log = &lockedWriter{w: cfg.Log}
 	}
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 5 * time.Second
@@ -322,4 +326,16 @@ func seconds(s float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.3gs", s)
+}
+
+// lockedWriter lets several processes write to one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
