@@ -74,7 +74,9 @@ func runAll(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) e
 func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server, error) {
 	cfg := p.cfg
 	store := filepath.Join(cfg.DataDir, "jetstream")
-	nsrv, err := broker.StartEmbedded(broker.EmbeddedConfig{Host: cfg.NATS.Embedded.Host, Port: cfg.NATS.Embedded.Port, StoreDir: store})
+	nsrv, err := broker.StartEmbedded(broker.EmbeddedConfig{
+		Host: cfg.NATS.Embedded.Host, Port: cfg.NATS.Embedded.Port, StoreDir: store, Log: p.log.With("component", "nats"),
+	})
 	if err != nil {
 		return nil, err
 	}
