@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/metadata"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
@@ -179,16 +178,7 @@ func TestEnrichesRealCaptureThroughJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ready := make(chan struct{})
-	reg := prometheus.NewRegistry()
-	startEnricher(t, DefaultConfig(), Deps{JS: js, Reg: reg, Member: "a",
-		Metadata: map[string]metadata.Interface{"c1": fakeClient(captureCluster()...)},
-		Ready:    func() { close(ready) }})
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("never ready")
-	}
+	reg := startCaptureEnricher(t, js)
 	eventually(t, "every scrape enriched", func() bool { return streamMsgs(t, js, proto.StreamEnriched) == uint64(len(ids)) })
 	eventually(t, "dead letter", func() bool { return streamMsgs(t, js, proto.StreamDead) == 1 })
 

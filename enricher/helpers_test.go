@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/metadata"
 	metadatafake "k8s.io/client-go/metadata/fake"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
@@ -212,4 +213,22 @@ func waitInputAcked(t *testing.T, js jetstream.JetStream) {
 		}
 		return true
 	})
+}
+
+// startCaptureEnricher starts an enricher of cluster c1, whose metadata is
+// that of the cAdvisor capture's pods, and waits until it is ready; it
+// returns the enricher's registry.
+func startCaptureEnricher(t *testing.T, js jetstream.JetStream) *prometheus.Registry {
+	t.Helper()
+	ready := make(chan struct{})
+	reg := prometheus.NewRegistry()
+	startEnricher(t, DefaultConfig(), Deps{JS: js, Reg: reg, Member: "a",
+		Metadata: map[string]metadata.Interface{"c1": fakeClient(captureCluster()...)},
+		Ready:    func() { close(ready) }})
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never ready")
+	}
+	return reg
 }

@@ -8,13 +8,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/prompb"
 	"go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/metadata"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
@@ -268,16 +266,7 @@ func TestSteadyTargetThroughJetStream(t *testing.T) {
 	srv := natstest.Run(t)
 	_, js := natstest.Connect(t, srv)
 	setupStreams(t, js)
-	ready := make(chan struct{})
-	reg := prometheus.NewRegistry()
-	startEnricher(t, DefaultConfig(), Deps{JS: js, Reg: reg, Member: "a",
-		Metadata: map[string]metadata.Interface{"c1": fakeClient(captureCluster()...)},
-		Ready:    func() { close(ready) }})
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("never ready")
-	}
+	reg := startCaptureEnricher(t, js)
 
 	capture := captureBatch(t, fixtures.Cadvisor135)
 	subj := proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "datagen-1-35", Source: proto.SourceCadvisor}
