@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/weirmetrics/weir/collector/summary"
 	"github.com/weirmetrics/weir/internal/buffer"
@@ -68,9 +67,9 @@ type Deps struct {
 	// HostIP is the node's IP from the downward API (HOST_IP): where node
 	// discovery finds the kubelet.
 	HostIP string
-	// Kube reads Node objects: the kubelet port in node discovery, every
+	// Nodes reads Node objects: the kubelet port in node discovery, every
 	// node in central discovery. Unused in static mode.
-	Kube kubernetes.Interface
+	Nodes NodeClient
 	// APIServer is the in-cluster API server URL, used by central
 	// discovery unless collector.discovery.api_server is set.
 	APIServer string
@@ -124,11 +123,11 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		if d.HostIP == "" {
 			errs = append(errs, errors.New("collector.discovery.mode node: the host IP is not set (HOST_IP from the downward API)"))
 		}
-		if d.Kube == nil && cfg.Discovery.KubeletPort == 0 {
+		if d.Nodes == nil && cfg.Discovery.KubeletPort == 0 {
 			errs = append(errs, errors.New("collector.discovery.mode node: no Kubernetes client to read the kubelet port, and collector.discovery.kubelet_port is not set"))
 		}
 	case ModeCentral:
-		if d.Kube == nil {
+		if d.Nodes == nil {
 			errs = append(errs, errors.New("collector.discovery.mode central: no Kubernetes client to list the nodes"))
 		}
 		api := cfg.Discovery.APIServer.String()

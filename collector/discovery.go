@@ -10,10 +10,10 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weirmetrics/weir/internal/config"
@@ -124,8 +124,8 @@ func isKubeProxy(s proto.Source) bool {
 
 // kubeletPort reads the kubelet port of node from its Node object, 10250
 // when the object has none.
-func kubeletPort(ctx context.Context, kube kubernetes.Interface, node string) (int, error) {
-	n, err := kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+func kubeletPort(ctx context.Context, nodes NodeClient, node string) (int, error) {
+	n, err := nodes.Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("get node %q: %w", node, err)
 	}
@@ -199,7 +199,7 @@ func (c *Collector) discoverNode(ctx context.Context) ([]TargetConfig, error) {
 	port := d.KubeletPort
 	wait := time.Second
 	for port == 0 {
-		p, err := kubeletPort(ctx, c.deps.Kube, c.deps.Node)
+		p, err := kubeletPort(ctx, c.deps.Nodes, c.deps.Node)
 		if err == nil {
 			port = p
 			break
@@ -220,9 +220,16 @@ func (c *Collector) discoverNode(ctx context.Context) ([]TargetConfig, error) {
 // with the sorted node names at start and after every change, until ctx
 // ends. It returns once the informer has stopped.
 func (c *Collector) watchNodes(ctx context.Context, sync func(nodes []string)) error {
-	factory := informers.NewSharedInformerFactory(c.deps.Kube, 0)
-	defer factory.Shutdown()
-	inf := factory.Core().V1().Nodes()
+	nodes := c.deps.Nodes
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return nodes.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return nodes.Watch(ctx, o)
+		},
+	}, nodes)
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
 	changed := make(chan struct{}, 1)
 	notify := func() {
 		select {
@@ -232,30 +239,30 @@ func (c *Collector) watchNodes(ctx context.Context, sync func(nodes []string)) e
 	}
 	// Only adds and deletes change the targets; node status updates,
 	// every few seconds per node, do not.
-	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { notify() },
 		DeleteFunc: func(any) { notify() },
 	}); err != nil {
 		return fmt.Errorf("watch nodes: %w", err)
 	}
-	lister := inf.Lister()
-	factory.Start(ctx.Done())
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("watch nodes: %v cache did not sync", typ)
+	infCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		inf.RunWithContext(infCtx)
+	}()
+	defer func() { stop(); <-done }()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		if ctx.Err() != nil {
+			return nil
 		}
+		return errors.New("watch nodes: the node cache did not sync")
 	}
 	for {
-		nodes, err := lister.List(labels.Everything())
-		if err != nil {
-			return fmt.Errorf("list nodes: %w", err)
-		}
-		names := make([]string, 0, len(nodes))
-		for _, n := range nodes {
-			names = append(names, n.Name)
+		objs := inf.GetStore().List()
+		names := make([]string, 0, len(objs))
+		for _, o := range objs {
+			names = append(names, o.(*corev1.Node).Name)
 		}
 		slices.Sort(names)
 		sync(names)

@@ -24,7 +24,9 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
@@ -34,6 +36,20 @@ func node(name string, kubeletPort int32) *corev1.Node {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	n.Status.DaemonEndpoints.KubeletEndpoint.Port = kubeletPort
 	return n
+}
+
+// fakeNodes serves discovery from a fake clientset, which cannot stream a
+// watch list; it says so to the informer, as the clientset itself does.
+type fakeNodes struct{ typedcorev1.NodeInterface }
+
+func (fakeNodes) IsWatchListSemanticsUnSupported() bool { return true }
+
+func newFakeNodes(nodes ...*corev1.Node) fakeNodes {
+	objs := make([]runtime.Object, len(nodes))
+	for i, n := range nodes {
+		objs[i] = n
+	}
+	return fakeNodes{fake.NewClientset(objs...).CoreV1().Nodes()}
 }
 
 func onlySources(srcs ...proto.Source) Sources {
@@ -49,7 +65,7 @@ func onlySources(srcs ...proto.Source) Sources {
 }
 
 func TestKubeletPortFromNode(t *testing.T) {
-	kube := fake.NewClientset(node("with-port", 11250), node("without", 0))
+	kube := newFakeNodes(node("with-port", 11250), node("without", 0))
 	for name, want := range map[string]int{"with-port": 11250, "without": 10250} {
 		got, err := kubeletPort(t.Context(), kube, name)
 		if err != nil || got != want {
@@ -104,7 +120,7 @@ func TestNodeMode(t *testing.T) {
 	cfg.Discovery.TLS = TLSConfig{CAFile: caFile}
 	d := newDeps(t, nc, js, prometheus.NewRegistry(), nil)
 	d.Node, d.HostIP = "kind-worker", "127.0.0.1"
-	d.Kube = fake.NewClientset(node("kind-worker", int32(port)), node("other", 1))
+	d.Nodes = newFakeNodes(node("kind-worker", int32(port)), node("other", 1))
 	_, stop := startCollector(t, cfg, d)
 
 	var subjects []string
@@ -154,7 +170,7 @@ func TestNodeModeRejectsAnUntrustedKubelet(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	d := newDeps(t, nc, js, reg, nil)
 	d.Node, d.HostIP = "kind-worker", "127.0.0.1"
-	d.Kube = fake.NewClientset(node("kind-worker", int32(port)))
+	d.Nodes = newFakeNodes(node("kind-worker", int32(port)))
 	_, stop := startCollector(t, cfg, d)
 	subj := subjectOf("kind-worker", proto.SourceProbes)
 	by := waitForScrapes(t, js, eachHas(2, nil, subj))
@@ -238,8 +254,8 @@ func TestCentralMode(t *testing.T) {
 	d := newDeps(t, nc, js, prometheus.NewRegistry(), nil)
 	d.Node = ""
 	d.APIServer = api.URL
-	kube := fake.NewClientset(node("n1", 10250), node("n2", 10250))
-	d.Kube = kube
+	nodes := newFakeNodes(node("n1", 10250), node("n2", 10250))
+	d.Nodes = nodes
 	_, stop := startCollector(t, cfg, d)
 
 	subj := func(n string, s proto.Source) string { return subjectOf(n, s) }
@@ -260,10 +276,10 @@ func TestCentralMode(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if err := kube.CoreV1().Nodes().Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
+	if err := nodes.Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kube.CoreV1().Nodes().Create(ctx, node("n3", 10250), metav1.CreateOptions{}); err != nil {
+	if _, err := nodes.Create(ctx, node("n3", 10250), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	upStale := func(s *scrapeMsgs) bool { return value.IsStaleNaN(upValue(t, s)) }

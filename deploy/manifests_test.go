@@ -648,6 +648,9 @@ func checkRunbooks(t *testing.T, u *unstructured.Unstructured) {
 func checkCollector(t *testing.T, ds *appsv1.DaemonSet, cfg weirFile) {
 	t.Helper()
 	spec := ds.Spec.Template.Spec
+	if cmd := spec.Containers[0].Command; len(cmd) == 0 || filepath.Base(cmd[0]) != "weir-collector" {
+		t.Errorf("collector command %q, want the weir-collector binary", cmd)
+	}
 	// The root filesystem is read-only: the spool needs a writable volume.
 	if dir := cfg.Collector.Buffer.SpoolDir; dir != "" && !slices.ContainsFunc(spec.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
 		return m.MountPath == dir && !m.ReadOnly

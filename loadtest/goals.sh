@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/weir-goals}
 DURATION=${DURATION:-60s}
 mkdir -p "$OUT"
-go build -o "$OUT/weir" ./cmd/weir
+go build -o "$OUT/" ./cmd/weir ./cmd/weir-collector
 weir() { "$OUT/weir" "$@"; }
 
 case "${1:-all}" in
@@ -23,23 +23,21 @@ esac
 case "${1:-all}" in
 all | collector-cpu)
   # Issue 3: CPU per sample of scrape + parse + encode + publish of the 1.35
-  # cAdvisor capture by `weir collector` (NATS in its own process) versus
+  # cAdvisor capture by weir-collector (NATS in its own process) versus
   # vmagent scraping and remote-writing the same capture, in one run.
-  weir loadtest --mode collector --sources cadvisor --churn 0 --nodes "${CPU_NODES:-10}" --interval 1s \
+  weir loadtest --mode collector --weir-collector "$OUT/weir-collector" --sources cadvisor --churn 0 --nodes "${CPU_NODES:-10}" --interval 1s \
     --duration "$DURATION" --peer vmagent --json "$OUT/collector-cpu.json"
   ;;&
 all | collector-rss)
-  # Issue 3: peak RSS of the collector for one node serving the five
-  # kubelet sources of the 1.35 captures (/metrics, /metrics/cadvisor,
-  # /metrics/resource, /metrics/probes, /stats/summary) and kube-proxy at
-  # 15 s. Peak RSS (VmHWM) counts the pages of the binary the process
-  # touched: the package inits of every stage linked into `weir` (client-go,
-  # nats-server, prometheus, expr) touch 45-50 MiB of it before the first
-  # scrape, and it varies by a few MiB with how the page cache holds the
-  # binary; compare RssAnon and RssFile of /proc/PID/status over several
-  # runs. COLLECTOR_MEMORY_LIMIT sets collector.memory_limit (e.g. 32MiB;
-  # default: 90% of the cgroup's limit, none here).
-  weir loadtest --mode collector --nodes 1 --interval 15s --churn 0 --duration "$DURATION" \
+  # Issue 3: peak RSS of weir-collector, the DaemonSet's binary, for one
+  # node serving the five kubelet sources of the 1.35 captures (/metrics,
+  # /metrics/cadvisor, /metrics/resource, /metrics/probes, /stats/summary)
+  # and kube-proxy at 15 s. Peak RSS (VmHWM) counts the pages of the binary
+  # the process touched besides its memory: the report gives RssAnon and
+  # RssFile of /proc/PID/status. COLLECTOR_MEMORY_LIMIT sets
+  # collector.memory_limit (e.g. 32MiB; default: 90% of the cgroup's
+  # limit, none here).
+  weir loadtest --mode collector --weir-collector "$OUT/weir-collector" --nodes 1 --interval 15s --churn 0 --duration "$DURATION" \
     ${COLLECTOR_MEMORY_LIMIT:+--collector-memory-limit "$COLLECTOR_MEMORY_LIMIT"} \
     --json "$OUT/collector-rss.json"
   ;;&

@@ -159,6 +159,9 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 		return "", err
 	}
 	proc := func(name string, args ...string) *Proc {
+		if name == "weir-collector" && cfg.WeirCollector != "" {
+			return &Proc{Name: name, Path: cfg.WeirCollector, Args: args[1:], Log: cfg.Log}
+		}
 		return &Proc{Name: name, Path: cfg.Weir, Args: args, Log: cfg.Log}
 	}
 	switch cfg.Mode {

@@ -40,9 +40,12 @@ var Scenarios = []string{ScenarioSteady, ScenarioOutage, ScenarioNATSRestart, Sc
 
 // Config is one load test run.
 type Config struct {
-	Weir     string // path of the weir binary
-	Mode     string
-	Scenario string
+	Weir string // path of the weir binary
+	// WeirCollector is the path of the weir-collector binary, which runs
+	// the collector where set; empty runs `weir collector`.
+	WeirCollector string
+	Mode          string
+	Scenario      string
 	// Stages are the `weir <stage>` commands ModeStages runs, in pipeline
 	// order, each with the one generated configuration file; default
 	// DefaultStages.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/weirmetrics/weir/internal/broker"
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/natsclient"
 	"github.com/weirmetrics/weir/internal/promtest"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -36,7 +37,7 @@ func TestRouterSurvivesNATSRestart(t *testing.T) {
 		return stop
 	}
 	stopServer := start()
-	nc, js, err := broker.Connect("nats://127.0.0.1:"+portStr, t.Name(), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	nc, js, err := natsclient.Connect("nats://127.0.0.1:"+portStr, t.Name(), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,43 +34,43 @@ func runAlerter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Write
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	if err := p.connect(cfg.NATS.URL, "weir-alerter"); err != nil {
+	defer p.Close()
+	if err := p.Connect(cfg.NATS.URL, "weir-alerter"); err != nil {
 		return err
 	}
 	if err := p.addAlerter(); err != nil {
 		return err
 	}
-	if _, err := p.addHTTP(cfg.Alerter.ListenAddress); err != nil {
+	if _, err := p.AddHTTP(cfg.Alerter.ListenAddress); err != nil {
 		return err
 	}
-	p.addSignals(ctx)
-	return p.runGroup()
+	p.AddSignals(ctx)
+	return p.Run()
 }
 
 // addAlerter adds the alerter and an actor that reloads its rules on SIGHUP.
 func (p *process) addAlerter() error {
 	a, err := alerter.New(p.cfg.Alerter.Config, alerter.Deps{
-		Log:      p.log.With("stage", "alerter"),
-		Reg:      p.reg,
-		JS:       p.js,
+		Log:      p.Log.With("stage", "alerter"),
+		Reg:      p.Reg,
+		JS:       p.JS,
 		Cluster:  p.cfg.Cluster,
 		Replicas: p.cfg.Streams.Replicas,
 	})
 	if err != nil {
 		return err
 	}
-	p.closers = append(p.closers, func() { _ = a.Close() })
-	p.addStage("alerter", context.Background(), a.Run)
+	p.OnClose(func() { _ = a.Close() })
+	p.AddStage("alerter", context.Background(), a.Run)
 	hup := make(chan os.Signal, 1)
 	stop := make(chan struct{})
-	p.g.Add(func() error {
+	p.Add(func() error {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		for {
 			select {
 			case <-hup:
-				p.log.Info("SIGHUP: reloading rules")
+				p.Log.Info("SIGHUP: reloading rules")
 				a.Reload()
 			case <-stop:
 				return nil

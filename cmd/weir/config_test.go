@@ -5,10 +5,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weirmetrics/weir/internal/cli"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
-	cfg, err := loadConfig("../../examples/weir.yaml", overrides{node: "node-a"})
+	cfg, err := loadConfig("../../examples/weir.yaml", cli.Overrides{Node: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +31,7 @@ func TestExampleConfigLoads(t *testing.T) {
 func TestSinkDefaultsApplyToEveryListEntry(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "weir.yaml")
 	writeFile(t, path, "sinks:\n  - name: a\n    url: http://a/api/v1/write\n  - name: b\n    url: http://b/api/v1/write\n    queue_config:\n      max_shards: 2\n")
-	cfg, err := loadConfig(path, overrides{})
+	cfg, err := loadConfig(path, cli.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func TestConfigErrorsNameKeyAndLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "weir.yaml")
 			writeFile(t, path, tt.in)
-			_, err := loadConfig(path, overrides{})
+			_, err := loadConfig(path, cli.Overrides{})
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -80,7 +82,7 @@ func TestOverrides(t *testing.T) {
 	t.Setenv("NATS_URL", "nats://env:4222")
 	t.Setenv("NODE_NAME", "env-node")
 	t.Setenv("WEIR_CLUSTER", "env-cluster")
-	cfg, err := loadConfig(path, overrides{cluster: "flag-cluster"})
+	cfg, err := loadConfig(path, cli.Overrides{Cluster: "flag-cluster"})
 	if err != nil {
 		t.Fatal(err)
 	}

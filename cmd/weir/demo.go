@@ -59,7 +59,7 @@ func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 	collectorsCtx, stopCollectors := context.WithCancel(context.Background())
 	defer stopCollectors()
 	srv, err := p.addAll(ctx, collectorsCtx)
@@ -72,11 +72,11 @@ func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 
 	var lost int64
 	demoCtx, cancelDemo := context.WithCancel(context.Background())
-	p.g.Add(func() error {
+	p.Add(func() error {
 		lost = demoLoop(demoCtx, p, receiver, stdout, *duration, *report, stopCollectors)
 		return nil
 	}, func(error) { cancelDemo() })
-	if err := p.runGroup(); err != nil {
+	if err := p.Run(); err != nil {
 		return err
 	}
 	if lost > 0 {
@@ -193,7 +193,7 @@ func (a account) String() string {
 // the registry behind /metrics, and the receiver's own count.
 func demoAccount(p *process, r *loadtest.Receiver) account {
 	sums := map[string]float64{}
-	if mfs, err := p.reg.Gather(); err == nil {
+	if mfs, err := p.Reg.Gather(); err == nil {
 		for _, mf := range mfs {
 			sums[mf.GetName()] = sumCounters(mf.GetMetric())
 		}

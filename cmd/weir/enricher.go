@@ -29,18 +29,18 @@ func runEnricher(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writ
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	if err := p.connect(cfg.NATS.URL, "weir-enricher"); err != nil {
+	defer p.Close()
+	if err := p.Connect(cfg.NATS.URL, "weir-enricher"); err != nil {
 		return err
 	}
 	if err := p.addEnricher(); err != nil {
 		return err
 	}
-	if _, err := p.addHTTP(cfg.Enricher.ListenAddress); err != nil {
+	if _, err := p.AddHTTP(cfg.Enricher.ListenAddress); err != nil {
 		return err
 	}
-	p.addSignals(ctx)
-	return p.runGroup()
+	p.AddSignals(ctx)
+	return p.Run()
 }
 
 // addEnricher adds the enricher as a stage. It needs no Kubernetes API:
@@ -48,12 +48,12 @@ func runEnricher(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writ
 // `weir all` can run it anywhere. /readyz also waits for the metadata of
 // the configured clusters, at most enricher.sync_timeout.
 func (p *process) addEnricher() error {
-	synced := p.ready.Require()
+	synced := p.Ready.Require()
 	e, err := enricher.New(p.cfg.Enricher.Config, enricher.Deps{
-		Log:          p.log,
-		Reg:          p.reg,
-		JS:           p.js,
-		MaxPayload:   int(p.nc.MaxPayload()),
+		Log:          p.Log,
+		Reg:          p.Reg,
+		JS:           p.JS,
+		MaxPayload:   int(p.NC.MaxPayload()),
 		Partitions:   p.cfg.Streams.Partitions,
 		LocalCluster: p.cfg.Cluster,
 		Ready:        synced.Ready,
@@ -61,7 +61,7 @@ func (p *process) addEnricher() error {
 	if err != nil {
 		return err
 	}
-	p.closers = append(p.closers, func() { _ = e.Close() })
-	p.addStage("enricher", context.Background(), e.Run)
+	p.OnClose(func() { _ = e.Close() })
+	p.AddStage("enricher", context.Background(), e.Run)
 	return nil
 }

@@ -6,10 +6,12 @@ import (
 	"testing"
 
 	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/weirmetrics/weir/internal/cli"
 )
 
 func TestEnricherSection(t *testing.T) {
-	cfg, err := loadConfig("../../examples/weir.yaml", overrides{node: "node-a"})
+	cfg, err := loadConfig("../../examples/weir.yaml", cli.Overrides{Node: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +28,7 @@ func TestEnricherSection(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "weir.yaml")
 		writeFile(t, path, tt.in)
-		_, err := loadConfig(path, overrides{})
+		_, err := loadConfig(path, cli.Overrides{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want one containing %q", tt.in, err, tt.want)
 		}

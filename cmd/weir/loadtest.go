@@ -40,6 +40,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	logFile := fs.String("log", "", "write the output of every process to this file (default: discarded)")
 	dir := fs.String("dir", "", "keep each run's configuration files and stores in a new directory under this one (default: a temporary one, removed at the end)")
 	weirBin := fs.String("weir", "", "weir binary the pipeline runs (default: this one)")
+	collectorBin := fs.String("weir-collector", "", "weir-collector binary that runs the collector (default: `weir collector`)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,7 +58,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 		}
 		cfg.Fleet.Endpoints = append(cfg.Fleet.Endpoints, e)
 	}
-	cfg.Weir, cfg.Dir, cfg.Progress = *weirBin, *dir, stdout
+	cfg.Weir, cfg.WeirCollector, cfg.Dir, cfg.Progress = *weirBin, *collectorBin, *dir, stdout
 	if cfg.Weir == "" {
 		exe, err := os.Executable()
 		if err != nil {

@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
-	"strings"
+
+	"github.com/weirmetrics/weir/internal/cli"
 )
 
 // command is one subcommand: its flags are parsed where it is registered.
@@ -83,31 +83,10 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'weir <command> --help' for the flags of a command.")
 }
 
-// version is set at build time with -ldflags "-X main.version=…"; otherwise
-// it comes from the module's build information.
-var version = ""
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v = strings.TrimSuffix(v+" "+s.Value[:12], " ")
-		}
-	}
-	return v
-}
-
 func runVersion(_ context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "weir", versionString())
+	fmt.Fprintln(stdout, "weir", cli.Version())
 	return nil
 }

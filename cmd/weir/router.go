@@ -22,34 +22,34 @@ func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	if err := p.connect(cfg.NATS.URL, "weir-router"); err != nil {
+	defer p.Close()
+	if err := p.Connect(cfg.NATS.URL, "weir-router"); err != nil {
 		return err
 	}
 	if err := p.addRouter(); err != nil {
 		return err
 	}
-	if _, err := p.addHTTP(cfg.Router.ListenAddress); err != nil {
+	if _, err := p.AddHTTP(cfg.Router.ListenAddress); err != nil {
 		return err
 	}
-	p.addSignals(ctx)
-	return p.runGroup()
+	p.AddSignals(ctx)
+	return p.Run()
 }
 
 // addRouter adds the router of the file's routes; it needs the NATS
 // connection of p.connect. The router creates every route's stream.
 func (p *process) addRouter() error {
 	r, err := router.New(p.cfg.routerConfig(), router.Deps{
-		Log:        p.log,
-		Reg:        p.reg,
-		JS:         p.js,
+		Log:        p.Log,
+		Reg:        p.Reg,
+		JS:         p.JS,
 		Streams:    p.cfg.Streams,
-		MaxPayload: int(p.nc.MaxPayload()),
+		MaxPayload: int(p.NC.MaxPayload()),
 	})
 	if err != nil {
 		return err
 	}
-	p.closers = append(p.closers, func() { _ = r.Close() })
-	p.addStage("router", context.Background(), r.Run)
+	p.OnClose(func() { _ = r.Close() })
+	p.AddStage("router", context.Background(), r.Run)
 	return nil
 }

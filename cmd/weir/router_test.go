@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/weirmetrics/weir/internal/cli"
 	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -115,7 +116,7 @@ routes:
 }
 
 func TestExampleRoutesLoad(t *testing.T) {
-	cfg, err := loadConfig("../../examples/weir.yaml", overrides{node: "node-a"})
+	cfg, err := loadConfig("../../examples/weir.yaml", cli.Overrides{Node: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}

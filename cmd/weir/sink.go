@@ -87,18 +87,18 @@ func runSink(ctx context.Context, fs *flag.FlagSet, args []string, _ io.Writer) 
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	if err := p.connect(cfg.NATS.URL, "weir-sink-"+sc.Name); err != nil {
+	defer p.Close()
+	if err := p.Connect(cfg.NATS.URL, "weir-sink-"+sc.Name); err != nil {
 		return err
 	}
 	if err := p.addSink(sc); err != nil {
 		return err
 	}
-	if _, err := p.addHTTP(sc.ListenAddress); err != nil {
+	if _, err := p.AddHTTP(sc.ListenAddress); err != nil {
 		return err
 	}
-	p.addSignals(ctx)
-	return p.runGroup()
+	p.AddSignals(ctx)
+	return p.Run()
 }
 
 // pickSink finds the sink that --sink or --route names, or the only one.
@@ -137,24 +137,24 @@ func (p *process) addSink(sc sinkSection) error {
 		route = sc.RouteName()
 	}
 	s, err := sink.New(sc.Config, sink.Deps{
-		Log:    p.log,
-		Reg:    p.reg,
-		JS:     p.js,
+		Log:    p.Log,
+		Reg:    p.Reg,
+		JS:     p.JS,
 		Stream: stream,
 		Filter: filter,
 		Consume: func(ctx context.Context, template jetstream.ConsumerConfig, work sink.WorkFunc) error {
-			return partition.Run(ctx, p.js, partition.Config{
+			return partition.Run(ctx, p.JS, partition.Config{
 				Stream: stream, Stage: stage, Route: route, Durable: template.Durable,
 				Partitions: p.cfg.Streams.Partitions, Consumer: template,
-				Log: p.log.With("stage", "sink", "sink", sc.Name),
+				Log: p.Log.With("stage", "sink", "sink", sc.Name),
 			}, partition.Work(work))
 		},
 	})
 	if err != nil {
 		return err
 	}
-	p.closers = append(p.closers, func() { _ = s.Close() })
-	p.addStage("sink "+sc.Name, context.Background(), func(ctx context.Context) error {
+	p.OnClose(func() { _ = s.Close() })
+	p.AddStage("sink "+sc.Name, context.Background(), func(ctx context.Context) error {
 		if sc.Stream == sinkStreamRoute {
 			p.ensureRouteStream(ctx, sc.RouteName())
 		}
@@ -170,7 +170,7 @@ func (p *process) ensureRouteStream(ctx context.Context, route string) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		p.log.Warn("route stream not created yet, retrying", "route", route, "err", err, "retry_in", wait)
+		p.Log.Warn("route stream not created yet, retrying", "route", route, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
@@ -183,9 +183,9 @@ func (p *process) createRouteStream(ctx context.Context, route string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	sc := p.cfg.Streams.RouteStream(route)
-	_, err := p.js.Stream(ctx, sc.Name)
+	_, err := p.JS.Stream(ctx, sc.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = p.js.CreateStream(ctx, sc)
+		_, err = p.JS.CreateStream(ctx, sc)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			err = nil // the router, or another replica, was first
 		}

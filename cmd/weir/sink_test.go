@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirmetrics/weir/internal/cli"
 	"github.com/weirmetrics/weir/proto"
 	"github.com/weirmetrics/weir/sink"
 )
@@ -60,7 +61,7 @@ sinks:
 func TestPrometheusRemoteWriteBlockLoads(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "weir.yaml")
 	writeFile(t, path, promRemoteWrite)
-	cfg, err := loadConfig(path, overrides{})
+	cfg, err := loadConfig(path, cli.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestSinkConfigErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "weir.yaml")
 			writeFile(t, path, tt.in)
-			_, err := loadConfig(path, overrides{})
+			_, err := loadConfig(path, cli.Overrides{})
 			if err == nil {
 				t.Fatal("no error")
 			}

@@ -1,6 +1,6 @@
 // Package broker starts the embedded NATS JetStream server that `weir all`,
-// `weir demo` and the tests use, and connects the stages to NATS, embedded
-// or not.
+// `weir demo` and the tests use. Stages connect to it, or to any NATS
+// server, with natsclient, which a collector links without the server.
 package broker
 
 import (
@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // EmbeddedConfig is the embedded server of `weir all`.
@@ -65,39 +63,6 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		}
 	}
 	return s, nil
-}
-
-// Connect dials url and returns the connection with its JetStream context.
-// It retries forever in the background once connected, and logs every
-// disconnect and reconnect.
-// publishAsyncTimeout bounds how long an async publish waits for its ack.
-const publishAsyncTimeout = 30 * time.Second
-
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url,
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
-	}
-	// An async publish not acked within this is failed and forgotten by
-	// JetStream itself, so that a collector publishing while NATS is away
-	// never accumulates futures; the collector retries it from its buffer.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAsyncTimeout))
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
 }
 
 // serverLog passes the embedded server's log to slog. Its notices (the

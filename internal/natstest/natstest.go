@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weirmetrics/weir/internal/broker"
+	"github.com/weirmetrics/weir/internal/natsclient"
 )
 
 // Run starts a JetStream server on a free loopback port with its store in a
@@ -38,7 +39,7 @@ func RunIn(t testing.TB, storeDir string) *server.Server {
 // Connect connects to s and closes the connection when the test ends.
 func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, js, err := broker.Connect(s.ClientURL(), t.Name(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	nc, js, err := natsclient.Connect(s.ClientURL(), t.Name(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
