@@ -3,6 +3,7 @@ package proto
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,8 @@ type StreamsConfig struct {
 	// Partitions is how many partitions the stream splits every target's
 	// subjects into: the most replicas of one stage that share the work.
 	// Changing it on a running pipeline may reorder a target's scrapes once.
+	// A file that leaves it unset gets 12, and a `weir all` running the
+	// whole pipeline on a new store one per core, at most 12.
 	Partitions int `yaml:"partitions"`
 }
 
@@ -98,9 +101,30 @@ func (c StreamsConfig) stream(name, subject, desc string) jetstream.StreamConfig
 func (c StreamsConfig) partitioned(sc jetstream.StreamConfig, prefix string) jetstream.StreamConfig {
 	sc.SubjectTransform = &jetstream.SubjectTransformConfig{
 		Source:      prefix + ".*.*.*",
-		Destination: fmt.Sprintf("%s.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{partition(%d,1,2,3)}}", prefix, c.Partitions),
+		Destination: fmt.Sprintf("%s.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}%s%d,1,2,3)}}", prefix, partitionFunc, c.Partitions),
 	}
 	return sc
+}
+
+const partitionFunc = ".{{partition("
+
+// StreamPartitions returns how many partitions a stream made by
+// StreamsConfig splits its subjects into, or 0 for a stream it does not
+// partition.
+func StreamPartitions(sc jetstream.StreamConfig) int {
+	if sc.SubjectTransform == nil {
+		return 0
+	}
+	_, args, ok := strings.Cut(sc.SubjectTransform.Destination, partitionFunc)
+	if !ok {
+		return 0
+	}
+	n, _, _ := strings.Cut(args, ",")
+	partitions, err := strconv.Atoi(n)
+	if err != nil {
+		return 0
+	}
+	return partitions
 }
 
 // EnsureStreams creates the streams, or updates them to the configured

@@ -121,3 +121,18 @@ func TestEnsureStreamsKeepsSources(t *testing.T) {
 		t.Errorf("sources after EnsureStreams: %+v, want EDGE kept", info.Config.Sources)
 	}
 }
+
+func TestStreamPartitionsReadsTheTransform(t *testing.T) {
+	cfg := proto.DefaultStreamsConfig()
+	cfg.Partitions = 7
+	streams := map[string]int{cfg.RouteStream("vm").Name: proto.StreamPartitions(cfg.RouteStream("vm"))}
+	for _, sc := range cfg.Streams() {
+		streams[sc.Name] = proto.StreamPartitions(sc)
+	}
+	want := map[string]int{proto.StreamRaw: 7, proto.StreamEnriched: 7, proto.StreamDead: 0, proto.RouteStreamName("vm"): 7}
+	for name, n := range want {
+		if streams[name] != n {
+			t.Errorf("StreamPartitions(%s) = %d, want %d", name, streams[name], n)
+		}
+	}
+}

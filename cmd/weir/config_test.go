@@ -90,3 +90,26 @@ func TestOverrides(t *testing.T) {
 		t.Fatalf("got cluster=%q node=%q nats=%q; want the flag, then the environment, over the file", cfg.Cluster, cfg.Node, cfg.NATS.URL)
 	}
 }
+
+func TestPartitionsUnsetOnlyWhenTheFileLeavesThem(t *testing.T) {
+	for _, tc := range []struct {
+		yaml      string
+		want      int
+		wantUnset bool
+	}{
+		{"cluster: c\n", 12, true},
+		{"streams:\n  partitions: 0\n", 12, true},
+		{"streams:\n  partitions: 4\n", 4, false},
+		{"streams:\n  partitions: 12\n", 12, false},
+	} {
+		path := filepath.Join(t.TempDir(), "weir.yaml")
+		writeFile(t, path, tc.yaml)
+		cfg, err := loadConfig(path, cli.Overrides{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Streams.Partitions != tc.want || cfg.PartitionsUnset() != tc.wantUnset {
+			t.Errorf("%q: partitions %d, unset %v; want %d, %v", tc.yaml, cfg.Streams.Partitions, cfg.PartitionsUnset(), tc.want, tc.wantUnset)
+		}
+	}
+}

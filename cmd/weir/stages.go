@@ -2,14 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weirmetrics/weir/internal/broker"
 	"github.com/weirmetrics/weir/internal/cli"
 	"github.com/weirmetrics/weir/internal/telemetry"
+	"github.com/weirmetrics/weir/proto"
 )
 
 // process is the process of a command with the file it was started with.
@@ -78,6 +85,16 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	if err := p.Connect(nsrv.ClientURL(), "weir-all"); err != nil {
 		return nil, err
 	}
+	// The enricher runs when something reads what it writes: `weir all`
+	// with no router, sink or alerter is a NATS server for stages run apart.
+	routes := len(cfg.routerConfig().Routes) > 0
+	enrich := routes || len(cfg.Alerter.RuleFiles) > 0
+	if enrich && cfg.PartitionsUnset() {
+		// Before any stage reads the count, and before the streams are made.
+		if cfg.Streams.Partitions, err = p.partitionsForAll(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Collector.Wanted() {
 		if err := p.AddCollector(&cfg.Shared, cfg.Collector.Config, stopCollectors); err != nil {
 			return nil, err
@@ -85,10 +102,7 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	} else {
 		p.Log.Warn("no collector targets configured; running without a collector")
 	}
-	// The enricher runs when something reads what it writes: `weir all`
-	// with no router, sink or alerter is a NATS server for stages run apart.
-	routes := len(cfg.routerConfig().Routes) > 0
-	if routes || len(cfg.Alerter.RuleFiles) > 0 {
+	if enrich {
 		if err := p.addEnricher(); err != nil {
 			return nil, err
 		}
@@ -114,4 +128,35 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	}
 	p.AddSignals(ctx)
 	return srv, nil
+}
+
+// partitionsForAll is streams.partitions for a `weir all` that runs the
+// whole pipeline and whose file leaves it unset. Partitions spread a
+// stage's work over replicas in many processes; in one process they only
+// let each stage use more than one core, and they multiply the consumers
+// (three stages × 12 by default) whose state file the server rewrites
+// after deliveries and acks, at most ten times a second each: with a few
+// messages a second per partition, that cost more CPU than storing the
+// data. So a new store gets one partition per core, at most 12. Streams
+// that already exist keep their count: consumers read only the partitions
+// that exist now, so messages left in the others would never be delivered.
+func (p *process) partitionsForAll(ctx context.Context) (int, error) {
+	perCore := min(runtime.GOMAXPROCS(0), proto.DefaultStreamsConfig().Partitions)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := p.JS.Stream(ctx, proto.StreamRaw)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return perCore, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("partitions of stream %s: %w", proto.StreamRaw, err)
+	}
+	n := proto.StreamPartitions(st.CachedInfo().Config)
+	if n < 1 {
+		return perCore, nil
+	}
+	if n != perCore {
+		p.Log.Info("keeping the partitions of the existing streams; set streams.partitions to change them", "partitions", n)
+	}
+	return n, nil
 }

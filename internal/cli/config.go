@@ -25,7 +25,13 @@ type Shared struct {
 	Log     LogConfig           `yaml:"log"`
 	NATS    NATSConfig          `yaml:"nats"`
 	Streams proto.StreamsConfig `yaml:"streams"`
+	// partitionsUnset says the file left streams.partitions (absent or 0)
+	// to the command: 12, or what `weir all` picks.
+	partitionsUnset bool
 }
+
+// PartitionsUnset reports whether the file left streams.partitions unset.
+func (s *Shared) PartitionsUnset() bool { return s.partitionsUnset }
 
 // LogConfig is the log: section.
 type LogConfig struct {
@@ -55,6 +61,8 @@ func DefaultShared() Shared {
 		Log:     LogConfig{Level: "info", Format: "text"},
 		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", Embedded: EmbeddedConfig{Host: "127.0.0.1", Port: 4222}},
 		Streams: proto.DefaultStreamsConfig(),
+		// Until a file sets them (Load).
+		partitionsUnset: true,
 	}
 }
 
@@ -120,8 +128,16 @@ func Load(path string, o Overrides, cfg any, shared *Shared) (name string, err e
 		if err != nil {
 			return "", fmt.Errorf("read config: %w", err)
 		}
+		// Zero while decoding, to tell whether the file sets it.
+		partitions := shared.Streams.Partitions
+		shared.Streams.Partitions = 0
 		if err := config.Decode(path, data, cfg); err != nil {
 			return "", err
+		}
+		if shared.Streams.Partitions == 0 {
+			shared.Streams.Partitions = partitions
+		} else {
+			shared.partitionsUnset = false
 		}
 		name = filepath.Base(path)
 	}

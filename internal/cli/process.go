@@ -31,7 +31,9 @@ type Process struct {
 	NC    *nats.Conn
 	JS    jetstream.JetStream
 
-	streams proto.StreamsConfig
+	// streams are read when the streams are made, once the command has
+	// settled them (the partitions of `weir all`).
+	streams *proto.StreamsConfig
 	g       oklogrun.Group
 	// streamsReady is closed once the streams exist; stages start after it.
 	streamsReady chan struct{}
@@ -50,7 +52,7 @@ func NewProcess(s *Shared, logOut io.Writer) (*Process, error) {
 		Name: "weir_build_info", Help: "Always 1; the version label says which Weir runs.",
 		ConstLabels: prometheus.Labels{"version": Version()},
 	}, func() float64 { return 1 }))
-	return &Process{Log: log, Reg: reg, Ready: &telemetry.Readiness{}, streams: s.Streams, streamsReady: make(chan struct{})}, nil
+	return &Process{Log: log, Reg: reg, Ready: &telemetry.Readiness{}, streams: &s.Streams, streamsReady: make(chan struct{})}, nil
 }
 
 // Connect dials NATS and adds the actor that creates the streams.
@@ -79,7 +81,7 @@ func (p *Process) Connect(url, name string) error {
 func (p *Process) ensureStreams(ctx context.Context) error {
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := proto.EnsureStreams(attemptCtx, p.JS, p.streams)
+		err := proto.EnsureStreams(attemptCtx, p.JS, *p.streams)
 		cancel()
 		if err == nil {
 			return nil
