@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weirmetrics/weir/internal/broker"
@@ -82,7 +83,10 @@ func (p *process) addAll(ctx, stopCollectors context.Context) (*telemetry.Server
 	// Closers run in reverse: the connection closes before the server stops.
 	p.OnClose(func() { nsrv.Shutdown(); nsrv.WaitForShutdown() })
 	p.Log.Info("embedded nats started", "url", nsrv.ClientURL(), "store", store)
-	if err := p.Connect(nsrv.ClientURL(), "weir-all"); err != nil {
+	// The stages reach the server in process rather than through loopback
+	// TCP, which saves the system calls of every message both ways; the
+	// server still listens for stages and tools run apart.
+	if err := p.Connect(nsrv.ClientURL(), "weir-all", nats.InProcessServer(nsrv)); err != nil {
 		return nil, err
 	}
 	// The enricher runs when something reads what it writes: `weir all`

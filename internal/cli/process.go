@@ -55,9 +55,10 @@ func NewProcess(s *Shared, logOut io.Writer) (*Process, error) {
 	return &Process{Log: log, Reg: reg, Ready: &telemetry.Readiness{}, streams: &s.Streams, streamsReady: make(chan struct{})}, nil
 }
 
-// Connect dials NATS and adds the actor that creates the streams.
-func (p *Process) Connect(url, name string) error {
-	nc, js, err := natsclient.Connect(url, name, p.Log)
+// Connect dials NATS, with opts after natsclient's, and adds the actor
+// that creates the streams.
+func (p *Process) Connect(url, name string, opts ...nats.Option) error {
+	nc, js, err := natsclient.Connect(url, name, p.Log, opts...)
 	if err != nil {
 		return err
 	}

@@ -15,9 +15,10 @@ const publishAsyncTimeout = 30 * time.Second
 
 // Connect dials url and returns the connection with its JetStream context.
 // It retries forever in the background once connected, and logs every
-// disconnect and reconnect.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url,
+// disconnect and reconnect. opts come after those defaults, e.g.
+// nats.InProcessServer for the embedded server of `weir all`.
+func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
@@ -28,7 +29,7 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
