@@ -1,0 +1,73 @@
+package collector
+
+import (
+	"runtime"
+	"testing"
+
+	"github.com/weirmetrics/weir/collector/summary"
+	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/proto"
+)
+
+// BenchmarkParserRetainedHeap measures what a scrape loop keeps between
+// two scrapes of a real capture, per series of the capture: "parser" is
+// the parser's caches after two scrapes (the second fills the spare line
+// slice too), "loop" adds the batch and the encoder's label columns, which
+// a loop keeps as well. The heap is read after a GC, before and after, so
+// the figures are bytes still reachable, not bytes allocated.
+func BenchmarkParserRetainedHeap(b *testing.B) {
+	for _, bc := range []struct{ name, capture string }{
+		{"cadvisor", fixtures.Cadvisor135},
+		{"kubelet", fixtures.Kubelet121},
+		{"resource", fixtures.Resource121},
+		{"probes", fixtures.Probes},
+		{"kube_proxy", fixtures.KubeProxy121},
+		{"summary", fixtures.Summary135},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			body := fixtures.Read(bc.capture)
+			scrape := func(p *parser, batch *proto.Batch, millis int64) {
+				batch.Reset()
+				var err error
+				if bc.capture == fixtures.Summary135 {
+					var s *summary.Summary
+					if s, err = summary.Decode(body); err == nil {
+						_, err = p.parseSamples(batch, s.Append(nil), millis)
+					}
+				} else {
+					_, err = p.parse(batch, body, textType, millis)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			var parserBytes, loopBytes, series float64
+			for b.Loop() {
+				base := heapAfterGC()
+				p, batch, enc := newParser(testTargetLabels), &proto.Batch{}, &proto.BlockEncoder{}
+				for i := range int64(2) {
+					scrape(p, batch, scrapeAt+i*15_000)
+					if _, err := proto.EncodeChunks(enc, batch.Series, 1<<20); err != nil {
+						b.Fatal(err)
+					}
+				}
+				series = float64(len(batch.Series))
+				loopBytes = float64(heapAfterGC() - base)
+				runtime.KeepAlive(batch)
+				runtime.KeepAlive(enc)
+				parserBytes = float64(heapAfterGC() - base)
+				runtime.KeepAlive(p)
+			}
+			b.ReportMetric(series, "series")
+			b.ReportMetric(parserBytes/series, "retained-B/series")
+			b.ReportMetric(loopBytes/series, "loop-retained-B/series")
+		})
+	}
+}
+
+func heapAfterGC() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
