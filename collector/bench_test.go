@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weirmetrics/weir/internal/buffer"
+	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/proto"
@@ -38,6 +39,7 @@ func BenchmarkParseEncode(b *testing.B) {
 			b.ReportAllocs()
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
+			cpu := cputime.Process()
 			for b.Loop() {
 				if bc.parserPerOp {
 					p, enc = newParser(testTargetLabels), &proto.BlockEncoder{}
@@ -56,6 +58,7 @@ func BenchmarkParseEncode(b *testing.B) {
 					encoded += len(c.Payload)
 				}
 			}
+			cputime.Report(b, cpu, samples)
 			runtime.ReadMemStats(&after)
 			b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
 			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N)/float64(samples), "allocs/sample")
