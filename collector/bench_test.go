@@ -17,7 +17,9 @@ import (
 // the Kubernetes 1.35 cAdvisor capture into a batch and encode it into
 // messages of at most 1 MiB. "steady" is every scrape after the first,
 // whose lines the parser and whose label columns the encoder already
-// know; "first_scrape" builds every series' labels.
+// know; "labels_changed" is a steady scrape whose encoder builds the label
+// columns again, as when a series came or went; "first_scrape" builds
+// every series' labels.
 func BenchmarkParseEncode(b *testing.B) {
 	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
 	_, samples := expectedSeries(b, body, scrapeAt, nil)
@@ -25,12 +27,12 @@ func BenchmarkParseEncode(b *testing.B) {
 	limit := 1<<20 - headerBytes(subject)
 
 	for _, bc := range []struct {
-		name        string
-		parserPerOp bool
-	}{{"steady", false}, {"first_scrape", true}} {
+		name                      string
+		parserPerOp, encoderPerOp bool
+	}{{"steady", false, false}, {"labels_changed", false, true}, {"first_scrape", true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			p, enc := newParser(testTargetLabels), &proto.BlockEncoder{}
-			var batch proto.Batch
+			var batch []proto.LabeledSample
 			if _, err := p.parse(&batch, body, textType, scrapeAt); err != nil {
 				b.Fatal(err)
 			}
@@ -42,14 +44,17 @@ func BenchmarkParseEncode(b *testing.B) {
 			cpu := cputime.Process()
 			for b.Loop() {
 				if bc.parserPerOp {
-					p, enc = newParser(testTargetLabels), &proto.BlockEncoder{}
+					p = newParser(testTargetLabels)
 				}
-				batch.Reset()
+				if bc.encoderPerOp {
+					enc = &proto.BlockEncoder{}
+				}
+				batch = batch[:0]
 				n, err := p.parse(&batch, body, textType, scrapeAt)
 				if err != nil || n != samples {
 					b.Fatalf("parse = %d, %v; want %d samples", n, err, samples)
 				}
-				chunks, err := proto.EncodeChunks(enc, batch.Series, limit)
+				chunks, err := proto.EncodeSamples(enc, batch, limit)
 				if err != nil || len(chunks) == 0 {
 					b.Fatalf("encode: %d chunks, %v", len(chunks), err)
 				}
@@ -73,13 +78,13 @@ func BenchmarkParseEncode(b *testing.B) {
 func BenchmarkPublish(b *testing.B) {
 	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
 	p := newParser(testTargetLabels)
-	var batch proto.Batch
+	var batch []proto.LabeledSample
 	samples, err := p.parse(&batch, body, textType, scrapeAt)
 	if err != nil {
 		b.Fatal(err)
 	}
 	subject := proto.Subject{Stage: proto.StageRaw, Cluster: testCluster, Node: "node-a", Source: proto.SourceCadvisor}
-	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, batch.Series, 1<<20-headerBytes(subject))
+	chunks, err := proto.EncodeSamples(&proto.BlockEncoder{}, batch, 1<<20-headerBytes(subject))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -361,7 +361,7 @@ type loopConfig struct {
 // reportSeries are the labels of the series Prometheus adds to every
 // scrape, with the target labels.
 type reportSeries struct {
-	up, duration, samples []prompb.Label
+	up, duration, samples *proto.FixedLabels
 }
 
 // loop scrapes one target at its interval and publishes every scrape.
@@ -375,7 +375,7 @@ type loop struct {
 	// parser hands it the same series again.
 	encoder    *proto.BlockEncoder
 	report     reportSeries
-	batch      proto.Batch
+	batch      []proto.LabeledSample
 	buf        *buffer.Buffer   // set by Run
 	samples    []summary.Sample // of JSON sources, reused
 	pending    []pendingChunk
@@ -398,8 +398,8 @@ func newLoop(lc loopConfig) *loop {
 		prompb.Label{Name: "job", Value: t.Job},
 		prompb.Label{Name: "metrics_path", Value: t.URL.Path},
 	)
-	withName := func(name string) []prompb.Label {
-		return sortedLabels(append([]prompb.Label{{Name: "__name__", Value: name}}, targetLabels...)...)
+	withName := func(name string) *proto.FixedLabels {
+		return new(proto.FixedLabels(sortedLabels(append([]prompb.Label{{Name: "__name__", Value: name}}, targetLabels...)...)))
 	}
 	return &loop{
 		loopConfig:  lc,
@@ -481,7 +481,7 @@ func (l *loop) offset(now time.Time) time.Duration {
 // series, or these three alone with up=0 when the scrape failed.
 func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 	scrapeMillis := start.UnixMilli()
-	l.batch.Reset()
+	l.batch = l.batch[:0]
 	samples, err := l.scrape(ctx, scrapeMillis)
 	if ctx.Err() != nil {
 		return // stopping: the scrape was cut short by us, not by the target
@@ -493,7 +493,7 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 	var chunks []proto.Chunk
 	if err == nil {
 		l.appendReport(scrapeMillis, true, duration, samples)
-		if chunks, err = proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes); err != nil {
+		if chunks, err = proto.EncodeSamples(l.encoder, l.batch, l.maxPayloadBytes); err != nil {
 			err = failure(reasonEncode, fmt.Errorf("encode: %w", err))
 		}
 	}
@@ -501,11 +501,11 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 		reason := reasonOf(err)
 		l.metrics.failures[reason].Inc()
 		l.scrapeLog.failed(time.Now(), err, "reason", reason)
-		l.batch.Reset()
+		l.batch = l.batch[:0]
 		l.appendReport(scrapeMillis, false, duration, 0)
 		// As Prometheus: a failed scrape ends every series of the last one.
 		l.parser.staleAll(&l.batch, scrapeMillis)
-		if chunks, err = proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes); err != nil {
+		if chunks, err = proto.EncodeSamples(l.encoder, l.batch, l.maxPayloadBytes); err != nil {
 			// Three short series: New's minimum payload makes this unreachable.
 			l.metrics.publishFailures.Inc()
 			l.publishLog.failed(time.Now(), fmt.Errorf("encode up=0 report: %w", err))
@@ -533,18 +533,18 @@ func (l *loop) publishGone() {
 		return
 	}
 	now := time.Now().UnixMilli()
-	l.batch.Reset()
+	l.batch = l.batch[:0]
 	l.parser.staleAll(&l.batch, now)
-	for _, ls := range [][]prompb.Label{l.report.up, l.report.duration, l.report.samples} {
+	for _, ls := range []*proto.FixedLabels{l.report.up, l.report.duration, l.report.samples} {
 		appendSample(&l.batch, ls, staleNaN, now)
 	}
-	chunks, err := proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes)
+	chunks, err := proto.EncodeSamples(l.encoder, l.batch, l.maxPayloadBytes)
 	if err != nil {
 		l.publishLog.failed(time.Now(), fmt.Errorf("encode staleness markers: %w", err))
 		return
 	}
 	l.push(now, chunks)
-	l.log.Info("target gone; its series are marked stale", "series", len(l.batch.Series))
+	l.log.Info("target gone; its series are marked stale", "series", len(l.batch))
 }
 
 // scrape fetches and parses the target into l.batch and returns the number
@@ -571,7 +571,7 @@ func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (int, error) {
 func (l *loop) parse(body []byte, contentType string, scrapeMillis int64) (n int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			l.batch.Reset()
+			l.batch = l.batch[:0]
 			n, err = 0, fmt.Errorf("parser panicked: %v", r)
 		}
 	}()

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/proto"
 )
@@ -30,7 +33,7 @@ type knownLine struct {
 }
 
 // parseText is parse for the Prometheus text format.
-func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n int, err error) {
+func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis int64) (n int, err error) {
 	prev, next := p.lines, p.nextLines[:0]
 	p.lines = nil // until this parse succeeds
 	cursor, runStart := 0, -1
@@ -68,7 +71,7 @@ func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n
 			if err := p.append(dst, kl.series, v, t, scrapeMillis); err != nil {
 				return 0, err
 			}
-			kl.series.line = len(next)
+			kl.series.line = int32(len(next))
 		}
 		next = append(next, kl)
 		off += eol + 1
@@ -111,20 +114,20 @@ func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl known
 		return knownLine{}, 0, 0, false
 	}
 	cs := p.cache[string(text)]
-	if cs == nil || cs.line >= len(prev) || prev[cs.line].series != cs {
+	if cs == nil || int(cs.line) >= len(prev) || prev[cs.line].series != cs {
 		return knownLine{}, 0, 0, false
 	}
 	if v, t, ok = parseValue(line[len(text)+1:]); !ok {
 		return knownLine{}, 0, 0, false
 	}
-	*cursor = cs.line + 1
+	*cursor = int(cs.line) + 1
 	return prev[cs.line], v, t, true
 }
 
 // parseRun parses lines the last scrape did not have with textparse, after
 // the TYPE line that was in effect where they start, and remembers them for
 // the next scrape.
-func (p *parser) parseRun(dst *proto.Batch, typeLine, run []byte, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
+func (p *parser) parseRun(dst *[]proto.LabeledSample, typeLine, run []byte, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
 	in := run
 	if typeLine != nil {
 		p.runBuf = append(append(append(p.runBuf[:0], typeLine...), '\n'), run...)
@@ -149,8 +152,8 @@ func (p *parser) parseRun(dst *proto.Batch, typeLine, run []byte, n int, next []
 		}
 		if text := seriesText(line); text != nil {
 			if cs := p.cache[string(text)]; cs != nil && cs.lastUsed == p.scrape {
-				cs.line = len(next)
-				next = append(next, knownLine{text: cs.key, series: cs})
+				cs.line = int32(len(next))
+				next = append(next, knownLine{text: cs.text, series: cs})
 			}
 		}
 	}
@@ -199,6 +202,87 @@ func seriesText(line []byte) []byte {
 		return nil
 	}
 	return line[:i]
+}
+
+// textLabels appends to dst the labels of a series whose text has the plain
+// form `name` or `name{label="value",...}` without escapes, with the target
+// labels, sorted by name and without empty values, as seriesLabels builds
+// them, and reports whether it could. It reports false for any other text
+// and for a scraped label named like a target label, which seriesLabels
+// renames; the parser checks the result against seriesLabels' before it
+// relies on it.
+func textLabels(dst []prompb.Label, text string, target []prompb.Label) ([]prompb.Label, bool) {
+	start := len(dst)
+	name, rest, braces := strings.Cut(text, "{")
+	if name == "" {
+		return dst, false
+	}
+	dst = append(dst, prompb.Label{Name: labels.MetricName, Value: name})
+	for braces && rest != "}" {
+		lname, afterEq, ok := strings.Cut(rest, `="`)
+		if !ok || lname == "" {
+			return dst[:start], false
+		}
+		value, after, ok := strings.Cut(afterEq, `"`)
+		if !ok || strings.IndexByte(value, '\\') >= 0 {
+			return dst[:start], false
+		}
+		if value != "" {
+			dst = append(dst, prompb.Label{Name: lname, Value: value})
+		}
+		switch {
+		case after == "}":
+			rest = after
+		case strings.HasPrefix(after, ","):
+			rest = after[1:]
+		default:
+			return dst[:start], false
+		}
+	}
+	for _, tl := range target {
+		if labelIndex(dst[start:], tl.Name) >= 0 {
+			return dst[:start], false
+		}
+	}
+	dst = append(dst, target...)
+	// Exposed labels are mostly sorted already: an insertion sort is
+	// about one comparison per label.
+	ls := dst[start:]
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	return dst, true
+}
+
+// appendSeriesText appends the text of the series ls, as the text format
+// writes it, to dst.
+func appendSeriesText(dst []byte, ls labels.Labels) []byte {
+	dst = append(dst, ls.Get(labels.MetricName)...)
+	sep := byte('{')
+	ls.Range(func(l labels.Label) {
+		if l.Name == labels.MetricName {
+			return
+		}
+		dst = append(append(append(dst, sep), l.Name...), `="`...)
+		for i := 0; i < len(l.Value); i++ {
+			switch c := l.Value[i]; c {
+			case '\\', '"':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, `\n`...)
+			default:
+				dst = append(dst, c)
+			}
+		}
+		dst = append(dst, '"')
+		sep = ','
+	})
+	if sep == ',' {
+		dst = append(dst, '}')
+	}
+	return dst
 }
 
 // parseValue reads `value` or `value timestamp`, each as textparse reads

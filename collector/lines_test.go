@@ -16,11 +16,11 @@ import (
 
 // parseWithTextparse is parse with every line through textparse: the
 // reference the known-line path must agree with.
-func parseWithTextparse(p *parser, dst *proto.Batch, body []byte, scrapeMillis int64) (int, error) {
+func parseWithTextparse(p *parser, dst *[]proto.LabeledSample, body []byte, scrapeMillis int64) (int, error) {
 	start := p.begin(dst)
 	n, err := p.parseEntries(dst, textparse.NewPromParser(body, p.symbols, false), 0, scrapeMillis)
 	if err != nil {
-		dst.Series = dst.Series[:start]
+		*dst = (*dst)[:start]
 		return 0, err
 	}
 	p.finish(dst, scrapeMillis)
@@ -31,13 +31,13 @@ func parseWithTextparse(p *parser, dst *proto.Batch, body []byte, scrapeMillis i
 // same series, staleness markers included, or the same error.
 func agree(t *testing.T, fast, reference *parser, body []byte, scrapeMillis int64) {
 	t.Helper()
-	var got, want proto.Batch
+	var got, want []proto.LabeledSample
 	gotN, gotErr := fast.parse(&got, body, textType, scrapeMillis)
 	wantN, wantErr := parseWithTextparse(reference, &want, body, scrapeMillis)
 	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || gotN != wantN {
 		t.Fatalf("parse = %d, %v; textparse = %d, %v", gotN, gotErr, wantN, wantErr)
 	}
-	if g, w := samplesThenMarkers(&got), samplesThenMarkers(&want); !slices.Equal(g, w) {
+	if g, w := samplesThenMarkers(asBatch(got)), samplesThenMarkers(asBatch(want)); !slices.Equal(g, w) {
 		t.Fatalf("%d series, textparse %d; first differences:\n%s", len(g), len(w), firstDiff(g, w))
 	}
 }

@@ -26,8 +26,8 @@ func BenchmarkParserRetainedHeap(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			body := fixtures.Read(bc.capture)
-			scrape := func(p *parser, batch *proto.Batch, millis int64) {
-				batch.Reset()
+			scrape := func(p *parser, batch *[]proto.LabeledSample, millis int64) {
+				*batch = (*batch)[:0]
 				var err error
 				if bc.capture == fixtures.Summary135 {
 					var s *summary.Summary
@@ -44,14 +44,14 @@ func BenchmarkParserRetainedHeap(b *testing.B) {
 			var parserBytes, loopBytes, series float64
 			for b.Loop() {
 				base := heapAfterGC()
-				p, batch, enc := newParser(testTargetLabels), &proto.Batch{}, &proto.BlockEncoder{}
+				p, batch, enc := newParser(testTargetLabels), &[]proto.LabeledSample{}, &proto.BlockEncoder{}
 				for i := range int64(2) {
 					scrape(p, batch, scrapeAt+i*15_000)
-					if _, err := proto.EncodeChunks(enc, batch.Series, 1<<20); err != nil {
+					if _, err := proto.EncodeSamples(enc, *batch, 1<<20); err != nil {
 						b.Fatal(err)
 					}
 				}
-				series = float64(len(batch.Series))
+				series = float64(len(*batch))
 				loopBytes = float64(heapAfterGC() - base)
 				runtime.KeepAlive(batch)
 				runtime.KeepAlive(enc)
