@@ -23,14 +23,10 @@ import (
 // the lines that are new or changed. Their runs go to textparse as they
 // are, so the result and the errors are those of textparse alone.
 
-// knownLine is a line of the last successful text scrape.
-type knownLine struct {
-	// text is a whole comment line, or a sample line's series text (the
-	// bytes before its value, as textparse delimits them).
-	text string
-	// series is the sample line's series; nil for a comment.
-	series *cachedSeries
-}
+// knownLine is a line of the last successful text scrape: a sample line's
+// series, whose text is the bytes before its value as textparse delimits
+// them, or a comment line, whole.
+type knownLine = *cachedSeries
 
 // parseText is parse for the Prometheus text format.
 func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis int64) (n int, err error) {
@@ -57,7 +53,7 @@ func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis
 			off += eol + 1
 			continue
 		}
-		if kl.series == nil && isTypeLine(line) {
+		if kl.comment && isTypeLine(line) {
 			typeLine = line
 		}
 		if runStart >= 0 {
@@ -66,12 +62,12 @@ func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis
 			}
 			runStart = -1
 		}
-		if kl.series != nil {
+		if !kl.comment {
 			n++
-			if err := p.append(dst, kl.series, v, t, scrapeMillis); err != nil {
+			if err := p.append(dst, kl, v, t, scrapeMillis); err != nil {
 				return 0, err
 			}
-			kl.series.line = int32(len(next))
+			kl.line = int32(len(next))
 		}
 		next = append(next, kl)
 		off += eol + 1
@@ -97,7 +93,7 @@ func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis
 func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl knownLine, v float64, t int64, ok bool) {
 	if *cursor < len(prev) {
 		kl = prev[*cursor]
-		if kl.series == nil {
+		if kl.comment {
 			if string(line) == kl.text {
 				*cursor++
 				return kl, 0, 0, true
@@ -111,14 +107,14 @@ func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl known
 	}
 	text := seriesText(line)
 	if text == nil {
-		return knownLine{}, 0, 0, false
+		return nil, 0, 0, false
 	}
 	cs := p.cache[string(text)]
-	if cs == nil || int(cs.line) >= len(prev) || prev[cs.line].series != cs {
-		return knownLine{}, 0, 0, false
+	if cs == nil || int(cs.line) >= len(prev) || prev[cs.line] != cs {
+		return nil, 0, 0, false
 	}
 	if v, t, ok = parseValue(line[len(text)+1:]); !ok {
-		return knownLine{}, 0, 0, false
+		return nil, 0, 0, false
 	}
 	*cursor = int(cs.line) + 1
 	return prev[cs.line], v, t, true
@@ -147,13 +143,13 @@ func (p *parser) parseRun(dst *[]proto.LabeledSample, typeLine, run []byte, n in
 		if trimmed := bytes.TrimLeft(line, " \t"); len(trimmed) == 0 || trimmed[0] == '#' {
 			// textparse took it and it holds no sample: the same text
 			// next time is skipped.
-			next = append(next, knownLine{text: string(line)})
+			next = append(next, &cachedSeries{text: string(line), comment: true})
 			continue
 		}
 		if text := seriesText(line); text != nil {
 			if cs := p.cache[string(text)]; cs != nil && cs.lastUsed == p.scrape {
 				cs.line = int32(len(next))
-				next = append(next, knownLine{text: cs.text, series: cs})
+				next = append(next, cs)
 			}
 		}
 	}
@@ -218,23 +214,27 @@ func textLabels(dst []prompb.Label, text string, target []prompb.Label) ([]promp
 		return dst, false
 	}
 	dst = append(dst, prompb.Label{Name: labels.MetricName, Value: name})
-	for braces && rest != "}" {
-		lname, afterEq, ok := strings.Cut(rest, `="`)
-		if !ok || lname == "" {
+	for braces {
+		if rest == "}" {
+			break // `{}`, or after a trailing comma
+		}
+		eq := strings.IndexByte(rest, '=')
+		if eq <= 0 || eq+1 == len(rest) || rest[eq+1] != '"' {
 			return dst[:start], false
 		}
-		value, after, ok := strings.Cut(afterEq, `"`)
-		if !ok || strings.IndexByte(value, '\\') >= 0 {
+		name, rest = rest[:eq], rest[eq+2:]
+		end := strings.IndexByte(rest, '"')
+		if end < 0 || strings.IndexByte(rest[:end], '\\') >= 0 {
 			return dst[:start], false
 		}
-		if value != "" {
-			dst = append(dst, prompb.Label{Name: lname, Value: value})
+		if end > 0 {
+			dst = append(dst, prompb.Label{Name: name, Value: rest[:end]})
 		}
-		switch {
-		case after == "}":
-			rest = after
-		case strings.HasPrefix(after, ","):
-			rest = after[1:]
+		switch rest = rest[end+1:]; {
+		case rest == "}":
+			braces = false
+		case rest != "" && rest[0] == ',':
+			rest = rest[1:]
 		default:
 			return dst[:start], false
 		}
@@ -249,11 +249,20 @@ func textLabels(dst []prompb.Label, text string, target []prompb.Label) ([]promp
 	// about one comparison per label.
 	ls := dst[start:]
 	for i := 1; i < len(ls); i++ {
-		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+		for j := i; j > 0 && nameLess(ls[j].Name, ls[j-1].Name); j-- {
 			ls[j], ls[j-1] = ls[j-1], ls[j]
 		}
 	}
 	return dst, true
+}
+
+// nameLess orders label names, which are never empty, by their first byte
+// before it calls the string comparison.
+func nameLess(a, b string) bool {
+	if a[0] != b[0] {
+		return a[0] < b[0]
+	}
+	return a < b
 }
 
 // appendSeriesText appends the text of the series ls, as the text format

@@ -1,8 +1,12 @@
 package collector
 
 import (
+	"math"
 	"runtime"
 	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/collector/summary"
 	"github.com/weirmetrics/weir/internal/fixtures"
@@ -70,4 +74,50 @@ func heapAfterGC() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapAlloc)
+}
+
+// TestSeriesLabelsReadFromText checks that the labels the cached series of
+// every text capture give the encoder are those textparse reads, with the
+// target labels, and counts the series that keep a copy of their labels
+// besides their text: none for the kubelet's own captures.
+func TestSeriesLabelsReadFromText(t *testing.T) {
+	target := map[string]string{}
+	for _, l := range testTargetLabels {
+		target[l.Name] = l.Value
+	}
+	for _, name := range textCaptures {
+		t.Run(name, func(t *testing.T) {
+			body := fixtures.Read(name)
+			p := newParser(testTargetLabels)
+			var samples []proto.LabeledSample
+			if _, err := p.parse(&samples, body, textType, scrapeAt); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := expectedSeries(t, body, scrapeAt, target)
+			if len(samples) != len(want) {
+				t.Fatalf("%d series, textparse reads %d", len(samples), len(want))
+			}
+			for _, ts := range asBatch(samples).Series {
+				key := labels.New(prompbToLabels(ts.Labels)...).String()
+				if w, ok := want[key]; !ok || w.Timestamp != ts.Samples[0].Timestamp || math.Float64bits(w.Value) != math.Float64bits(ts.Samples[0].Value) {
+					t.Fatalf("series %s %v not read by textparse (%v, %v)", key, ts.Samples[0], w, ok)
+				}
+			}
+			copies := 0
+			for _, cs := range p.cache {
+				if cs.labels != nil {
+					copies++
+				}
+			}
+			t.Logf("%d of %d series keep a copy of their labels", copies, len(p.cache))
+		})
+	}
+}
+
+func prompbToLabels(ls []prompb.Label) []labels.Label {
+	out := make([]labels.Label, len(ls))
+	for i, l := range ls {
+		out[i] = labels.Label{Name: l.Name, Value: l.Value}
+	}
+	return out
 }

@@ -69,15 +69,17 @@ type parser struct {
 	lines, nextLines []knownLine
 	runBuf           []byte // a run of new lines after its TYPE line
 	symbols          *labels.SymbolTable
-	scrape           uint64 // number of the current parse, marks the entries it used
-	lastOK           uint64 // number of the last successful parse; 0 for none since a failure
-	inUse            int    // cache entries the current parse used
-	kept             int    // samples the current parse kept after relabeling
-	lset             labels.Labels
-	lb               *labels.Builder
-	sb               labels.ScratchBuilder
-	keyBuf           []byte
-	labelsBuf        []prompb.Label // a new series' text labels, to compare
+	// scrape numbers the parses and marks the entries the current one
+	// used; 32 bits wrap after 136 years of scrapes a second.
+	scrape    uint32
+	lastOK    uint32 // number of the last successful parse; 0 for none since a failure
+	inUse     int    // cache entries the current parse used
+	kept      int    // samples the current parse kept after relabeling
+	lset      labels.Labels
+	lb        *labels.Builder
+	sb        labels.ScratchBuilder
+	keyBuf    []byte
+	labelsBuf []prompb.Label // a new series' text labels, to compare
 
 	// histogramsSkipped counts the native histogram samples of the last
 	// parse, which the batch cannot carry.
@@ -97,14 +99,17 @@ type cachedSeries struct {
 	// format, the bytes of its line before the value.
 	text string
 	// labels are the series' labels when textLabels does not read them
-	// from text (escapes, relabeling, a renamed label); empty otherwise.
-	labels labels.Labels
+	// from text (escapes, relabeling, a renamed label); nil otherwise.
+	labels *labels.Labels
 	owner  *parser // whose target labels the series has
 	line   int32   // index in the parser's lines
 	// dropped is set when metric_relabel_configs drop the series.
-	dropped  bool
-	lastUsed uint64
-	prevUsed uint64 // lastUsed before the current parse touched it
+	dropped bool
+	// comment is set for a comment line of the parser's lines, which is
+	// no series and not in the cache.
+	comment  bool
+	lastUsed uint32
+	prevUsed uint32 // lastUsed before the current parse touched it
 	lastT    int64  // timestamp of the series' last sample
 	prevT    int64  // lastT before the current parse touched it
 }
@@ -113,7 +118,7 @@ var _ proto.LabelSet = (*cachedSeries)(nil)
 
 // AppendLabels implements proto.LabelSet.
 func (cs *cachedSeries) AppendLabels(dst []prompb.Label) []prompb.Label {
-	if cs.labels.IsEmpty() {
+	if cs.labels == nil {
 		dst, _ = textLabels(dst, cs.text, cs.owner.target)
 		return dst
 	}
@@ -349,7 +354,7 @@ func (p *parser) newSeries(text string, lset labels.Labels) (*cachedSeries, erro
 			for _, l := range final {
 				p.sb.Add(l.Name, l.Value)
 			}
-			cs.labels = p.sb.Labels()
+			cs.labels = new(p.sb.Labels())
 		}
 		clear(p.labelsBuf) // the strings of a series the cache may drop
 	}
