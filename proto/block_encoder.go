@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"encoding/binary"
+
 	"github.com/prometheus/prometheus/prompb"
 )
 
@@ -42,6 +44,9 @@ type BlockEncoder struct {
 	// labels and prev hold the labels of a series and of the one before
 	// it while the label columns are built.
 	labels, prev []prompb.Label
+	// symbols and labelRefs are the unique strings and the labels of the
+	// last build.
+	symbols, labelRefs int
 }
 
 // Name is the name of the encoding of the payloads: BlockZstd's.
@@ -64,10 +69,18 @@ func (e *BlockEncoder) AppendSamples(dst []byte, samples []LabeledSample) ([]byt
 	return e.state.compress(dst, w)
 }
 
+// maxSampleBytes is the most a one-sample series adds to a block: its
+// sample count, its timestamp delta and its value.
+const maxSampleBytes = 1 + binary.MaxVarintLen64 + 8
+
 // buildLabels builds the label columns of samples and remembers their
 // label sets.
 func (e *BlockEncoder) buildLabels(samples []LabeledSample) {
 	s := &e.state
+	// The scratch space of the build is not kept (see below): sized as
+	// the last build's, it is allocated once.
+	s.refs = make(map[string]uint32, e.symbols)
+	s.names, s.values = make([]uint32, 0, e.labelRefs), make([]uint32, 0, e.labelRefs)
 	s.startLabels()
 	e.last = e.last[:0]
 	ls, prev := e.labels[:0], e.prev[:0]
@@ -81,8 +94,15 @@ func (e *BlockEncoder) buildLabels(samples []LabeledSample) {
 	clear(ls[:cap(ls)])
 	clear(prev[:cap(prev)])
 	e.labels, e.prev = ls[:0], prev[:0]
-	s.raw = s.writeLabels(s.raw[:0])
-	e.labelsLen = len(s.raw)
+	e.symbols, e.labelRefs = len(s.symbols), len(s.names)
+	columns := s.writeLabels(s.raw[:0])
+	e.labelsLen = len(columns)
+	// A collector keeps an encoder per target from scrape to scrape: it
+	// keeps the label columns, with room for the samples, and lets the
+	// rest go.
+	raw := make([]byte, len(columns), len(columns)+len(samples)*maxSampleBytes)
+	copy(raw, columns)
+	*s = blockState{raw: raw, floats: s.floats}
 }
 
 // sameLabels reports whether samples hold the label sets of the last batch.
