@@ -34,19 +34,22 @@ type LabeledSample struct {
 // scrape after scrape, as a collector's target is: when a batch holds the
 // same label sets as the last one, in the same order, it reuses the label
 // columns it built for that one and encodes only the samples, without
-// asking the label sets for their labels. Not safe for concurrent use.
+// asking the label sets for their labels. When some series came or went,
+// the series it encoded last take their label refs from the last columns,
+// and only the new ones are asked for their labels. Not safe for
+// concurrent use.
 type BlockEncoder struct {
 	state blockState
 	// last are the label sets of the last batch; their label columns are
-	// state.raw[:labelsLen].
-	last      []LabelSet
-	labelsLen int
+	// state.raw[:labelsLen], from countsAt on the label counts, and
+	// lastSymbols the strings of their symbol refs.
+	last        []LabelSet
+	lastSymbols []string
+	labelsLen   int
+	countsAt    int
 	// labels and prev hold the labels of a series and of the one before
 	// it while the label columns are built.
 	labels, prev []prompb.Label
-	// symbols and labelRefs are the unique strings and the labels of the
-	// last build.
-	symbols, labelRefs int
 }
 
 // Name is the name of the encoding of the payloads: BlockZstd's.
@@ -74,35 +77,107 @@ func (e *BlockEncoder) AppendSamples(dst []byte, samples []LabeledSample) ([]byt
 const maxSampleBytes = 1 + binary.MaxVarintLen64 + 8
 
 // buildLabels builds the label columns of samples and remembers their
-// label sets.
+// label sets. The refs of a series of the last batch are those of the last
+// columns renumbered: symbols are numbered in the order they first appear
+// whichever way they are found, so the columns are those a build from the
+// labels alone writes.
 func (e *BlockEncoder) buildLabels(samples []LabeledSample) {
+	old := e.lastColumns()
 	s := &e.state
 	// The scratch space of the build is not kept (see below): sized as
-	// the last build's, it is allocated once.
-	s.refs = make(map[string]uint32, e.symbols)
-	s.names, s.values = make([]uint32, 0, e.labelRefs), make([]uint32, 0, e.labelRefs)
+	// the last columns, it is allocated once per build.
+	s.refs = make(map[string]uint32, len(e.lastSymbols))
+	s.names, s.values = make([]uint32, 0, len(old.names)), make([]uint32, 0, len(old.names))
 	s.startLabels()
-	e.last = e.last[:0]
+	renumbered := make([]uint32, len(e.lastSymbols)) // new ref+1 by old ref; 0 before it is needed
+	renumber := func(ref uint32) uint32 {
+		if r := renumbered[ref]; r != 0 {
+			return r - 1
+		}
+		r := s.symbol(e.lastSymbols[ref])
+		renumbered[ref] = r + 1
+		return r
+	}
+	last := make([]LabelSet, 0, len(samples))
 	ls, prev := e.labels[:0], e.prev[:0]
+	next := 0 // the series of the last batch expected next
+	var index map[LabelSet]int
 	for i := range samples {
-		ls = samples[i].Labels.AppendLabels(ls[:0])
+		set := samples[i].Labels
+		last = append(last, set)
+		k, found := next, next < len(e.last) && e.last[next] == set
+		if !found && len(e.last) > 0 {
+			if index == nil {
+				index = make(map[LabelSet]int, len(e.last))
+				for j, l := range e.last {
+					index[l] = j
+				}
+			}
+			k, found = index[set]
+		}
+		if found {
+			next = k + 1
+			for j := old.starts[k]; j < old.starts[k+1]; j++ {
+				name := renumber(old.names[j])
+				s.names = append(s.names, name)
+				s.values = append(s.values, renumber(old.values[j]))
+			}
+			s.counts = append(s.counts, old.starts[k+1]-old.starts[k])
+			prev = prev[:0] // its labels are not at hand
+			continue
+		}
+		ls = set.AppendLabels(ls[:0])
 		s.addLabels(ls, prev)
 		ls, prev = prev, ls
-		e.last = append(e.last, samples[i].Labels)
 	}
 	// The strings belong to the label sets.
 	clear(ls[:cap(ls)])
 	clear(prev[:cap(prev)])
 	e.labels, e.prev = ls[:0], prev[:0]
-	e.symbols, e.labelRefs = len(s.symbols), len(s.names)
+	e.last = last
+	e.lastSymbols = append(e.lastSymbols[:0], s.symbols...)
 	columns := s.writeLabels(s.raw[:0])
 	e.labelsLen = len(columns)
+	e.countsAt = s.countsAt
 	// A collector keeps an encoder per target from scrape to scrape: it
 	// keeps the label columns, with room for the samples, and lets the
 	// rest go.
 	raw := make([]byte, len(columns), len(columns)+len(samples)*maxSampleBytes)
 	copy(raw, columns)
 	*s = blockState{raw: raw, floats: s.floats}
+}
+
+// lastLabels are the label columns of the last batch, decoded: the labels
+// of its series k are names[starts[k]:starts[k+1]] and the values at the
+// same indices.
+type lastLabels struct {
+	starts        []uint32
+	names, values []uint32
+}
+
+func (e *BlockEncoder) lastColumns() lastLabels {
+	if e.labelsLen == 0 {
+		return lastLabels{}
+	}
+	raw := e.state.raw[e.countsAt:e.labelsLen]
+	next := func() uint32 {
+		v, n := binary.Uvarint(raw)
+		raw = raw[n:]
+		return uint32(v)
+	}
+	c := lastLabels{starts: make([]uint32, len(e.last)+1)}
+	for k := range e.last {
+		c.starts[k+1] = c.starts[k] + next()
+	}
+	total := c.starts[len(e.last)]
+	c.names, c.values = make([]uint32, total), make([]uint32, total)
+	for j := range c.names {
+		c.names[j] = next()
+	}
+	for j := range c.values {
+		c.values[j] = next()
+	}
+	return c
 }
 
 // sameLabels reports whether samples hold the label sets of the last batch.

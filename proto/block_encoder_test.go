@@ -12,8 +12,9 @@ import (
 
 // TestBlockEncoderWritesBlockZstd checks that a BlockEncoder, whatever it
 // encoded before, writes the payload BlockZstd writes: over scrapes of the
-// same label sets with new samples, a series gone, the order changed, and
-// a batch with the same number of series but other label sets.
+// same label sets with new samples, a series gone, new ones among known
+// ones, the order changed, and a batch with the same number of series but
+// other label sets.
 func TestBlockEncoderWritesBlockZstd(t *testing.T) {
 	var base []LabelSet
 	for _, ts := range captureSeries(t, fixtures.Cadvisor135) {
@@ -32,6 +33,10 @@ func TestBlockEncoderWritesBlockZstd(t *testing.T) {
 		l[0].Value += "x"
 		relabeled = append(relabeled, &l)
 	}
+	mixed := slices.Clone(base)
+	for i := 0; i < len(mixed); i += 100 {
+		mixed[i] = relabeled[i]
+	}
 	reversed := withSamples(base, 3)
 	slices.Reverse(reversed)
 	scrapes := []struct {
@@ -42,6 +47,8 @@ func TestBlockEncoderWritesBlockZstd(t *testing.T) {
 		{"same labels, new samples", withSamples(base, 2)},
 		{"a series gone", withSamples(base[1:], 2)},
 		{"back", withSamples(base, 3)},
+		{"every 100th series new", withSamples(mixed, 3)},
+		{"back from that", withSamples(base, 3)},
 		{"reversed", reversed},
 		{"as many series, other labels", withSamples(relabeled, 4)},
 		{"back again", withSamples(base, 5)},

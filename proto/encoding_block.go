@@ -93,9 +93,11 @@ type blockState struct {
 	refs    map[string]uint32
 	symbols []string
 	counts  []uint32 // labels per series
-	names   []uint32
-	values  []uint32
-	floats  []uint64
+	// countsAt is where writeLabels wrote the counts column in raw.
+	countsAt int
+	names    []uint32
+	values   []uint32
+	floats   []uint64
 }
 
 func (s *blockState) symbol(v string) uint32 {
@@ -172,6 +174,7 @@ func (s *blockState) writeLabels(raw []byte) []byte {
 		raw = append(raw, sym...)
 	}
 	raw = binary.AppendUvarint(raw, uint64(len(s.counts)))
+	s.countsAt = len(raw)
 	for _, n := range s.counts {
 		raw = binary.AppendUvarint(raw, uint64(n))
 	}
