@@ -550,6 +550,7 @@ func (l *loop) publishGone() {
 // scrape fetches and parses the target into l.batch and returns the number
 // of samples. On error l.batch holds nothing of the body.
 func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (int, error) {
+	defer l.scraper.release()
 	body, contentType, err := l.scraper.fetch(ctx)
 	if err != nil {
 		return 0, err
