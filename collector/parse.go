@@ -99,7 +99,8 @@ type cachedSeries struct {
 	// format, the bytes of its line before the value.
 	text string
 	// labels are the series' labels when textLabels does not read them
-	// from text (escapes, relabeling, a renamed label); nil otherwise.
+	// from text (escapes, an le or quantile value textparse normalises,
+	// relabeling, a renamed label); nil otherwise.
 	labels *labels.Labels
 	owner  *parser // whose target labels the series has
 	line   int32   // index in the parser's lines
