@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
@@ -275,8 +276,17 @@ func TestSummaryThroughParser(t *testing.T) {
 			}
 			b := asBatch(parsed)
 			stamped := 0
-			for _, ts := range b.Series {
+			for i, ts := range b.Series {
 				checkValidSeries(t, ts)
+				// The series are keyed by their text, and their labels
+				// read back from it: they must be the sample's.
+				want := labels.NewBuilder(samples[i].Labels)
+				for _, l := range testTargetLabels {
+					want.Set(l.Name, l.Value)
+				}
+				if got := labelsKey(ts.Labels); got != want.Labels().String() {
+					t.Fatalf("series %d is %s, want %s", i, got, want.Labels())
+				}
 				if ts.Samples[0].Timestamp != scrapeAt {
 					stamped++
 				}
@@ -285,5 +295,28 @@ func TestSummaryThroughParser(t *testing.T) {
 				t.Errorf("only %d of %d samples carry the summary's own time", stamped, n)
 			}
 		})
+	}
+}
+
+// TestSamplesWithQuotesInValues: samples of the JSON sources are keyed by
+// their text, escaped as the text format escapes it, so that a value with
+// quotes cannot pass for other labels.
+func TestSamplesWithQuotesInValues(t *testing.T) {
+	samples := []summary.Sample{
+		{Labels: labels.FromStrings(labels.MetricName, "m", "a", `x",b="y`), Value: 1},
+		{Labels: labels.FromStrings(labels.MetricName, "m", "a", "x", "b", "y"), Value: 2},
+		{Labels: labels.FromStrings(labels.MetricName, "m", "a", "back\\slash\nnewline"), Value: 3},
+	}
+	var parsed []proto.LabeledSample
+	if n, err := newParser(testTargetLabels).parseSamples(&parsed, samples, scrapeAt); err != nil || n != 3 {
+		t.Fatalf("parseSamples = %d, %v", n, err)
+	}
+	want := []string{
+		`{__name__="m", a="x\",b=\"y", instance="10.0.0.1:10250", job="kubelet"} 1 @1700000000000`,
+		`{__name__="m", a="x", b="y", instance="10.0.0.1:10250", job="kubelet"} 2 @1700000000000`,
+		`{__name__="m", a="back\\slash\nnewline", instance="10.0.0.1:10250", job="kubelet"} 3 @1700000000000`,
+	}
+	if got := sampleText(asBatch(parsed)); !slices.Equal(got, want) {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
