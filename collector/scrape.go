@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/weirmetrics/weir/proto"
@@ -71,9 +72,9 @@ func reasonOf(err error) string {
 // errBodyTooLarge is returned when a body exceeds the body limit.
 var errBodyTooLarge = errors.New("body too large")
 
-// scraper fetches one target. It keeps its connection and its gzip reader
-// from one scrape to the next, and the size of its last body, which sizes
-// the next body buffer. Not safe for concurrent use.
+// scraper fetches one target. It keeps its connection from one scrape to
+// the next, and the size of its last body, which sizes the next body
+// buffer. Not safe for concurrent use.
 type scraper struct {
 	url          string
 	tokenFile    string
@@ -93,8 +94,17 @@ type scraper struct {
 	client    *http.Client
 	body      bytes.Buffer // until release
 	lastBody  int          // length of the last body read whole
-	gzipBuf   *bufio.Reader
-	gzip      *gzip.Reader
+	gzip      *gzipReader  // until release
+}
+
+// gzipReaders are the gzip readers of the scrapers, reused: a target is
+// scraped for milliseconds every interval, and a reader holds about 40 KB
+// of decompression state.
+var gzipReaders sync.Pool // of *gzipReader
+
+type gzipReader struct {
+	buf *bufio.Reader
+	gz  *gzip.Reader
 }
 
 func newScraper(t target) *scraper {
@@ -187,19 +197,21 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 	return s.body.Bytes(), resp.Header.Get("Content-Type"), nil
 }
 
-// gunzip returns the reused gzip reader reading body.
+// gunzip returns a reused gzip reader reading body.
 func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
-	if s.gzip == nil {
-		s.gzipBuf = bufio.NewReader(body)
-		gz, err := gzip.NewReader(s.gzipBuf)
+	z, _ := gzipReaders.Get().(*gzipReader)
+	if z == nil {
+		buf := bufio.NewReader(body)
+		gz, err := gzip.NewReader(buf)
 		if err != nil {
 			return nil, err
 		}
-		s.gzip = gz
+		s.gzip = &gzipReader{buf: buf, gz: gz}
 		return gz, nil
 	}
-	s.gzipBuf.Reset(body)
-	return s.gzip, s.gzip.Reset(s.gzipBuf)
+	s.gzip = z
+	z.buf.Reset(body)
+	return z.gz, z.gz.Reset(z.buf)
 }
 
 // resetBody empties the body buffer and sizes it for a body a little
@@ -216,11 +228,17 @@ func (s *scraper) resetBody() {
 	s.body.Reset()
 }
 
-// release lets the body buffer go once the body is parsed. A target is
-// scraped for milliseconds every interval: its buffer, as large as its
-// answers, would otherwise stay in the heap in between, and the heap goal
-// of the collector would be twice that.
-func (s *scraper) release() { s.body = bytes.Buffer{} }
+// release lets the body buffer go, and gives the gzip reader back, once
+// the body is parsed. A target is scraped for milliseconds every interval:
+// its buffer, as large as its answers, would otherwise stay in the heap in
+// between, and the heap goal of the collector would be twice that.
+func (s *scraper) release() {
+	s.body = bytes.Buffer{}
+	if s.gzip != nil {
+		gzipReaders.Put(s.gzip)
+		s.gzip = nil
+	}
+}
 
 // readToken reads a bearer token file. It is read at every scrape, so that
 // a token rotated by the kubelet or a projected volume is used at once.
