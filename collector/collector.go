@@ -576,6 +576,9 @@ func (l *loop) parse(body []byte, contentType string, scrapeMillis int64) (n int
 			n, err = 0, fmt.Errorf("parser panicked: %v", r)
 		}
 	}()
+	// The parser keeps what it needs of the samples: their labels need not
+	// stay in the heap until the next scrape.
+	defer func() { clear(l.samples) }()
 	switch l.target.Source {
 	case proto.SourceSummary:
 		s, err := summary.Decode(body)
