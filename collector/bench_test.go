@@ -1,12 +1,14 @@
 package collector
 
 import (
+	"bytes"
 	"context"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/weirmetrics/weir/internal/buffer"
+	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/proto"
@@ -16,20 +18,26 @@ import (
 // the Kubernetes 1.35 cAdvisor capture into a batch and encode it into
 // messages of at most 1 MiB. "steady" is every scrape after the first,
 // whose lines the parser and whose label columns the encoder already
-// know; "first_scrape" builds every series' labels.
+// know; "series_churn" scrapes in turn the capture and the capture without
+// a series in its middle, so that every scrape has a series come or go and
+// the encoder builds its label columns again; "first_scrape" builds every
+// series' labels.
 func BenchmarkParseEncode(b *testing.B) {
 	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
 	_, samples := expectedSeries(b, body, scrapeAt, nil)
+	mid := len(body) / 2
+	start, end := bytes.LastIndexByte(body[:mid], '\n')+1, mid+bytes.IndexByte(body[mid:], '\n')+1
+	churned := append(body[:start:start], body[end:]...)
 	subject := proto.Subject{Stage: proto.StageRaw, Cluster: "prod-eu-1", Node: "ip-10-0-0-1.eu-west-1.compute.internal", Source: proto.SourceCadvisor}
 	limit := 1<<20 - headerBytes(subject)
 
 	for _, bc := range []struct {
-		name        string
-		parserPerOp bool
-	}{{"steady", false}, {"first_scrape", true}} {
+		name               string
+		parserPerOp, churn bool
+	}{{"steady", false, false}, {"series_churn", false, true}, {"first_scrape", true, false}} {
 		b.Run(bc.name, func(b *testing.B) {
 			p, enc := newParser(testTargetLabels), &proto.BlockEncoder{}
-			var batch proto.Batch
+			var batch []proto.LabeledSample
 			if _, err := p.parse(&batch, body, textType, scrapeAt); err != nil {
 				b.Fatal(err)
 			}
@@ -38,16 +46,21 @@ func BenchmarkParseEncode(b *testing.B) {
 			b.ReportAllocs()
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			for b.Loop() {
+			cpu := cputime.Process()
+			for i := 0; b.Loop(); i++ {
 				if bc.parserPerOp {
 					p, enc = newParser(testTargetLabels), &proto.BlockEncoder{}
 				}
-				batch.Reset()
-				n, err := p.parse(&batch, body, textType, scrapeAt)
-				if err != nil || n != samples {
-					b.Fatalf("parse = %d, %v; want %d samples", n, err, samples)
+				in, want := body, samples
+				if bc.churn && i%2 == 0 {
+					in, want = churned, samples-1
 				}
-				chunks, err := proto.EncodeChunks(enc, batch.Series, limit)
+				batch = batch[:0]
+				n, err := p.parse(&batch, in, textType, scrapeAt)
+				if err != nil || n != want {
+					b.Fatalf("parse = %d, %v; want %d samples", n, err, want)
+				}
+				chunks, err := proto.EncodeSamples(enc, batch, limit)
 				if err != nil || len(chunks) == 0 {
 					b.Fatalf("encode: %d chunks, %v", len(chunks), err)
 				}
@@ -56,6 +69,7 @@ func BenchmarkParseEncode(b *testing.B) {
 					encoded += len(c.Payload)
 				}
 			}
+			cputime.Report(b, cpu, samples)
 			runtime.ReadMemStats(&after)
 			b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
 			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N)/float64(samples), "allocs/sample")
@@ -70,13 +84,13 @@ func BenchmarkParseEncode(b *testing.B) {
 func BenchmarkPublish(b *testing.B) {
 	body := fixtures.NewShifted(fixtures.Read(fixtures.Cadvisor135)).At(time.Now())
 	p := newParser(testTargetLabels)
-	var batch proto.Batch
+	var batch []proto.LabeledSample
 	samples, err := p.parse(&batch, body, textType, scrapeAt)
 	if err != nil {
 		b.Fatal(err)
 	}
 	subject := proto.Subject{Stage: proto.StageRaw, Cluster: testCluster, Node: "node-a", Source: proto.SourceCadvisor}
-	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, batch.Series, 1<<20-headerBytes(subject))
+	chunks, err := proto.EncodeSamples(&proto.BlockEncoder{}, batch, 1<<20-headerBytes(subject))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -360,7 +360,7 @@ type loopConfig struct {
 // reportSeries are the labels of the series Prometheus adds to every
 // scrape, with the target labels.
 type reportSeries struct {
-	up, duration, samples []prompb.Label
+	up, duration, samples *proto.FixedLabels
 }
 
 // loop scrapes one target at its interval and publishes every scrape.
@@ -374,7 +374,7 @@ type loop struct {
 	// parser hands it the same series again.
 	encoder    *proto.BlockEncoder
 	report     reportSeries
-	batch      proto.Batch
+	batch      []proto.LabeledSample
 	buf        *buffer.Buffer   // set by Run
 	samples    []summary.Sample // of JSON sources, reused
 	pending    []pendingChunk
@@ -397,8 +397,8 @@ func newLoop(lc loopConfig) *loop {
 		prompb.Label{Name: "job", Value: t.Job},
 		prompb.Label{Name: "metrics_path", Value: t.URL.Path},
 	)
-	withName := func(name string) []prompb.Label {
-		return sortedLabels(append([]prompb.Label{{Name: "__name__", Value: name}}, targetLabels...)...)
+	withName := func(name string) *proto.FixedLabels {
+		return new(proto.FixedLabels(sortedLabels(append([]prompb.Label{{Name: "__name__", Value: name}}, targetLabels...)...)))
 	}
 	return &loop{
 		loopConfig:  lc,
@@ -480,7 +480,7 @@ func (l *loop) offset(now time.Time) time.Duration {
 // series, or these three alone with up=0 when the scrape failed.
 func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 	scrapeMillis := start.UnixMilli()
-	l.batch.Reset()
+	l.batch = l.batch[:0]
 	samples, err := l.scrape(ctx, scrapeMillis)
 	if ctx.Err() != nil {
 		return // stopping: the scrape was cut short by us, not by the target
@@ -492,7 +492,7 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 	var chunks []proto.Chunk
 	if err == nil {
 		l.appendReport(scrapeMillis, true, duration, samples)
-		if chunks, err = proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes); err != nil {
+		if chunks, err = proto.EncodeSamples(l.encoder, l.batch, l.maxPayloadBytes); err != nil {
 			err = failure(reasonEncode, fmt.Errorf("encode: %w", err))
 		}
 	}
@@ -500,11 +500,11 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 		reason := reasonOf(err)
 		l.metrics.failures[reason].Inc()
 		l.scrapeLog.failed(time.Now(), err, "reason", reason)
-		l.batch.Reset()
+		l.batch = l.batch[:0]
 		l.appendReport(scrapeMillis, false, duration, 0)
 		// As Prometheus: a failed scrape ends every series of the last one.
 		l.parser.staleAll(&l.batch, scrapeMillis)
-		if chunks, err = proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes); err != nil {
+		if chunks, err = proto.EncodeSamples(l.encoder, l.batch, l.maxPayloadBytes); err != nil {
 			// Three short series: New's minimum payload makes this unreachable.
 			l.metrics.publishFailures.Inc()
 			l.publishLog.failed(time.Now(), fmt.Errorf("encode up=0 report: %w", err))
@@ -532,23 +532,24 @@ func (l *loop) publishGone() {
 		return
 	}
 	now := time.Now().UnixMilli()
-	l.batch.Reset()
+	l.batch = l.batch[:0]
 	l.parser.staleAll(&l.batch, now)
-	for _, ls := range [][]prompb.Label{l.report.up, l.report.duration, l.report.samples} {
+	for _, ls := range []*proto.FixedLabels{l.report.up, l.report.duration, l.report.samples} {
 		appendSample(&l.batch, ls, staleNaN, now)
 	}
-	chunks, err := proto.EncodeChunks(l.encoder, l.batch.Series, l.maxPayloadBytes)
+	chunks, err := proto.EncodeSamples(l.encoder, l.batch, l.maxPayloadBytes)
 	if err != nil {
 		l.publishLog.failed(time.Now(), fmt.Errorf("encode staleness markers: %w", err))
 		return
 	}
 	l.push(now, chunks)
-	l.log.Info("target gone; its series are marked stale", "series", len(l.batch.Series))
+	l.log.Info("target gone; its series are marked stale", "series", len(l.batch))
 }
 
 // scrape fetches and parses the target into l.batch and returns the number
 // of samples. On error l.batch holds nothing of the body.
 func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (int, error) {
+	defer l.scraper.release()
 	body, contentType, err := l.scraper.fetch(ctx)
 	if err != nil {
 		return 0, err
@@ -570,10 +571,13 @@ func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (int, error) {
 func (l *loop) parse(body []byte, contentType string, scrapeMillis int64) (n int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			l.batch.Reset()
+			l.batch = l.batch[:0]
 			n, err = 0, fmt.Errorf("parser panicked: %v", r)
 		}
 	}()
+	// The parser keeps what it needs of the samples: their labels need not
+	// stay in the heap until the next scrape.
+	defer func() { clear(l.samples) }()
 	switch l.target.Source {
 	case proto.SourceSummary:
 		s, err := summary.Decode(body)

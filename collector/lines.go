@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/proto"
 )
@@ -20,17 +23,13 @@ import (
 // the lines that are new or changed. Their runs go to textparse as they
 // are, so the result and the errors are those of textparse alone.
 
-// knownLine is a line of the last successful text scrape.
-type knownLine struct {
-	// text is a whole comment line, or a sample line's series text (the
-	// bytes before its value, as textparse delimits them).
-	text string
-	// series is the sample line's series; nil for a comment.
-	series *cachedSeries
-}
+// knownLine is a line of the last successful text scrape: a sample line's
+// series, whose text is the bytes before its value as textparse delimits
+// them, or a comment line, whole.
+type knownLine = *cachedSeries
 
 // parseText is parse for the Prometheus text format.
-func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n int, err error) {
+func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis int64) (n int, err error) {
 	prev, next := p.lines, p.nextLines[:0]
 	p.lines = nil // until this parse succeeds
 	cursor, runStart := 0, -1
@@ -54,7 +53,7 @@ func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n
 			off += eol + 1
 			continue
 		}
-		if kl.series == nil && isTypeLine(line) {
+		if kl.comment && isTypeLine(line) {
 			typeLine = line
 		}
 		if runStart >= 0 {
@@ -63,12 +62,12 @@ func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n
 			}
 			runStart = -1
 		}
-		if kl.series != nil {
+		if !kl.comment {
 			n++
-			if err := p.append(dst, kl.series, v, t, scrapeMillis); err != nil {
+			if err := p.append(dst, kl, v, t, scrapeMillis); err != nil {
 				return 0, err
 			}
-			kl.series.line = len(next)
+			kl.line = int32(len(next))
 		}
 		next = append(next, kl)
 		off += eol + 1
@@ -94,7 +93,7 @@ func (p *parser) parseText(dst *proto.Batch, body []byte, scrapeMillis int64) (n
 func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl knownLine, v float64, t int64, ok bool) {
 	if *cursor < len(prev) {
 		kl = prev[*cursor]
-		if kl.series == nil {
+		if kl.comment {
 			if string(line) == kl.text {
 				*cursor++
 				return kl, 0, 0, true
@@ -108,23 +107,23 @@ func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl known
 	}
 	text := seriesText(line)
 	if text == nil {
-		return knownLine{}, 0, 0, false
+		return nil, 0, 0, false
 	}
 	cs := p.cache[string(text)]
-	if cs == nil || cs.line >= len(prev) || prev[cs.line].series != cs {
-		return knownLine{}, 0, 0, false
+	if cs == nil || int(cs.line) >= len(prev) || prev[cs.line] != cs {
+		return nil, 0, 0, false
 	}
 	if v, t, ok = parseValue(line[len(text)+1:]); !ok {
-		return knownLine{}, 0, 0, false
+		return nil, 0, 0, false
 	}
-	*cursor = cs.line + 1
+	*cursor = int(cs.line) + 1
 	return prev[cs.line], v, t, true
 }
 
 // parseRun parses lines the last scrape did not have with textparse, after
 // the TYPE line that was in effect where they start, and remembers them for
 // the next scrape.
-func (p *parser) parseRun(dst *proto.Batch, typeLine, run []byte, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
+func (p *parser) parseRun(dst *[]proto.LabeledSample, typeLine, run []byte, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
 	in := run
 	if typeLine != nil {
 		p.runBuf = append(append(append(p.runBuf[:0], typeLine...), '\n'), run...)
@@ -144,13 +143,13 @@ func (p *parser) parseRun(dst *proto.Batch, typeLine, run []byte, n int, next []
 		if trimmed := bytes.TrimLeft(line, " \t"); len(trimmed) == 0 || trimmed[0] == '#' {
 			// textparse took it and it holds no sample: the same text
 			// next time is skipped.
-			next = append(next, knownLine{text: string(line)})
+			next = append(next, &cachedSeries{text: string(line), comment: true})
 			continue
 		}
 		if text := seriesText(line); text != nil {
 			if cs := p.cache[string(text)]; cs != nil && cs.lastUsed == p.scrape {
-				cs.line = len(next)
-				next = append(next, knownLine{text: cs.key, series: cs})
+				cs.line = int32(len(next))
+				next = append(next, cs)
 			}
 		}
 	}
@@ -199,6 +198,100 @@ func seriesText(line []byte) []byte {
 		return nil
 	}
 	return line[:i]
+}
+
+// textLabels appends to dst the labels of a series whose text has the plain
+// form `name` or `name{label="value",...}` without escapes, with the target
+// labels, sorted by name and without empty values, as seriesLabels builds
+// them, and reports whether it could. It reports false for any other text
+// and for a scraped label named like a target label, which seriesLabels
+// renames; the parser checks the result against seriesLabels' before it
+// relies on it.
+func textLabels(dst []prompb.Label, text string, target []prompb.Label) ([]prompb.Label, bool) {
+	start := len(dst)
+	name, rest, braces := strings.Cut(text, "{")
+	if name == "" {
+		return dst, false
+	}
+	dst = append(dst, prompb.Label{Name: labels.MetricName, Value: name})
+	for braces {
+		if rest == "}" {
+			break // `{}`, or after a trailing comma
+		}
+		eq := strings.IndexByte(rest, '=')
+		if eq <= 0 || eq+1 == len(rest) || rest[eq+1] != '"' {
+			return dst[:start], false
+		}
+		name, rest = rest[:eq], rest[eq+2:]
+		end := strings.IndexByte(rest, '"')
+		if end < 0 || strings.IndexByte(rest[:end], '\\') >= 0 {
+			return dst[:start], false
+		}
+		if end > 0 {
+			dst = append(dst, prompb.Label{Name: name, Value: rest[:end]})
+		}
+		switch rest = rest[end+1:]; {
+		case rest == "}":
+			braces = false
+		case rest != "" && rest[0] == ',':
+			rest = rest[1:]
+		default:
+			return dst[:start], false
+		}
+	}
+	for _, tl := range target {
+		if labelIndex(dst[start:], tl.Name) >= 0 {
+			return dst[:start], false
+		}
+	}
+	dst = append(dst, target...)
+	// Exposed labels are mostly sorted already: an insertion sort is
+	// about one comparison per label.
+	ls := dst[start:]
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && nameLess(ls[j].Name, ls[j-1].Name); j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	return dst, true
+}
+
+// nameLess orders label names, which are never empty, by their first byte
+// before it calls the string comparison.
+func nameLess(a, b string) bool {
+	if a[0] != b[0] {
+		return a[0] < b[0]
+	}
+	return a < b
+}
+
+// appendSeriesText appends the text of the series ls, as the text format
+// writes it, to dst.
+func appendSeriesText(dst []byte, ls labels.Labels) []byte {
+	dst = append(dst, ls.Get(labels.MetricName)...)
+	sep := byte('{')
+	ls.Range(func(l labels.Label) {
+		if l.Name == labels.MetricName {
+			return
+		}
+		dst = append(append(append(dst, sep), l.Name...), `="`...)
+		for i := 0; i < len(l.Value); i++ {
+			switch c := l.Value[i]; c {
+			case '\\', '"':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, `\n`...)
+			default:
+				dst = append(dst, c)
+			}
+		}
+		dst = append(dst, '"')
+		sep = ','
+	})
+	if sep == ',' {
+		dst = append(dst, '}')
+	}
+	return dst
 }
 
 // parseValue reads `value` or `value timestamp`, each as textparse reads

@@ -16,11 +16,11 @@ import (
 
 // parseWithTextparse is parse with every line through textparse: the
 // reference the known-line path must agree with.
-func parseWithTextparse(p *parser, dst *proto.Batch, body []byte, scrapeMillis int64) (int, error) {
+func parseWithTextparse(p *parser, dst *[]proto.LabeledSample, body []byte, scrapeMillis int64) (int, error) {
 	start := p.begin(dst)
 	n, err := p.parseEntries(dst, textparse.NewPromParser(body, p.symbols, false), 0, scrapeMillis)
 	if err != nil {
-		dst.Series = dst.Series[:start]
+		*dst = (*dst)[:start]
 		return 0, err
 	}
 	p.finish(dst, scrapeMillis)
@@ -31,13 +31,13 @@ func parseWithTextparse(p *parser, dst *proto.Batch, body []byte, scrapeMillis i
 // same series, staleness markers included, or the same error.
 func agree(t *testing.T, fast, reference *parser, body []byte, scrapeMillis int64) {
 	t.Helper()
-	var got, want proto.Batch
+	var got, want []proto.LabeledSample
 	gotN, gotErr := fast.parse(&got, body, textType, scrapeMillis)
 	wantN, wantErr := parseWithTextparse(reference, &want, body, scrapeMillis)
 	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || gotN != wantN {
 		t.Fatalf("parse = %d, %v; textparse = %d, %v", gotN, gotErr, wantN, wantErr)
 	}
-	if g, w := samplesThenMarkers(&got), samplesThenMarkers(&want); !slices.Equal(g, w) {
+	if g, w := samplesThenMarkers(asBatch(got)), samplesThenMarkers(asBatch(want)); !slices.Equal(g, w) {
 		t.Fatalf("%d series, textparse %d; first differences:\n%s", len(g), len(w), firstDiff(g, w))
 	}
 }
@@ -179,4 +179,40 @@ func FuzzKnownLines(f *testing.F) {
 		agree(t, fast, reference, second, scrapeAt+1000)
 		agree(t, fast, reference, first, scrapeAt+2000)
 	})
+}
+
+// TestTextLabels: the labels read from a series text are those
+// seriesLabels builds, sorted with the target labels; any text they might
+// not be is refused, and textparse then reads it.
+func TestTextLabels(t *testing.T) {
+	tests := []struct {
+		text string
+		want string // labelsKey of the labels; "" when textLabels reports false
+	}{
+		{`up`, `{__name__="up", instance="10.0.0.1:10250", job="kubelet"}`},
+		{`up{}`, `{__name__="up", instance="10.0.0.1:10250", job="kubelet"}`},
+		{`a{z="1",b="2"}`, `{__name__="a", b="2", instance="10.0.0.1:10250", job="kubelet", z="1"}`},
+		{`a{b="2",}`, `{__name__="a", b="2", instance="10.0.0.1:10250", job="kubelet"}`},
+		{`a{b="",c="3"}`, `{__name__="a", c="3", instance="10.0.0.1:10250", job="kubelet"}`},
+		{`a{B="x y={}"}`, `{B="x y={}", __name__="a", instance="10.0.0.1:10250", job="kubelet"}`},
+		{`a{b="c\"d"}`, ""},     // an escape: textparse unescapes it
+		{`a{job="x"}`, ""},      // renamed exported_job
+		{`a{b="c"}d`, ""},       // text after the braces
+		{`a{b="c"`, ""},         // no closing brace
+		{`a{b=c}`, ""},          // unquoted
+		{`{"a",b="c"}`, ""},     // name in the braces
+		{`a{b="c" ,d="e"}`, ""}, // a space textparse would skip
+	}
+	for _, tt := range tests {
+		got, ok := textLabels(nil, tt.text, testTargetLabels)
+		if tt.want == "" {
+			if ok {
+				t.Errorf("%s: read %s, want false", tt.text, labelsKey(got))
+			}
+			continue
+		}
+		if !ok || labelsKey(got) != tt.want {
+			t.Errorf("%s: %s, %v; want %s", tt.text, labelsKey(got), ok, tt.want)
+		}
+	}
 }

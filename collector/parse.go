@@ -54,12 +54,12 @@ type limits struct {
 	sample, label, labelNameLength, labelValueLength int
 }
 
-// parser turns the scrapes of one target into series. It remembers the
-// labels of every series of the last scrape, keyed by the series text, so
-// that a scrape of series it has seen before, which is nearly every series
-// of a kubelet, builds no labels and allocates nothing per sample. The same
-// memory says which series disappeared: they get a staleness marker. Not
-// safe for concurrent use: each scrape loop owns one.
+// parser turns the scrapes of one target into series. It remembers every
+// series of the last scrape, keyed by the series text, so that a scrape of
+// series it has seen before, which is nearly every series of a kubelet,
+// builds no labels and allocates nothing per sample. The same memory says
+// which series disappeared: they get a staleness marker. Not safe for
+// concurrent use: each scrape loop owns one.
 type parser struct {
 	target []prompb.Label // added to every series, sorted by name
 	opts   parseOptions
@@ -69,13 +69,17 @@ type parser struct {
 	lines, nextLines []knownLine
 	runBuf           []byte // a run of new lines after its TYPE line
 	symbols          *labels.SymbolTable
-	scrape           uint64 // number of the current parse, marks the entries it used
-	lastOK           uint64 // number of the last successful parse; 0 for none since a failure
-	inUse            int    // cache entries the current parse used
-	kept             int    // samples the current parse kept after relabeling
-	lset             labels.Labels
-	lb               *labels.Builder
-	keyBuf           []byte
+	// scrape numbers the parses and marks the entries the current one
+	// used; 32 bits wrap after 136 years of scrapes a second.
+	scrape    uint32
+	lastOK    uint32 // number of the last successful parse; 0 for none since a failure
+	inUse     int    // cache entries the current parse used
+	kept      int    // samples the current parse kept after relabeling
+	lset      labels.Labels
+	lb        *labels.Builder
+	sb        labels.ScratchBuilder
+	keyBuf    []byte
+	labelsBuf []prompb.Label // a new series' text labels, to compare
 
 	// histogramsSkipped counts the native histogram samples of the last
 	// parse, which the batch cannot carry.
@@ -85,16 +89,42 @@ type parser struct {
 	duplicates int
 }
 
+// cachedSeries is a series of the last scrape, and the LabelSet of its
+// samples. A collector keeps tens of thousands of them, so a series keeps
+// one string when it can: its text, from which AppendLabels reads its
+// labels when the encoder needs them, which is when the series of a target
+// change.
 type cachedSeries struct {
-	key  string // the series text, as in the parser's cache
-	line int    // index in the parser's lines
-	// labels are shared by every batch the series is in and never
-	// modified; nil when metric_relabel_configs drop the series.
-	labels   []prompb.Label
-	lastUsed uint64
-	prevUsed uint64 // lastUsed before the current parse touched it
+	// text is the series text, as in the parser's cache: for the text
+	// format, the bytes of its line before the value.
+	text string
+	// labels are the series' labels when textLabels does not read them
+	// from text (escapes, an le or quantile value textparse normalises,
+	// relabeling, a renamed label); nil otherwise.
+	labels *labels.Labels
+	owner  *parser // whose target labels the series has
+	line   int32   // index in the parser's lines
+	// dropped is set when metric_relabel_configs drop the series.
+	dropped bool
+	// comment is set for a comment line of the parser's lines, which is
+	// no series and not in the cache.
+	comment  bool
+	lastUsed uint32
+	prevUsed uint32 // lastUsed before the current parse touched it
 	lastT    int64  // timestamp of the series' last sample
 	prevT    int64  // lastT before the current parse touched it
+}
+
+var _ proto.LabelSet = (*cachedSeries)(nil)
+
+// AppendLabels implements proto.LabelSet.
+func (cs *cachedSeries) AppendLabels(dst []prompb.Label) []prompb.Label {
+	if cs.labels == nil {
+		dst, _ = textLabels(dst, cs.text, cs.owner.target)
+		return dst
+	}
+	cs.labels.Range(func(l labels.Label) { dst = append(dst, prompb.Label{Name: l.Name, Value: l.Value}) })
+	return dst
 }
 
 // newParser returns a parser that adds target to every series and keeps
@@ -119,14 +149,13 @@ func newParserWith(target []prompb.Label, opts parseOptions) *parser {
 // Any error fails the whole body: dst is then left as it was, because a
 // partial scrape would look like series that disappeared.
 //
-// The series share their label slices with the parser's cache and reuse the
-// sample slices already in dst's spare capacity; they are valid until dst is
-// next filled.
-func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrapeMillis int64) (n int, err error) {
+// The samples' label sets are the parser's cached series: the encoder
+// tells a scrape of the same series as the last by them.
+func (p *parser) parse(dst *[]proto.LabeledSample, body []byte, contentType string, scrapeMillis int64) (n int, err error) {
 	start := p.begin(dst)
 	defer func() {
 		if err != nil {
-			dst.Series = dst.Series[:start]
+			*dst = (*dst)[:start]
 			clear(p.nextLines[:cap(p.nextLines)])
 		}
 	}()
@@ -151,7 +180,7 @@ func (p *parser) parse(dst *proto.Batch, body []byte, contentType string, scrape
 
 // parseEntries appends the samples of tp to dst; n counts the samples of
 // the body read so far.
-func (p *parser) parseEntries(dst *proto.Batch, tp textparse.Parser, n int, scrapeMillis int64) (int, error) {
+func (p *parser) parseEntries(dst *[]proto.LabeledSample, tp textparse.Parser, n int, scrapeMillis int64) (int, error) {
 	for {
 		entry, err := tp.Next()
 		if errors.Is(err, io.EOF) {
@@ -172,12 +201,10 @@ func (p *parser) parseEntries(dst *proto.Batch, tp textparse.Parser, n int, scra
 		cs := p.cache[string(key)] // no allocation: the compiler keeps the bytes
 		if cs == nil {
 			tp.Labels(&p.lset)
-			lbls, err := p.seriesLabels(p.lset)
-			if err != nil {
+			var err error
+			if cs, err = p.newSeries(string(key), p.lset); err != nil {
 				return n, fmt.Errorf("after %d samples: %w", n, err)
 			}
-			cs = &cachedSeries{key: string(key), labels: lbls}
-			p.cache[cs.key] = cs
 		}
 		n++
 		t := int64(0)
@@ -193,23 +220,22 @@ func (p *parser) parseEntries(dst *proto.Batch, tp textparse.Parser, n int, scra
 // parseSamples is parse for sources that are not the text format
 // (/stats/summary, kube-proxy's /healthz): samples already have labels.
 // A TimestampMs of 0 is no timestamp.
-func (p *parser) parseSamples(dst *proto.Batch, samples []summary.Sample, scrapeMillis int64) (n int, err error) {
+func (p *parser) parseSamples(dst *[]proto.LabeledSample, samples []summary.Sample, scrapeMillis int64) (n int, err error) {
 	start := p.begin(dst)
 	for _, s := range samples {
-		p.keyBuf = s.Labels.Bytes(p.keyBuf)
+		// Keyed by their text, as in the text format, so that a series
+		// keeps one string.
+		p.keyBuf = appendSeriesText(p.keyBuf[:0], s.Labels)
 		cs := p.cache[string(p.keyBuf)]
 		if cs == nil {
-			lbls, err := p.seriesLabels(s.Labels)
-			if err != nil {
-				dst.Series = dst.Series[:start]
+			if cs, err = p.newSeries(string(p.keyBuf), s.Labels); err != nil {
+				*dst = (*dst)[:start]
 				return 0, fmt.Errorf("after %d samples: %w", n, err)
 			}
-			cs = &cachedSeries{labels: lbls}
-			p.cache[string(p.keyBuf)] = cs
 		}
 		n++
 		if err := p.append(dst, cs, s.Value, s.TimestampMs, scrapeMillis); err != nil {
-			dst.Series = dst.Series[:start]
+			*dst = (*dst)[:start]
 			return 0, err
 		}
 	}
@@ -217,17 +243,17 @@ func (p *parser) parseSamples(dst *proto.Batch, samples []summary.Sample, scrape
 	return n, nil
 }
 
-func (p *parser) begin(dst *proto.Batch) int {
+func (p *parser) begin(dst *[]proto.LabeledSample) int {
 	p.scrape++
 	p.inUse = 0
 	p.kept = 0
 	p.histogramsSkipped = 0
 	p.duplicates = 0
-	return len(dst.Series)
+	return len(*dst)
 }
 
 // append adds one sample of series cs; ts 0 is no timestamp.
-func (p *parser) append(dst *proto.Batch, cs *cachedSeries, v float64, ts, scrapeMillis int64) error {
+func (p *parser) append(dst *[]proto.LabeledSample, cs *cachedSeries, v float64, ts, scrapeMillis int64) error {
 	if cs.lastUsed == p.scrape {
 		p.duplicates++
 		return nil
@@ -235,8 +261,8 @@ func (p *parser) append(dst *proto.Batch, cs *cachedSeries, v float64, ts, scrap
 	cs.prevUsed, cs.lastUsed = cs.lastUsed, p.scrape
 	cs.prevT = cs.lastT
 	p.inUse++
-	if cs.labels == nil {
-		return nil // dropped by metric_relabel_configs
+	if cs.dropped {
+		return nil
 	}
 	if lim := p.opts.limits.sample; lim > 0 && p.kept >= lim {
 		return &limitError{reason: reasonSampleLimit, err: fmt.Errorf("sample_limit exceeded: more than %d samples (limit %d)", lim, lim)}
@@ -247,7 +273,7 @@ func (p *parser) append(dst *proto.Batch, cs *cachedSeries, v float64, ts, scrap
 		t = ts
 	}
 	cs.lastT = t
-	appendSample(dst, cs.labels, v, t)
+	appendSample(dst, cs, v, t)
 	return nil
 }
 
@@ -255,14 +281,14 @@ func (p *parser) append(dst *proto.Batch, cs *cachedSeries, v float64, ts, scrap
 // the last successful scrape that this one did not have, as Prometheus
 // writes them, and the cache forgets those series, so that it holds one
 // scrape's series and not every series ever served.
-func (p *parser) finish(dst *proto.Batch, scrapeMillis int64) {
+func (p *parser) finish(dst *[]proto.LabeledSample, scrapeMillis int64) {
 	if len(p.cache) != p.inUse {
 		for k, cs := range p.cache {
 			if cs.lastUsed == p.scrape {
 				continue
 			}
-			if cs.lastUsed == p.lastOK && p.lastOK != 0 && cs.labels != nil {
-				appendSample(dst, cs.labels, staleNaN, staleTime(cs, scrapeMillis))
+			if cs.lastUsed == p.lastOK && p.lastOK != 0 && !cs.dropped {
+				appendSample(dst, cs, staleNaN, staleTime(cs, scrapeMillis))
 			}
 			delete(p.cache, k)
 		}
@@ -273,7 +299,7 @@ func (p *parser) finish(dst *proto.Batch, scrapeMillis int64) {
 // staleAll appends a staleness marker at t for every series of the last
 // successful scrape and forgets them: the target failed or is gone, and a
 // query must not see its series for five more minutes.
-func (p *parser) staleAll(dst *proto.Batch, t int64) int {
+func (p *parser) staleAll(dst *[]proto.LabeledSample, t int64) int {
 	n := 0
 	for _, cs := range p.cache {
 		// A failed parse may have touched the series: what was published
@@ -282,8 +308,8 @@ func (p *parser) staleAll(dst *proto.Batch, t int64) int {
 		if used == p.scrape && p.scrape != p.lastOK {
 			used, lastT = cs.prevUsed, cs.prevT
 		}
-		if p.lastOK != 0 && used == p.lastOK && cs.labels != nil {
-			appendSample(dst, cs.labels, staleNaN, max(t, lastT+1))
+		if p.lastOK != 0 && used == p.lastOK && !cs.dropped {
+			appendSample(dst, cs, staleNaN, max(t, lastT+1))
 			n++
 		}
 	}
@@ -311,6 +337,33 @@ type limitError struct {
 
 func (e *limitError) Error() string { return e.err.Error() }
 func (e *limitError) Unwrap() error { return e.err }
+
+// newSeries caches the series of text, whose labels textparse read as
+// lset, and keeps its final labels only when textLabels does not read the
+// same from text.
+func (p *parser) newSeries(text string, lset labels.Labels) (*cachedSeries, error) {
+	final, err := p.seriesLabels(lset)
+	if err != nil {
+		return nil, err
+	}
+	cs := &cachedSeries{text: text, owner: p, dropped: final == nil}
+	if !cs.dropped {
+		var ok bool
+		p.labelsBuf, ok = textLabels(p.labelsBuf[:0], text, p.target)
+		if !ok || !slices.EqualFunc(p.labelsBuf, final, sameLabel) {
+			p.sb.Reset()
+			for _, l := range final {
+				p.sb.Add(l.Name, l.Value)
+			}
+			cs.labels = new(p.sb.Labels())
+		}
+		clear(p.labelsBuf) // the strings of a series the cache may drop
+	}
+	p.cache[text] = cs
+	return cs, nil
+}
+
+func sameLabel(a, b prompb.Label) bool { return a.Name == b.Name && a.Value == b.Value }
 
 // seriesLabels builds the labels of a new series with the target labels
 // added, applies metric_relabel_configs and the label limits, and rejects
@@ -415,18 +468,9 @@ func labelIndex(ls []prompb.Label, name string) int {
 	return -1
 }
 
-// appendSample appends a one-sample series to b, reusing the sample slice of
-// the slot when b already had one there from an earlier scrape.
-func appendSample(b *proto.Batch, lbls []prompb.Label, v float64, t int64) {
-	s := prompb.Sample{Value: v, Timestamp: t}
-	n := len(b.Series)
-	if n == cap(b.Series) {
-		b.Series = append(b.Series, prompb.TimeSeries{Labels: lbls, Samples: []prompb.Sample{s}})
-		return
-	}
-	b.Series = b.Series[:n+1]
-	ts := &b.Series[n]
-	*ts = prompb.TimeSeries{Labels: lbls, Samples: append(ts.Samples[:0], s)}
+// appendSample appends a sample of the series ls to dst.
+func appendSample(dst *[]proto.LabeledSample, ls proto.LabelSet, v float64, t int64) {
+	*dst = append(*dst, proto.LabeledSample{Labels: ls, Value: v, Timestamp: t})
 }
 
 // truncate shortens s to at most n bytes plus an ellipsis, on a rune

@@ -38,6 +38,18 @@ func sampleText(b *proto.Batch) []string {
 	return out
 }
 
+// asBatch returns samples in the wire form the encoder writes them in.
+func asBatch(samples []proto.LabeledSample) *proto.Batch {
+	b := &proto.Batch{}
+	for _, s := range samples {
+		b.Series = append(b.Series, prompb.TimeSeries{
+			Labels:  s.Labels.AppendLabels(nil),
+			Samples: []prompb.Sample{{Value: s.Value, Timestamp: s.Timestamp}},
+		})
+	}
+	return b
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -146,21 +158,21 @@ func TestParse(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newParser(testTargetLabels)
-			var b proto.Batch
-			n, err := p.parse(&b, []byte(tt.in), tt.contentType, scrapeAt)
+			var samples []proto.LabeledSample
+			n, err := p.parse(&samples, []byte(tt.in), tt.contentType, scrapeAt)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("parse = %v, want an error containing %q", err, tt.wantErr)
 				}
-				if n != 0 || len(b.Series) != 0 {
-					t.Fatalf("failed parse left %d series (n=%d)", len(b.Series), n)
+				if n != 0 || len(samples) != 0 {
+					t.Fatalf("failed parse left %d series (n=%d)", len(samples), n)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
-			if got := sampleText(&b); !slices.Equal(got, tt.want) || n != len(tt.want) {
+			if got := sampleText(asBatch(samples)); !slices.Equal(got, tt.want) || n != len(tt.want) {
 				t.Fatalf("parse = %d\n%s\nwant\n%s", n, strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
@@ -171,7 +183,7 @@ func TestParse(t *testing.T) {
 // of a huge bad line.
 func TestParseErrorsAreShort(t *testing.T) {
 	long := "a{x=\"" + strings.Repeat("y", 1<<20) + "\" 1\n"
-	_, err := newParser(testTargetLabels).parse(&proto.Batch{}, []byte(long), textType, scrapeAt)
+	_, err := newParser(testTargetLabels).parse(new([]proto.LabeledSample), []byte(long), textType, scrapeAt)
 	if err == nil || len(err.Error()) > 2*maxErrorText {
 		t.Fatalf("error of %d bytes: %.300v", len(err.Error()), err)
 	}
@@ -182,11 +194,11 @@ func TestParseErrorsAreShort(t *testing.T) {
 // the batch and the cache as they were.
 func TestParseCacheFollowsTheTarget(t *testing.T) {
 	p := newParser(testTargetLabels)
-	var b proto.Batch
+	var b []proto.LabeledSample
 	scrape := func(text string, at int64) ([]string, error) {
-		b.Reset()
+		b = b[:0]
 		_, err := p.parse(&b, []byte(text), textType, at)
-		return sampleText(&b), err
+		return sampleText(asBatch(b)), err
 	}
 	first, err := scrape("a{x=\"1\"} 1\na{x=\"2\"} 2\nb 3\n", 1000)
 	if err != nil {
@@ -206,7 +218,7 @@ func TestParseCacheFollowsTheTarget(t *testing.T) {
 	if !slices.Equal(second, want) {
 		t.Fatalf("second scrape:\n%s\nwant\n%s\n(first was %v)", strings.Join(second, "\n"), strings.Join(want, "\n"), first)
 	}
-	if v := b.Series[3].Samples[0].Value; !value.IsStaleNaN(v) {
+	if v := b[3].Value; !value.IsStaleNaN(v) {
 		t.Errorf("marker is %x, not Prometheus's StaleNaN", math.Float64bits(v))
 	}
 	if len(p.cache) != 3 {
@@ -215,13 +227,13 @@ func TestParseCacheFollowsTheTarget(t *testing.T) {
 
 	// A failed scrape: nothing appended to a batch that already has series,
 	// and the cache keeps the last good scrape's series.
-	b.Reset()
-	appendSample(&b, testTargetLabels, 1, 1)
+	b = b[:0]
+	appendSample(&b, new(proto.FixedLabels(testTargetLabels)), 1, 1)
 	if _, err := p.parse(&b, []byte("d 1\na{x=\"2\"} 20\nbroken{\n"), textType, 3000); err == nil {
 		t.Fatal("no error for a broken scrape")
 	}
-	if len(b.Series) != 1 {
-		t.Fatalf("failed parse left %d series, want the 1 that was there", len(b.Series))
+	if len(b) != 1 {
+		t.Fatalf("failed parse left %d series, want the 1 that was there", len(b))
 	}
 	if _, ok := p.cache[`c`]; !ok {
 		t.Error("a failed scrape evicted a series of the last good one")
@@ -274,26 +286,27 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, ct uint8) {
 		contentType := contentTypes[int(ct)%len(contentTypes)]
 		p := newParser(testTargetLabels)
-		var first proto.Batch
-		n, err := p.parse(&first, body, contentType, scrapeAt)
+		var samples []proto.LabeledSample
+		n, err := p.parse(&samples, body, contentType, scrapeAt)
 		if err != nil {
-			if len(first.Series) != 0 || n != 0 {
-				t.Fatalf("error %v left %d series", err, len(first.Series))
+			if len(samples) != 0 || n != 0 {
+				t.Fatalf("error %v left %d series", err, len(samples))
 			}
 			if msg := err.Error(); msg == "" || len(msg) > 4*maxErrorText {
 				t.Fatalf("error of %d bytes: %.2000q", len(msg), msg)
 			}
 			return
 		}
-		if n != len(first.Series) {
-			t.Fatalf("parse returned %d, appended %d series", n, len(first.Series))
+		if n != len(samples) {
+			t.Fatalf("parse returned %d, appended %d series", n, len(samples))
 		}
+		first := asBatch(samples)
 		for _, ts := range first.Series {
 			checkValidSeries(t, ts)
 		}
-		want := sampleText(&first)
+		want := sampleText(first)
 
-		payload, err := proto.DefaultEncoding.Append(nil, &first)
+		payload, err := new(proto.BlockEncoder).AppendSamples(nil, samples)
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}
@@ -305,11 +318,11 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("encode and decode changed the series:\n%v\nwant\n%v", got, want)
 		}
 
-		var again proto.Batch
+		var again []proto.LabeledSample
 		if _, err := p.parse(&again, body, contentType, scrapeAt); err != nil {
 			t.Fatalf("second parse of the same body: %v", err)
 		}
-		if got := sampleText(&again); !slices.Equal(got, want) {
+		if got := sampleText(asBatch(again)); !slices.Equal(got, want) {
 			t.Fatalf("second parse from the cache differs:\n%v\nwant\n%v", got, want)
 		}
 	})
@@ -379,8 +392,7 @@ func TestParseEveryCapture(t *testing.T) {
 	for _, name := range textCaptures {
 		t.Run(name, func(t *testing.T) {
 			body := fixtures.Read(name)
-			var b proto.Batch
-			n, err := newParser(testTargetLabels).parse(&b, body, textType, scrapeAt)
+			n, err := newParser(testTargetLabels).parse(new([]proto.LabeledSample), body, textType, scrapeAt)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/weirmetrics/weir/proto"
@@ -71,8 +72,9 @@ func reasonOf(err error) string {
 // errBodyTooLarge is returned when a body exceeds the body limit.
 var errBodyTooLarge = errors.New("body too large")
 
-// scraper fetches one target. It keeps its connection, its body buffer and
-// its gzip reader from one scrape to the next. Not safe for concurrent use.
+// scraper fetches one target. It keeps its connection from one scrape to
+// the next, and the size of its last body, which sizes the next body
+// buffer. Not safe for concurrent use.
 type scraper struct {
 	url          string
 	tokenFile    string
@@ -90,9 +92,19 @@ type scraper struct {
 	// no I/O; a CA file that cannot be read yet is tried again next scrape.
 	transport *http.Transport
 	client    *http.Client
-	body      bytes.Buffer
-	gzipBuf   *bufio.Reader
-	gzip      *gzip.Reader
+	body      bytes.Buffer // until release
+	lastBody  int          // length of the last body read whole
+	gzip      *gzipReader  // until release
+}
+
+// gzipReaders are the gzip readers of the scrapers, reused: a target is
+// scraped for milliseconds every interval, and a reader holds about 40 KB
+// of decompression state.
+var gzipReaders sync.Pool // of *gzipReader
+
+type gzipReader struct {
+	buf *bufio.Reader
+	gz  *gzip.Reader
 }
 
 func newScraper(t target) *scraper {
@@ -115,8 +127,8 @@ func (s *scraper) close() {
 }
 
 // fetch GETs the target within the scrape timeout and returns the body,
-// decompressed, and its Content-Type. The body is valid until the next
-// fetch. Errors are *scrapeError.
+// decompressed, and its Content-Type. The body is valid until release.
+// Errors are *scrapeError.
 func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, err error) {
 	if s.client == nil {
 		tr, err := newTransport(s.tls, s.idleTimeout)
@@ -181,37 +193,51 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 	if n > s.maxBodyBytes {
 		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: more than body_size_limit %d bytes", errBodyTooLarge, s.maxBodyBytes))
 	}
+	s.lastBody = s.body.Len()
 	return s.body.Bytes(), resp.Header.Get("Content-Type"), nil
 }
 
-// gunzip returns the reused gzip reader reading body.
+// gunzip returns a reused gzip reader reading body.
 func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
-	if s.gzip == nil {
-		s.gzipBuf = bufio.NewReader(body)
-		gz, err := gzip.NewReader(s.gzipBuf)
+	z, _ := gzipReaders.Get().(*gzipReader)
+	if z == nil {
+		buf := bufio.NewReader(body)
+		gz, err := gzip.NewReader(buf)
 		if err != nil {
 			return nil, err
 		}
-		s.gzip = gz
+		s.gzip = &gzipReader{buf: buf, gz: gz}
 		return gz, nil
 	}
-	s.gzipBuf.Reset(body)
-	return s.gzip, s.gzip.Reset(s.gzipBuf)
+	s.gzip = z
+	z.buf.Reset(body)
+	return z.gz, z.gz.Reset(z.buf)
 }
 
 // resetBody empties the body buffer and sizes it for a body a little
 // larger than the last one. A kubelet answers gzipped or chunked, with no
 // Content-Length to size the buffer by, so reading grows it by doubling,
-// up to twice the body: such a buffer is replaced by one of the size the
-// target needs, and one huge answer does not pin its memory either.
+// up to twice the body: a buffer sized by the last body is allocated once,
+// and one huge answer does not pin its memory either.
 func (s *scraper) resetBody() {
-	last := s.body.Len()
-	want := last + last/bodyRoom
-	if s.body.Cap() > want+want/2 {
+	want := s.lastBody + s.lastBody/bodyRoom
+	if c := s.body.Cap(); c < want || c > want+want/2 {
 		s.body = *bytes.NewBuffer(make([]byte, 0, want))
 		return
 	}
 	s.body.Reset()
+}
+
+// release lets the body buffer go, and gives the gzip reader back, once
+// the body is parsed. A target is scraped for milliseconds every interval:
+// its buffer, as large as its answers, would otherwise stay in the heap in
+// between, and the heap goal of the collector would be twice that.
+func (s *scraper) release() {
+	s.body = bytes.Buffer{}
+	if s.gzip != nil {
+		gzipReaders.Put(s.gzip)
+		s.gzip = nil
+	}
 }
 
 // readToken reads a bearer token file. It is read at every scrape, so that

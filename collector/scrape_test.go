@@ -14,7 +14,8 @@ import (
 // TestBodyBufferFollowsTheTarget checks that a target answering without
 // Content-Length, as a kubelet does, costs a buffer about the size of its
 // answer, not the twice that reading it grew, and that a buffer follows
-// the answers down when they shrink.
+// the answers down when they shrink; and that it is let go once the body
+// is parsed.
 func TestBodyBufferFollowsTheTarget(t *testing.T) {
 	var size atomic.Int64
 	size.Store(1 << 20)
@@ -44,5 +45,13 @@ func TestBodyBufferFollowsTheTarget(t *testing.T) {
 	fetch()
 	if n := int(size.Load()); s.body.Cap() > n+n/bodyRoom {
 		t.Errorf("buffer of %d bytes once answers shrank to %d", s.body.Cap(), n)
+	}
+	s.release()
+	if s.body.Cap() != 0 {
+		t.Errorf("released scraper holds a buffer of %d bytes", s.body.Cap())
+	}
+	fetch()
+	if n := int(size.Load()); s.body.Cap() < n || s.body.Cap() > n+n/bodyRoom {
+		t.Errorf("buffer of %d bytes after a release, for answers of %d", s.body.Cap(), n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
@@ -35,7 +36,7 @@ func TestLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newParserWith(testTargetLabels, parseOptions{honorTimestamps: true, limits: tt.limits})
-			var b proto.Batch
+			var b []proto.LabeledSample
 			_, err := p.parse(&b, body, textType, scrapeAt)
 			le, ok := errors.AsType[*limitError](err)
 			if !ok {
@@ -44,16 +45,15 @@ func TestLimits(t *testing.T) {
 			if le.reason != tt.wantReason || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("err = %q (reason %s), want %q (reason %s)", err, le.reason, tt.wantMsg, tt.wantReason)
 			}
-			if len(b.Series) != 0 {
-				t.Errorf("a failed scrape kept %d series", len(b.Series))
+			if len(b) != 0 {
+				t.Errorf("a failed scrape kept %d series", len(b))
 			}
 		})
 		t.Run(tt.name+" not reached", func(t *testing.T) {
 			lim := tt.limits
 			lim.sample, lim.label, lim.labelNameLength, lim.labelValueLength = lim.sample*2, lim.label*2, lim.labelNameLength*2, lim.labelValueLength*2
 			p := newParserWith(testTargetLabels, parseOptions{honorTimestamps: true, limits: lim})
-			var b proto.Batch
-			if n, err := p.parse(&b, body, textType, scrapeAt); err != nil || n != 3 {
+			if n, err := p.parse(new([]proto.LabeledSample), body, textType, scrapeAt); err != nil || n != 3 {
 				t.Fatalf("parse = %d, %v; want 3 samples", n, err)
 			}
 		})
@@ -87,11 +87,12 @@ metric_relabel_configs:
 		t.Fatal(errs)
 	}
 	p := newParserWith(testTargetLabels, parseOptions{honorTimestamps: true, relabel: opts.MetricRelabelConfigs})
-	var b proto.Batch
-	n, err := p.parse(&b, fixtures.Read(fixtures.Cadvisor135), textType, scrapeAt)
+	var samples []proto.LabeledSample
+	n, err := p.parse(&samples, fixtures.Read(fixtures.Cadvisor135), textType, scrapeAt)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := asBatch(samples)
 	if n != 4621 {
 		t.Errorf("scraped %d samples, want the capture's 4621 (before relabeling)", n)
 	}
@@ -130,7 +131,7 @@ func TestHonorTimestamps(t *testing.T) {
 	body := []byte("c 1 1500\nd 2\n")
 	for _, honor := range []bool{true, false} {
 		p := newParserWith(testTargetLabels, parseOptions{honorTimestamps: honor})
-		var b proto.Batch
+		var b []proto.LabeledSample
 		if _, err := p.parse(&b, body, textType, 2000); err != nil {
 			t.Fatal(err)
 		}
@@ -138,10 +139,10 @@ func TestHonorTimestamps(t *testing.T) {
 		if !honor {
 			want = 2000
 		}
-		if got := b.Series[0].Samples[0].Timestamp; got != want {
+		if got := b[0].Timestamp; got != want {
 			t.Errorf("honor_timestamps %v: c at %d, want %d", honor, got, want)
 		}
-		if got := b.Series[1].Samples[0].Timestamp; got != 2000 {
+		if got := b[1].Timestamp; got != 2000 {
 			t.Errorf("honor_timestamps %v: d at %d, want the scrape time", honor, got)
 		}
 	}
@@ -151,11 +152,11 @@ func TestHonorTimestamps(t *testing.T) {
 // good one stale once; the next good scrape starts afresh.
 func TestStalenessAfterFailure(t *testing.T) {
 	p := newParser(testTargetLabels)
-	var b proto.Batch
+	var b []proto.LabeledSample
 	if _, err := p.parse(&b, []byte("a 1\nb 2 900\n"), textType, 1000); err != nil {
 		t.Fatal(err)
 	}
-	b.Reset()
+	b = b[:0]
 	// The broken body touches a before failing: a must still be marked.
 	if _, err := p.parse(&b, []byte("a 1\nbroken{\n"), textType, 2000); err == nil {
 		t.Fatal("no error")
@@ -163,7 +164,7 @@ func TestStalenessAfterFailure(t *testing.T) {
 	if n := p.staleAll(&b, 2000); n != 2 {
 		t.Fatalf("staleAll marked %d series, want 2", n)
 	}
-	got := sampleText(&b)
+	got := sampleText(asBatch(b))
 	slices.Sort(got)
 	want := []string{
 		`{__name__="a", instance="10.0.0.1:10250", job="kubelet"} NaN @2000`,
@@ -172,19 +173,19 @@ func TestStalenessAfterFailure(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("stale markers:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	for _, ts := range b.Series {
-		if !value.IsStaleNaN(ts.Samples[0].Value) {
-			t.Fatalf("%x is not StaleNaN", math.Float64bits(ts.Samples[0].Value))
+	for _, s := range b {
+		if !value.IsStaleNaN(s.Value) {
+			t.Fatalf("%x is not StaleNaN", math.Float64bits(s.Value))
 		}
 	}
 	// A second failure has nothing left to mark.
-	b.Reset()
-	if n := p.staleAll(&b, 3000); n != 0 || len(b.Series) != 0 {
+	b = b[:0]
+	if n := p.staleAll(&b, 3000); n != 0 || len(b) != 0 {
 		t.Fatalf("second failure marked %d series", n)
 	}
 	// The next good scrape has no marker for a series it does not have.
-	if _, err := p.parse(&b, []byte("a 5\n"), textType, 4000); err != nil || len(b.Series) != 1 {
-		t.Fatalf("parse after failure: %v, %d series", err, len(b.Series))
+	if _, err := p.parse(&b, []byte("a 5\n"), textType, 4000); err != nil || len(b) != 1 {
+		t.Fatalf("parse after failure: %v, %d series", err, len(b))
 	}
 }
 
@@ -192,11 +193,11 @@ func TestStalenessAfterFailure(t *testing.T) {
 // a scraped label of that name is data and stays as it was.
 func TestIdentityLabelsStayPlainLabels(t *testing.T) {
 	p := newParser(testTargetLabels)
-	var b proto.Batch
+	var b []proto.LabeledSample
 	if _, err := p.parse(&b, []byte(`m{cluster="evil",node="other",__subject__="x"} 1`+"\n"), textType, scrapeAt); err != nil {
 		t.Fatal(err)
 	}
-	m := labelMap(b.Series[0].Labels)
+	m := labelMap(b[0].Labels.AppendLabels(nil))
 	if m["cluster"] != "evil" || m["node"] != "other" {
 		t.Errorf("labels = %v; cluster and node must stay as scraped, plain labels", m)
 	}
@@ -268,14 +269,24 @@ func TestSummaryThroughParser(t *testing.T) {
 			}
 			samples := s.Append(nil)
 			p := newParser(testTargetLabels)
-			var b proto.Batch
-			n, err := p.parseSamples(&b, samples, scrapeAt)
-			if err != nil || n != len(samples) || len(b.Series) != n {
-				t.Fatalf("parseSamples = %d, %v; %d series; want %d", n, err, len(b.Series), len(samples))
+			var parsed []proto.LabeledSample
+			n, err := p.parseSamples(&parsed, samples, scrapeAt)
+			if err != nil || n != len(samples) || len(parsed) != n {
+				t.Fatalf("parseSamples = %d, %v; %d series; want %d", n, err, len(parsed), len(samples))
 			}
+			b := asBatch(parsed)
 			stamped := 0
-			for _, ts := range b.Series {
+			for i, ts := range b.Series {
 				checkValidSeries(t, ts)
+				// The series are keyed by their text, and their labels
+				// read back from it: they must be the sample's.
+				want := labels.NewBuilder(samples[i].Labels)
+				for _, l := range testTargetLabels {
+					want.Set(l.Name, l.Value)
+				}
+				if got := labelsKey(ts.Labels); got != want.Labels().String() {
+					t.Fatalf("series %d is %s, want %s", i, got, want.Labels())
+				}
 				if ts.Samples[0].Timestamp != scrapeAt {
 					stamped++
 				}
@@ -284,5 +295,28 @@ func TestSummaryThroughParser(t *testing.T) {
 				t.Errorf("only %d of %d samples carry the summary's own time", stamped, n)
 			}
 		})
+	}
+}
+
+// TestSamplesWithQuotesInValues: samples of the JSON sources are keyed by
+// their text, escaped as the text format escapes it, so that a value with
+// quotes cannot pass for other labels.
+func TestSamplesWithQuotesInValues(t *testing.T) {
+	samples := []summary.Sample{
+		{Labels: labels.FromStrings(labels.MetricName, "m", "a", `x",b="y`), Value: 1},
+		{Labels: labels.FromStrings(labels.MetricName, "m", "a", "x", "b", "y"), Value: 2},
+		{Labels: labels.FromStrings(labels.MetricName, "m", "a", "back\\slash\nnewline"), Value: 3},
+	}
+	var parsed []proto.LabeledSample
+	if n, err := newParser(testTargetLabels).parseSamples(&parsed, samples, scrapeAt); err != nil || n != 3 {
+		t.Fatalf("parseSamples = %d, %v", n, err)
+	}
+	want := []string{
+		`{__name__="m", a="x\",b=\"y", instance="10.0.0.1:10250", job="kubelet"} 1 @1700000000000`,
+		`{__name__="m", a="x", b="y", instance="10.0.0.1:10250", job="kubelet"} 2 @1700000000000`,
+		`{__name__="m", a="back\\slash\nnewline", instance="10.0.0.1:10250", job="kubelet"} 3 @1700000000000`,
+	}
+	if got := sampleText(asBatch(parsed)); !slices.Equal(got, want) {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -174,21 +174,26 @@ type Chunk struct {
 // publish (and a buffer while NATS is away) holds it until the server
 // acknowledged it; the encoder's worst-case scratch space stays in a pool.
 func EncodeChunks(enc Encoding, series []prompb.TimeSeries, maxBytes int) ([]Chunk, error) {
-	return appendChunks(nil, enc, series, maxBytes)
+	encode := func(dst []byte, series []prompb.TimeSeries) ([]byte, error) {
+		return enc.Append(dst, &Batch{Series: series})
+	}
+	samples := func(series []prompb.TimeSeries) int { return (&Batch{Series: series}).Samples() }
+	return appendChunks(nil, encode, samples, series, maxBytes)
 }
 
 // chunkPool holds the scratch buffers payloads are encoded into.
 var chunkPool = sync.Pool{New: func() any { return new([]byte) }}
 
-func appendChunks(out []Chunk, enc Encoding, series []prompb.TimeSeries, maxBytes int) ([]Chunk, error) {
-	b := Batch{Series: series}
+// appendChunks appends to out the payloads of series, which encode writes
+// and which hold samples(series) samples, as EncodeChunks cuts them.
+func appendChunks[S any](out []Chunk, encode func(dst []byte, series []S) ([]byte, error), samples func([]S) int, series []S, maxBytes int) ([]Chunk, error) {
 	bufp := chunkPool.Get().(*[]byte)
-	payload, err := enc.Append((*bufp)[:0], &b)
+	payload, err := encode((*bufp)[:0], series)
 	var chunk Chunk
 	if err == nil && len(payload) <= maxBytes {
 		exact := make([]byte, len(payload))
 		copy(exact, payload)
-		chunk = Chunk{Payload: exact, Samples: b.Samples()}
+		chunk = Chunk{Payload: exact, Samples: samples(series)}
 	}
 	size := len(payload)
 	if cap(payload) <= MaxDecodedBytes {
@@ -204,8 +209,8 @@ func appendChunks(out []Chunk, enc Encoding, series []prompb.TimeSeries, maxByte
 		return out, fmt.Errorf("%w: %d bytes, limit %d", ErrChunkTooLarge, size, maxBytes)
 	}
 	mid := len(series) / 2
-	if out, err = appendChunks(out, enc, series[:mid], maxBytes); err != nil {
+	if out, err = appendChunks(out, encode, samples, series[:mid], maxBytes); err != nil {
 		return out, err
 	}
-	return appendChunks(out, enc, series[mid:], maxBytes)
+	return appendChunks(out, encode, samples, series[mid:], maxBytes)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/prometheus/prompb"
@@ -93,9 +92,12 @@ type blockState struct {
 	raw     []byte
 	refs    map[string]uint32
 	symbols []string
-	names   []uint32
-	values  []uint32
-	floats  []uint64
+	counts  []uint32 // labels per series
+	// countsAt is where writeLabels wrote the counts column in raw.
+	countsAt int
+	names    []uint32
+	values   []uint32
+	floats   []uint64
 }
 
 func (s *blockState) symbol(v string) uint32 {
@@ -117,37 +119,52 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 
 // appendLabels appends the columns of a block up to the label values.
 func (s *blockState) appendLabels(raw []byte, b *Batch) []byte {
+	s.startLabels()
+	var prev []prompb.Label
+	for i := range b.Series {
+		ls := b.Series[i].Labels
+		s.addLabels(ls, prev)
+		prev = ls
+	}
+	return s.writeLabels(raw)
+}
+
+// startLabels empties the label columns for a new block.
+func (s *blockState) startLabels() {
 	if s.refs == nil {
 		s.refs = make(map[string]uint32)
 	}
 	clear(s.refs)
-	s.symbols, s.names, s.values = s.symbols[:0], s.names[:0], s.values[:0]
+	s.symbols, s.counts, s.names, s.values = s.symbols[:0], s.counts[:0], s.names[:0], s.values[:0]
+}
 
+// addLabels adds the labels of the next series to the label columns; prev
+// are those of the series before it.
+func (s *blockState) addLabels(ls, prev []prompb.Label) {
 	// Neighbouring series mostly share label names and many values (same
 	// metric, same pod): reusing the previous series' ref at the same
 	// position skips most map lookups.
-	var prev []prompb.Label
-	prevRefs := 0
-	for i := range b.Series {
-		ls := b.Series[i].Labels
-		for j, l := range ls {
-			var name, value uint32
-			if j < len(prev) && prev[j].Name == l.Name {
-				name = s.names[prevRefs+j]
-			} else {
-				name = s.symbol(l.Name)
-			}
-			if j < len(prev) && prev[j].Value == l.Value {
-				value = s.values[prevRefs+j]
-			} else {
-				value = s.symbol(l.Value)
-			}
-			s.names = append(s.names, name)
-			s.values = append(s.values, value)
+	prevRefs := len(s.names) - len(prev)
+	for j, l := range ls {
+		var name, value uint32
+		if j < len(prev) && prev[j].Name == l.Name {
+			name = s.names[prevRefs+j]
+		} else {
+			name = s.symbol(l.Name)
 		}
-		prev, prevRefs = ls, len(s.names)-len(ls)
+		if j < len(prev) && prev[j].Value == l.Value {
+			value = s.values[prevRefs+j]
+		} else {
+			value = s.symbol(l.Value)
+		}
+		s.names = append(s.names, name)
+		s.values = append(s.values, value)
 	}
+	s.counts = append(s.counts, uint32(len(ls)))
+}
 
+// writeLabels appends the label columns added since startLabels to raw.
+func (s *blockState) writeLabels(raw []byte) []byte {
 	raw = append(raw, blockVersion)
 	raw = binary.AppendUvarint(raw, uint64(len(s.symbols)))
 	for _, sym := range s.symbols {
@@ -156,9 +173,10 @@ func (s *blockState) appendLabels(raw []byte, b *Batch) []byte {
 	for _, sym := range s.symbols {
 		raw = append(raw, sym...)
 	}
-	raw = binary.AppendUvarint(raw, uint64(len(b.Series)))
-	for i := range b.Series {
-		raw = binary.AppendUvarint(raw, uint64(len(b.Series[i].Labels)))
+	raw = binary.AppendUvarint(raw, uint64(len(s.counts)))
+	s.countsAt = len(raw)
+	for _, n := range s.counts {
+		raw = binary.AppendUvarint(raw, uint64(n))
 	}
 	for _, r := range s.names {
 		raw = binary.AppendUvarint(raw, uint64(r))
@@ -227,58 +245,6 @@ func (s *blockState) compress(dst []byte, w sampleWriter) ([]byte, error) {
 		return dst, fmt.Errorf("%w: block of %d bytes, limit %d", ErrTooLarge, len(raw), MaxDecodedBytes)
 	}
 	return zstdEncoder.EncodeAll(raw, dst), nil
-}
-
-// BlockEncoder is BlockZstd for one sender of the same series scrape after
-// scrape, as a collector's target is: when a batch holds the same label
-// slices as the last one, in the same order, it reuses the label columns
-// it built for that one and encodes only the samples. The payloads are
-// those of BlockZstd. Not safe for concurrent use.
-type BlockEncoder struct {
-	BlockZstd
-	state blockState
-	// last identifies the label slices of the last batch; its label
-	// columns are state.raw[:labelsLen].
-	last      []labelSlice
-	labelsLen int
-}
-
-type labelSlice struct {
-	first *prompb.Label
-	n     int
-}
-
-var _ Encoding = (*BlockEncoder)(nil)
-
-// Append implements Encoding.
-func (e *BlockEncoder) Append(dst []byte, b *Batch) ([]byte, error) {
-	if !e.sameLabels(b) {
-		raw := e.state.appendLabels(e.state.raw[:0], b)
-		e.labelsLen = len(raw)
-		e.last = e.last[:0]
-		for i := range b.Series {
-			ls := b.Series[i].Labels
-			e.last = append(e.last, labelSlice{unsafe.SliceData(ls), len(ls)})
-		}
-		e.state.raw = raw
-	}
-	return e.state.appendSamples(dst, e.state.raw[:e.labelsLen], b)
-}
-
-// sameLabels reports whether b holds the label slices of the last batch.
-// The slices are compared by address: the encoder keeps the last ones
-// referenced, so no other slice can take their place.
-func (e *BlockEncoder) sameLabels(b *Batch) bool {
-	if len(b.Series) != len(e.last) || e.labelsLen == 0 {
-		return false
-	}
-	for i := range b.Series {
-		ls := b.Series[i].Labels
-		if e.last[i] != (labelSlice{unsafe.SliceData(ls), len(ls)}) {
-			return false
-		}
-	}
-	return true
 }
 
 // Decode implements Encoding. The label strings of the decoded series are

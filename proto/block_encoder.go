@@ -1,0 +1,201 @@
+package proto
+
+import (
+	"encoding/binary"
+
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// LabelSet is the labels of one series as the code that builds its samples
+// keeps them: a collector holds tens of thousands of series from scrape to
+// scrape, and their wire form, prompb labels of 64 bytes each, would be
+// most of its memory. Implementations must be comparable, pointers in
+// practice: BlockEncoder tells the label sets of two batches apart with ==.
+type LabelSet interface {
+	// AppendLabels appends the labels, sorted by name, to dst.
+	AppendLabels(dst []prompb.Label) []prompb.Label
+}
+
+// FixedLabels is a LabelSet built once and kept, such as the series a
+// collector reports about each scrape. Use it by pointer.
+type FixedLabels []prompb.Label
+
+// AppendLabels implements LabelSet.
+func (l *FixedLabels) AppendLabels(dst []prompb.Label) []prompb.Label { return append(dst, *l...) }
+
+// LabeledSample is one sample of the series its Labels name.
+type LabeledSample struct {
+	Labels    LabelSet
+	Value     float64
+	Timestamp int64
+}
+
+// BlockEncoder writes BlockZstd payloads for one sender of the same series
+// scrape after scrape, as a collector's target is: when a batch holds the
+// same label sets as the last one, in the same order, it reuses the label
+// columns it built for that one and encodes only the samples, without
+// asking the label sets for their labels. When some series came or went,
+// the series it encoded last take their label refs from the last columns,
+// and only the new ones are asked for their labels. Not safe for
+// concurrent use.
+type BlockEncoder struct {
+	state blockState
+	// last are the label sets of the last batch; their label columns are
+	// state.raw[:labelsLen], from countsAt on the label counts, and
+	// lastSymbols the strings of their symbol refs.
+	last        []LabelSet
+	lastSymbols []string
+	labelsLen   int
+	countsAt    int
+	// labels and prev hold the labels of a series and of the one before
+	// it while the label columns are built.
+	labels, prev []prompb.Label
+}
+
+// Name is the name of the encoding of the payloads: BlockZstd's.
+func (e *BlockEncoder) Name() string { return BlockZstd{}.Name() }
+
+// AppendSamples appends to dst the BlockZstd payload of samples, each a
+// series of one sample.
+func (e *BlockEncoder) AppendSamples(dst []byte, samples []LabeledSample) ([]byte, error) {
+	if !e.sameLabels(samples) {
+		e.buildLabels(samples)
+	}
+	raw := e.state.raw[:e.labelsLen]
+	for range samples {
+		raw = append(raw, 1) // the uvarint sample count of each series
+	}
+	w := e.state.sampleWriter(raw)
+	for _, s := range samples {
+		w.add(s.Timestamp, s.Value)
+	}
+	return e.state.compress(dst, w)
+}
+
+// maxSampleBytes is the most a one-sample series adds to a block: its
+// sample count, its timestamp delta and its value.
+const maxSampleBytes = 1 + binary.MaxVarintLen64 + 8
+
+// buildLabels builds the label columns of samples and remembers their
+// label sets. The refs of a series of the last batch are those of the last
+// columns renumbered: symbols are numbered in the order they first appear
+// whichever way they are found, so the columns are those a build from the
+// labels alone writes.
+func (e *BlockEncoder) buildLabels(samples []LabeledSample) {
+	old := e.lastColumns()
+	s := &e.state
+	// The scratch space of the build is not kept (see below): sized as
+	// the last columns, it is allocated once per build.
+	s.refs = make(map[string]uint32, len(e.lastSymbols))
+	s.names, s.values = make([]uint32, 0, len(old.names)), make([]uint32, 0, len(old.names))
+	s.startLabels()
+	renumbered := make([]uint32, len(e.lastSymbols)) // new ref+1 by old ref; 0 before it is needed
+	renumber := func(ref uint32) uint32 {
+		if r := renumbered[ref]; r != 0 {
+			return r - 1
+		}
+		r := s.symbol(e.lastSymbols[ref])
+		renumbered[ref] = r + 1
+		return r
+	}
+	last := make([]LabelSet, 0, len(samples))
+	ls, prev := e.labels[:0], e.prev[:0]
+	next := 0 // the series of the last batch expected next
+	var index map[LabelSet]int
+	for i := range samples {
+		set := samples[i].Labels
+		last = append(last, set)
+		k, found := next, next < len(e.last) && e.last[next] == set
+		if !found && len(e.last) > 0 {
+			if index == nil {
+				index = make(map[LabelSet]int, len(e.last))
+				for j, l := range e.last {
+					index[l] = j
+				}
+			}
+			k, found = index[set]
+		}
+		if found {
+			next = k + 1
+			for j := old.starts[k]; j < old.starts[k+1]; j++ {
+				name := renumber(old.names[j])
+				s.names = append(s.names, name)
+				s.values = append(s.values, renumber(old.values[j]))
+			}
+			s.counts = append(s.counts, old.starts[k+1]-old.starts[k])
+			prev = prev[:0] // its labels are not at hand
+			continue
+		}
+		ls = set.AppendLabels(ls[:0])
+		s.addLabels(ls, prev)
+		ls, prev = prev, ls
+	}
+	// The strings belong to the label sets.
+	clear(ls[:cap(ls)])
+	clear(prev[:cap(prev)])
+	e.labels, e.prev = ls[:0], prev[:0]
+	e.last = last
+	e.lastSymbols = append(e.lastSymbols[:0], s.symbols...)
+	columns := s.writeLabels(s.raw[:0])
+	e.labelsLen = len(columns)
+	e.countsAt = s.countsAt
+	// A collector keeps an encoder per target from scrape to scrape: it
+	// keeps the label columns, with room for the samples, and lets the
+	// rest go.
+	raw := make([]byte, len(columns), len(columns)+len(samples)*maxSampleBytes)
+	copy(raw, columns)
+	*s = blockState{raw: raw, floats: s.floats}
+}
+
+// lastLabels are the label columns of the last batch, decoded: the labels
+// of its series k are names[starts[k]:starts[k+1]] and the values at the
+// same indices.
+type lastLabels struct {
+	starts        []uint32
+	names, values []uint32
+}
+
+func (e *BlockEncoder) lastColumns() lastLabels {
+	if e.labelsLen == 0 {
+		return lastLabels{}
+	}
+	raw := e.state.raw[e.countsAt:e.labelsLen]
+	next := func() uint32 {
+		v, n := binary.Uvarint(raw)
+		raw = raw[n:]
+		return uint32(v)
+	}
+	c := lastLabels{starts: make([]uint32, len(e.last)+1)}
+	for k := range e.last {
+		c.starts[k+1] = c.starts[k] + next()
+	}
+	total := c.starts[len(e.last)]
+	c.names, c.values = make([]uint32, total), make([]uint32, total)
+	for j := range c.names {
+		c.names[j] = next()
+	}
+	for j := range c.values {
+		c.values[j] = next()
+	}
+	return c
+}
+
+// sameLabels reports whether samples hold the label sets of the last batch.
+// The encoder keeps the last ones referenced, so no other can take their
+// place.
+func (e *BlockEncoder) sameLabels(samples []LabeledSample) bool {
+	if len(samples) != len(e.last) || e.labelsLen == 0 {
+		return false
+	}
+	for i := range samples {
+		if samples[i].Labels != e.last[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// EncodeSamples is EncodeChunks for the samples of a BlockEncoder.
+func EncodeSamples(enc *BlockEncoder, samples []LabeledSample, maxBytes int) ([]Chunk, error) {
+	return appendChunks(nil, enc.AppendSamples, func(s []LabeledSample) int { return len(s) }, samples, maxBytes)
+}
