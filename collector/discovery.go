@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -125,12 +124,12 @@ func isKubeProxy(s proto.Source) bool {
 // kubeletPort reads the kubelet port of node from its Node object, 10250
 // when the object has none.
 func kubeletPort(ctx context.Context, nodes NodeClient, node string) (int, error) {
-	n, err := nodes.Get(ctx, node, metav1.GetOptions{})
+	p, err := nodes.KubeletPort(ctx, node)
 	if err != nil {
 		return 0, fmt.Errorf("get node %q: %w", node, err)
 	}
-	if p := n.Status.DaemonEndpoints.KubeletEndpoint.Port; p > 0 {
-		return int(p), nil
+	if p > 0 {
+		return p, nil
 	}
 	return defaultKubeletPort, nil
 }
@@ -229,7 +228,9 @@ func (c *Collector) watchNodes(ctx context.Context, sync func(nodes []string)) e
 			return nodes.Watch(ctx, o)
 		},
 	}, nodes)
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	// The names are all central mode needs of a Node: the informer keeps
+	// only the metadata, and the API server sends only that.
+	inf := cache.NewSharedIndexInformer(lw, &metav1.PartialObjectMetadata{}, 0, cache.Indexers{})
 	changed := make(chan struct{}, 1)
 	notify := func() {
 		select {
@@ -262,7 +263,7 @@ func (c *Collector) watchNodes(ctx context.Context, sync func(nodes []string)) e
 		objs := inf.GetStore().List()
 		names := make([]string, 0, len(objs))
 		for _, o := range objs {
-			names = append(names, o.(*corev1.Node).Name)
+			names = append(names, o.(*metav1.PartialObjectMetadata).Name)
 		}
 		slices.Sort(names)
 		sync(names)

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,35 +21,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
 )
-
-func node(name string, kubeletPort int32) *corev1.Node {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	n.Status.DaemonEndpoints.KubeletEndpoint.Port = kubeletPort
-	return n
-}
-
-// fakeNodes serves discovery from a fake clientset, which cannot stream a
-// watch list; it says so to the informer, as the clientset itself does.
-type fakeNodes struct{ typedcorev1.NodeInterface }
-
-func (fakeNodes) IsWatchListSemanticsUnSupported() bool { return true }
-
-func newFakeNodes(nodes ...*corev1.Node) fakeNodes {
-	objs := make([]runtime.Object, len(nodes))
-	for i, n := range nodes {
-		objs[i] = n
-	}
-	return fakeNodes{fake.NewClientset(objs...).CoreV1().Nodes()}
-}
 
 func onlySources(srcs ...proto.Source) Sources {
 	var s Sources
@@ -65,7 +39,7 @@ func onlySources(srcs ...proto.Source) Sources {
 }
 
 func TestKubeletPortFromNode(t *testing.T) {
-	kube := newFakeNodes(node("with-port", 11250), node("without", 0))
+	kube, _ := newNodeClient(t, node("with-port", 11250), node("without", 0))
 	for name, want := range map[string]int{"with-port": 11250, "without": 10250} {
 		got, err := kubeletPort(t.Context(), kube, name)
 		if err != nil || got != want {
@@ -120,7 +94,7 @@ func TestNodeMode(t *testing.T) {
 	cfg.Discovery.TLS = TLSConfig{CAFile: caFile}
 	d := newDeps(t, nc, js, prometheus.NewRegistry(), nil)
 	d.Node, d.HostIP = "kind-worker", "127.0.0.1"
-	d.Nodes = newFakeNodes(node("kind-worker", int32(port)), node("other", 1))
+	d.Nodes, _ = newNodeClient(t, node("kind-worker", int32(port)), node("other", 1))
 	_, stop := startCollector(t, cfg, d)
 
 	var subjects []string
@@ -170,7 +144,7 @@ func TestNodeModeRejectsAnUntrustedKubelet(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	d := newDeps(t, nc, js, reg, nil)
 	d.Node, d.HostIP = "kind-worker", "127.0.0.1"
-	d.Nodes = newFakeNodes(node("kind-worker", int32(port)))
+	d.Nodes, _ = newNodeClient(t, node("kind-worker", int32(port)))
 	_, stop := startCollector(t, cfg, d)
 	subj := subjectOf("kind-worker", proto.SourceProbes)
 	by := waitForScrapes(t, js, eachHas(2, nil, subj))
@@ -254,8 +228,8 @@ func TestCentralMode(t *testing.T) {
 	d := newDeps(t, nc, js, prometheus.NewRegistry(), nil)
 	d.Node = ""
 	d.APIServer = api.URL
-	nodes := newFakeNodes(node("n1", 10250), node("n2", 10250))
-	d.Nodes = nodes
+	var nodes *nodeAPI
+	d.Nodes, nodes = newNodeClient(t, node("n1", 10250), node("n2", 10250))
 	_, stop := startCollector(t, cfg, d)
 
 	subj := func(n string, s proto.Source) string { return subjectOf(n, s) }
@@ -274,14 +248,8 @@ func TestCentralMode(t *testing.T) {
 	}
 	mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if err := nodes.Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nodes.Create(ctx, node("n3", 10250), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	nodes.delete("n2")
+	nodes.add(node("n3", 10250))
 	upStale := func(s *scrapeMsgs) bool { return value.IsStaleNaN(upValue(t, s)) }
 	by = waitForScrapes(t, js, func(by map[string][]*scrapeMsgs) bool {
 		return eachHas(1, upStale, subj("n2", proto.SourceProbes))(by) && eachHas(1, nil, subj("n3", proto.SourceProbes))(by)

@@ -2,43 +2,42 @@ package collector
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 )
 
-// NodeClient is what discovery reads of the Kubernetes API: one Node for
-// the kubelet port in node mode, the list and watch of every Node in
-// central mode. client-go's typed NodeInterface satisfies it (a fake
-// clientset's CoreV1().Nodes() serves tests); NewNodeClient serves it
-// without the typed clientset, whose scheme of every API group would
-// weigh on the memory of an agent that runs on every node.
+// NodeClient is what discovery reads of the Kubernetes API: the kubelet
+// port of one Node in node mode, the list and watch of every Node's
+// metadata in central mode.
 type NodeClient interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Node, error)
-	List(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error)
+	// KubeletPort returns status.daemonEndpoints.kubeletEndpoint.Port of
+	// the named Node, 0 when the Node has none.
+	KubeletPort(ctx context.Context, name string) (int, error)
+	List(ctx context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error)
 	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 }
 
-// coreScheme knows the core/v1 types only: all that discovery decodes.
-var coreScheme = func() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := corev1.AddToScheme(s); err != nil {
-		panic(err) // registration of the built-in types cannot fail
-	}
-	return s
-}()
-
-// NewNodeClient reads Node objects through the REST client of config.
+// NewNodeClient reads Nodes through config with client-go's REST and
+// metadata clients. Neither links the types of k8s.io/api: decoding the
+// one field node mode needs, and only the metadata of the Nodes central
+// mode watches, keeps out of the agent on every node the megabytes of
+// code and heap that the typed clients and their scheme cost.
 func NewNodeClient(config *rest.Config) (NodeClient, error) {
+	meta, err := metadata.NewForConfig(config)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
 	c := rest.CopyConfig(config)
-	c.APIPath = "/api"
-	c.GroupVersion = &corev1.SchemeGroupVersion
-	c.NegotiatedSerializer = serializer.NewCodecFactory(coreScheme).WithoutConversion()
+	c.APIPath, c.GroupVersion = "/api", &schema.GroupVersion{Version: "v1"}
+	c.NegotiatedSerializer = serializer.NewCodecFactory(statusScheme).WithoutConversion()
 	if c.UserAgent == "" {
 		c.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
@@ -46,27 +45,41 @@ func NewNodeClient(config *rest.Config) (NodeClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return restNodes{client: rc, params: runtime.NewParameterCodec(coreScheme)}, nil
+	return restNodes{ResourceInterface: meta.Resource(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}), rest: rc}, nil
 }
+
+// statusScheme decodes the Status of a failed request to the core API.
+var statusScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
+	return s
+}()
 
 type restNodes struct {
-	client *rest.RESTClient
-	params runtime.ParameterCodec
+	metadata.ResourceInterface
+	rest *rest.RESTClient
 }
 
-func (n restNodes) Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Node, error) {
-	out := &corev1.Node{}
-	err := n.client.Get().Resource("nodes").Name(name).VersionedParams(&opts, n.params).Do(ctx).Into(out)
-	return out, err
+// nodeEndpoint is the part of a Node that node mode reads.
+type nodeEndpoint struct {
+	Status struct {
+		DaemonEndpoints struct {
+			KubeletEndpoint struct {
+				Port int `json:"Port"`
+			} `json:"kubeletEndpoint"`
+		} `json:"daemonEndpoints"`
+	} `json:"status"`
 }
 
-func (n restNodes) List(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
-	out := &corev1.NodeList{}
-	err := n.client.Get().Resource("nodes").VersionedParams(&opts, n.params).Do(ctx).Into(out)
-	return out, err
-}
-
-func (n restNodes) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	opts.Watch = true
-	return n.client.Get().Resource("nodes").VersionedParams(&opts, n.params).Watch(ctx)
+func (n restNodes) KubeletPort(ctx context.Context, name string) (int, error) {
+	res := n.rest.Get().Resource("nodes").Name(name).Do(ctx)
+	if err := res.Error(); err != nil { // the API server's Status, where Raw's error would not decode it
+		return 0, err
+	}
+	body, _ := res.Raw()
+	var node nodeEndpoint
+	if err := json.Unmarshal(body, &node); err != nil {
+		return 0, fmt.Errorf("decode node %q: %w", name, err)
+	}
+	return node.Status.DaemonEndpoints.KubeletEndpoint.Port, nil
 }

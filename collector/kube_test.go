@@ -2,9 +2,13 @@ package collector
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,24 +17,89 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// apiServerNodes serves Node objects as the API server does: get, list,
-// and a watch that streams the initial nodes ending with the bookmark of
-// a watch list, then the nodes added later.
-func apiServerNodes(t *testing.T, initial []*corev1.Node, later <-chan *corev1.Node) *httptest.Server {
+// nodeAPI serves Node objects over HTTP as the API server does: get, list
+// and watch, the whole objects or, when the client asks for them
+// (as=PartialObjectMetadata in Accept), their metadata only; a watch that
+// asks for initial events gets them, then the bookmark that ends a watch
+// list. Nodes are added and deleted while it serves.
+type nodeAPI struct {
+	mu       sync.Mutex
+	nodes    map[string]*corev1.Node
+	version  int
+	watchers []chan watchEvent
+}
+
+type watchEvent struct {
+	typ  string
+	node *corev1.Node
+}
+
+func node(name string, kubeletPort int32) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = kubeletPort
+	return n
+}
+
+// newNodeClient starts a nodeAPI with nodes and returns the client of
+// NewNodeClient reading it.
+func newNodeClient(t *testing.T, nodes ...*corev1.Node) (NodeClient, *nodeAPI) {
 	t.Helper()
-	typed := func(n *corev1.Node) *corev1.Node {
-		n = n.DeepCopy()
-		n.APIVersion, n.Kind, n.ResourceVersion = "v1", "Node", "1"
+	api := &nodeAPI{nodes: map[string]*corev1.Node{}}
+	for _, n := range nodes {
+		api.add(n)
+	}
+	srv := httptest.NewServer(api.handler())
+	t.Cleanup(srv.Close)
+	c, err := NewNodeClient(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, api
+}
+
+func (a *nodeAPI) add(n *corev1.Node) { a.change("ADDED", n) }
+
+func (a *nodeAPI) delete(name string) {
+	a.mu.Lock()
+	n := a.nodes[name]
+	a.mu.Unlock()
+	a.change("DELETED", n)
+}
+
+func (a *nodeAPI) change(typ string, n *corev1.Node) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.version++
+	n = n.DeepCopy()
+	n.APIVersion, n.Kind, n.ResourceVersion = "v1", "Node", strconv.Itoa(a.version)
+	if typ == "DELETED" {
+		delete(a.nodes, n.Name)
+	} else {
+		a.nodes[n.Name] = n
+	}
+	for _, w := range a.watchers {
+		w <- watchEvent{typ, n}
+	}
+}
+
+// object is n as the client asked for it.
+func object(r *http.Request, n *corev1.Node) any {
+	if !strings.Contains(r.Header.Get("Accept"), "as=PartialObjectMetadata") {
 		return n
 	}
+	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "PartialObjectMetadata"}, ObjectMeta: n.ObjectMeta}
+}
+
+func (a *nodeAPI) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		for _, n := range initial {
-			if n.Name == r.PathValue("name") {
-				_ = json.NewEncoder(w).Encode(typed(n))
-				return
-			}
+		a.mu.Lock()
+		n := a.nodes[r.PathValue("name")]
+		a.mu.Unlock()
+		if n != nil {
+			_ = json.NewEncoder(w).Encode(object(r, n))
+			return
 		}
 		w.WriteHeader(http.StatusNotFound)
 		_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"},
@@ -39,49 +108,59 @@ func apiServerNodes(t *testing.T, initial []*corev1.Node, later <-chan *corev1.N
 	})
 	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		q := r.URL.Query()
-		if q.Get("watch") != "true" {
-			list := corev1.NodeList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"}, ListMeta: metav1.ListMeta{ResourceVersion: "1"}}
-			for _, n := range initial {
-				list.Items = append(list.Items, *typed(n))
+		a.mu.Lock()
+		version := strconv.Itoa(a.version)
+		var items []any
+		for _, name := range slices.Sorted(maps.Keys(a.nodes)) {
+			items = append(items, object(r, a.nodes[name]))
+		}
+		events := make(chan watchEvent, 64)
+		watch := r.URL.Query().Get("watch") == "true"
+		if watch {
+			a.watchers = append(a.watchers, events)
+		}
+		a.mu.Unlock()
+		if !watch {
+			kind, apiVersion := "NodeList", "v1"
+			if strings.Contains(r.Header.Get("Accept"), "as=PartialObjectMetadataList") {
+				kind, apiVersion = "PartialObjectMetadataList", "meta.k8s.io/v1"
 			}
-			_ = json.NewEncoder(w).Encode(list)
+			_ = json.NewEncoder(w).Encode(map[string]any{"apiVersion": apiVersion, "kind": kind,
+				"metadata": map[string]string{"resourceVersion": version}, "items": items})
 			return
 		}
+		defer func() {
+			a.mu.Lock()
+			a.watchers = slices.DeleteFunc(a.watchers, func(c chan watchEvent) bool { return c == events })
+			a.mu.Unlock()
+		}()
 		enc := json.NewEncoder(w)
 		send := func(typ string, obj any) {
 			_ = enc.Encode(map[string]any{"type": typ, "object": obj})
 			w.(http.Flusher).Flush()
 		}
-		if q.Get("sendInitialEvents") == "true" {
-			for _, n := range initial {
-				send("ADDED", typed(n))
+		if r.URL.Query().Get("sendInitialEvents") == "true" {
+			for _, item := range items {
+				send("ADDED", item)
 			}
 			bookmark := &corev1.Node{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
-				ObjectMeta: metav1.ObjectMeta{ResourceVersion: "1", Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
-			send("BOOKMARK", bookmark)
+				ObjectMeta: metav1.ObjectMeta{ResourceVersion: version, Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
+			send("BOOKMARK", object(r, bookmark))
 		}
 		for {
 			select {
 			case <-r.Context().Done():
 				return
-			case n := <-later:
-				send("ADDED", typed(n))
+			case e := <-events:
+				send(e.typ, object(r, e.node))
 			}
 		}
 	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
+	return mux
 }
 
 func TestNodeClientOverREST(t *testing.T) {
-	later := make(chan *corev1.Node, 1)
-	srv := apiServerNodes(t, []*corev1.Node{node("n2", 11250), node("n1", 0)}, later)
-	nodes, err := NewNodeClient(&rest.Config{Host: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, api := newNodeClient(t, node("n2", 11250), node("n1", 0))
 	for name, want := range map[string]int{"n2": 11250, "n1": 10250} {
 		if got, err := kubeletPort(t.Context(), nodes, name); err != nil || got != want {
 			t.Errorf("kubelet port of %s: %d, %v; want %d", name, got, err, want)
@@ -113,6 +192,8 @@ func TestNodeClientOverREST(t *testing.T) {
 		}
 	}
 	waitFor("n1", "n2")
-	later <- node("n3", 0)
+	api.add(node("n3", 0))
 	waitFor("n1", "n2", "n3")
+	api.delete("n1")
+	waitFor("n2", "n3")
 }
