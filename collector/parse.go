@@ -64,6 +64,7 @@ type parser struct {
 	target []prompb.Label // added to every series, sorted by name
 	opts   parseOptions
 	cache  map[string]*cachedSeries
+	texts  seriesTexts // the keys of cache and the text of its series
 	// lines are the lines of the last successful text scrape, in order;
 	// nextLines is the spare slice the next scrape fills.
 	lines, nextLines []knownLine
@@ -80,6 +81,7 @@ type parser struct {
 	sb        labels.ScratchBuilder
 	keyBuf    []byte
 	labelsBuf []prompb.Label // a new series' text labels, to compare
+	finalBuf  []prompb.Label // a new series' final labels
 
 	// histogramsSkipped counts the native histogram samples of the last
 	// parse, which the batch cannot carry.
@@ -202,7 +204,7 @@ func (p *parser) parseEntries(dst *[]proto.LabeledSample, tp textparse.Parser, n
 		if cs == nil {
 			tp.Labels(&p.lset)
 			var err error
-			if cs, err = p.newSeries(string(key), p.lset); err != nil {
+			if cs, err = p.newSeries(key, p.lset); err != nil {
 				return n, fmt.Errorf("after %d samples: %w", n, err)
 			}
 		}
@@ -228,7 +230,7 @@ func (p *parser) parseSamples(dst *[]proto.LabeledSample, samples []summary.Samp
 		p.keyBuf = appendSeriesText(p.keyBuf[:0], s.Labels)
 		cs := p.cache[string(p.keyBuf)]
 		if cs == nil {
-			if cs, err = p.newSeries(string(p.keyBuf), s.Labels); err != nil {
+			if cs, err = p.newSeries(p.keyBuf, s.Labels); err != nil {
 				*dst = (*dst)[:start]
 				return 0, fmt.Errorf("after %d samples: %w", n, err)
 			}
@@ -291,7 +293,11 @@ func (p *parser) finish(dst *[]proto.LabeledSample, scrapeMillis int64) {
 				appendSample(dst, cs, staleNaN, staleTime(cs, scrapeMillis))
 			}
 			delete(p.cache, k)
+			p.texts.forget(k)
 		}
+	}
+	if p.texts.wasteful() {
+		p.compactTexts()
 	}
 	p.lastOK = p.scrape
 }
@@ -314,6 +320,7 @@ func (p *parser) staleAll(dst *[]proto.LabeledSample, t int64) int {
 		}
 	}
 	clear(p.cache)
+	p.texts = seriesTexts{}
 	p.lines = nil
 	p.lastOK = 0
 	return n
@@ -341,11 +348,14 @@ func (e *limitError) Unwrap() error { return e.err }
 // newSeries caches the series of text, whose labels textparse read as
 // lset, and keeps its final labels only when textLabels does not read the
 // same from text.
-func (p *parser) newSeries(text string, lset labels.Labels) (*cachedSeries, error) {
+func (p *parser) newSeries(key []byte, lset labels.Labels) (*cachedSeries, error) {
 	final, err := p.seriesLabels(lset)
+	// The strings of lset, which the cache does not keep.
+	defer func() { clear(p.finalBuf[:cap(p.finalBuf)]) }()
 	if err != nil {
 		return nil, err
 	}
+	text := p.texts.copy(key)
 	cs := &cachedSeries{text: text, owner: p, dropped: final == nil}
 	if !cs.dropped {
 		var ok bool
@@ -371,7 +381,7 @@ func sameLabel(a, b prompb.Label) bool { return a.Name == b.Name && a.Value == b
 // or value that is not UTF-8. Nil labels and no error: relabeling dropped
 // the series.
 func (p *parser) seriesLabels(lset labels.Labels) ([]prompb.Label, error) {
-	out := make([]prompb.Label, 0, lset.Len()+len(p.target))
+	out := p.finalBuf[:0]
 	var bad error
 	prev := ""
 	lset.Range(func(l labels.Label) {
@@ -405,6 +415,7 @@ func (p *parser) seriesLabels(lset labels.Labels) ([]prompb.Label, error) {
 		out[i].Name = renamed
 	}
 	out = append(out, p.target...)
+	p.finalBuf = out
 	slices.SortFunc(out, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
 	if len(p.opts.relabel) > 0 {
 		var keep bool
