@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/weir-goals}
 DURATION=${DURATION:-60s}
 mkdir -p "$OUT"
-go build -o "$OUT/" ./cmd/weir ./cmd/weir-collector
+# Built as the Dockerfile builds the images: static, without symbols.
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$OUT/" ./cmd/weir ./cmd/weir-collector
 weir() { "$OUT/weir" "$@"; }
 
 case "${1:-all}" in

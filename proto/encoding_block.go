@@ -65,7 +65,7 @@ func mustZstdEncoder() *zstd.Encoder {
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(2),
-		zstd.WithWindowSize(1<<20),
+		zstd.WithWindowSize(1<<18),
 		zstd.WithLowerEncoderMem(true),
 		zstd.WithEncoderCRC(false),
 		zstd.WithSingleSegment(true)) // the content size is always written, so Decode can check it first

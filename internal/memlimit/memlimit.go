@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 )
@@ -27,6 +28,8 @@ const (
 	FromConfig = "config"
 	FromCgroup = "cgroup"
 	FromNone   = "none"
+	// FromDefault is a GC percent the process chose.
+	FromDefault = "default"
 )
 
 // Files the cgroup (v2) memory limit is read from.
@@ -82,6 +85,21 @@ func cgroupLimit() (int64, bool) {
 		return n, true
 	}
 	return 0, false
+}
+
+// SetGCPercent sets the garbage collector's GOGC to percent, unless GOGC
+// is in the environment, and returns the one in effect with where it came
+// from, as Prometheus does for its own default of 75. The heap of a
+// process grows to (1 + GOGC/100) times what is live before a collection,
+// and the runtime keeps about that much from the system.
+func SetGCPercent(percent int) (int, string) {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		m := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(m)
+		return int(m[0].Value.Uint64()), FromEnv
+	}
+	debug.SetGCPercent(percent)
+	return percent, FromDefault
 }
 
 // Describe writes a limit for a log line: "none" or bytes in MiB.

@@ -74,6 +74,36 @@ func TestSet(t *testing.T) {
 	}
 }
 
+func TestSetGCPercent(t *testing.T) {
+	env, hadEnv := os.LookupEnv("GOGC")
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() {
+		debug.SetGCPercent(before)
+		if hadEnv {
+			os.Setenv("GOGC", env)
+		}
+	})
+
+	os.Unsetenv("GOGC")
+	if got, from := SetGCPercent(50); got != 50 || from != FromDefault {
+		t.Errorf("without GOGC: %d from %s, want 50 from %s", got, from, FromDefault)
+	}
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Errorf("runtime GOGC %d after SetGCPercent(50), want 50", got)
+	}
+
+	// The runtime read GOGC when the process started: SetGCPercent must
+	// leave what it set, here 80, and say so.
+	debug.SetGCPercent(80)
+	t.Setenv("GOGC", "80")
+	if got, from := SetGCPercent(50); got != 80 || from != FromEnv {
+		t.Errorf("with GOGC=80: %d from %s, want 80 from %s", got, from, FromEnv)
+	}
+	if got := debug.SetGCPercent(100); got != 80 {
+		t.Errorf("runtime GOGC %d with GOGC in the environment, want 80 left alone", got)
+	}
+}
+
 func TestDescribe(t *testing.T) {
 	if got := Describe(math.MaxInt64); got != "none" {
 		t.Errorf("Describe(MaxInt64) = %q", got)
