@@ -19,7 +19,7 @@
 //
 // Config.Discovery.Mode: static targets (Config.Targets); node, where the
 // collector finds its node from the downward API (Deps.Node, Deps.HostIP)
-// and the kubelet port from the Node object (Deps.Kube); or central, where
+// and the kubelet port from the Node object (Deps.Nodes); or central, where
 // it watches every node and scrapes each through the API server's node
 // proxy. Config.Sources turns each source off or gives it its own interval
 // and scrape options, for static and discovered targets alike. A discovered

@@ -38,10 +38,10 @@ var errNothingToScrape = errors.New("collector.targets: empty and collector.disc
 
 // collectorGCPercent is the GOGC of a collector run on its own, unless the
 // environment sets one. Its live heap is a few megabytes of series caches,
-// and its garbage comes in a burst at each scrape: collecting at 1.5 times
+// and its garbage comes in a burst at each scrape: collecting at 1.4 times
 // the live heap instead of twice keeps the agent on every node a quarter
 // smaller, for a few more milliseconds of GC per scrape (BENCHMARKS.md).
-const collectorGCPercent = 50
+const collectorGCPercent = 40
 
 // RunCollector runs the collector of sec on its own until ctx ends or a
 // signal stops it.
