@@ -101,7 +101,7 @@ func block(parts ...[]byte) []byte {
 	for _, p := range parts {
 		raw = append(raw, p...)
 	}
-	return zstdEncoder.EncodeAll(raw, nil)
+	return zstdEncoder().EncodeAll(raw, nil)
 }
 
 func uv(vs ...uint64) []byte {
@@ -126,7 +126,7 @@ func TestBlockZstdDecodeErrors(t *testing.T) {
 		{"empty", nil, ErrMalformed},
 		{"not zstd", []byte("hello world, not zstd"), ErrMalformed},
 		{"truncated", good[:len(good)/2], ErrMalformed},
-		{"wrong version", zstdEncoder.EncodeAll([]byte{9, 0, 0}, nil), ErrMalformed},
+		{"wrong version", zstdEncoder().EncodeAll([]byte{9, 0, 0}, nil), ErrMalformed},
 		{"symbol count beyond the block", block(uv(1 << 40)), ErrMalformed},
 		{"symbol bytes missing", block(uv(1, 50), []byte("ab")), ErrMalformed},
 		{"series count beyond the block", block(uv(0, 1<<30)), ErrMalformed},

@@ -112,7 +112,7 @@ func addPayloadSeeds(f *testing.F, encs []Encoding) {
 	wr := prompb.WriteRequest{Timeseries: series(3)}
 	raw, _ := wr.Marshal()
 	f.Add(snappy.Encode(nil, raw[:len(raw)/2]))
-	f.Add(zstdEncoder.EncodeAll([]byte{blockVersion, 1, 1, 'a', 1, 1, 0, 0, 1, 0}, nil))
+	f.Add(zstdEncoder().EncodeAll([]byte{blockVersion, 1, 1, 'a', 1, 1, 0, 0, 1, 0}, nil))
 	// Well formed but for a label ref past the symbols, which a
 	// BlockReader finds only when the labels are read.
 	f.Add(block(uv(1, 1), []byte("a"), uv(1, 1, 7, 0, 1), uv(0), make([]byte, 8)))

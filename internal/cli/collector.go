@@ -12,6 +12,7 @@ import (
 
 	"github.com/weirmetrics/weir/collector"
 	"github.com/weirmetrics/weir/internal/memlimit"
+	"github.com/weirmetrics/weir/proto"
 )
 
 // CollectorSection is the collector: section of the configuration file.
@@ -56,6 +57,9 @@ func RunCollector(ctx context.Context, shared *Shared, sec CollectorSection, log
 	defer p.Close()
 	limit, from := memlimit.Set(int64(sec.MemoryLimit))
 	gogc, gogcFrom := memlimit.SetGCPercent(collectorGCPercent)
+	// Scrapes are spread over the interval: one encoder seldom makes one
+	// wait, and a second would stay in the heap for good.
+	proto.SetEncoders(1)
 	p.Log.Info("memory", "soft_limit", memlimit.Describe(limit), "soft_limit_from", from, "gogc", gogc, "gogc_from", gogcFrom)
 	if err := p.Connect(shared.NATS.URL, "weir-collector"); err != nil {
 		return err
