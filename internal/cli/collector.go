@@ -40,7 +40,7 @@ var errNothingToScrape = errors.New("collector.targets: empty and collector.disc
 // collectorGCPercent is the GOGC of a collector run on its own, unless the
 // environment sets one. Its live heap is a few megabytes of series caches,
 // and its garbage comes in a burst at each scrape: collecting at 1.4 times
-// the live heap instead of twice keeps the agent on every node a quarter
+// the live heap instead of twice keeps the agent on every node 2-3 MiB
 // smaller, for a few more milliseconds of GC per scrape (BENCHMARKS.md).
 const collectorGCPercent = 40
 
