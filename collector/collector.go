@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"math"
 	"net/url"
@@ -548,27 +549,25 @@ func (l *loop) publishGone() {
 
 // scrape fetches and parses the target into l.batch and returns the number
 // of samples. On error l.batch holds nothing of the body.
-func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (int, error) {
+func (l *loop) scrape(ctx context.Context, scrapeMillis int64) (n int, err error) {
 	defer l.scraper.release()
-	body, contentType, err := l.scraper.fetch(ctx)
-	if err != nil {
-		return 0, err
+	err = l.scraper.fetch(ctx, func(body io.Reader, contentType string) (err error) {
+		n, err = l.parse(body, contentType, scrapeMillis)
+		return err
+	})
+	if _, ok := errors.AsType[*scrapeError](err); ok || err == nil {
+		return n, err
 	}
-	n, err := l.parse(body, contentType, scrapeMillis)
-	if err != nil {
-		if le, ok := errors.AsType[*limitError](err); ok {
-			return 0, failure(le.reason, err)
-		}
-		return 0, failure(reasonParse, fmt.Errorf("parse: %w", err))
+	if le, ok := errors.AsType[*limitError](err); ok {
+		return 0, failure(le.reason, err)
 	}
-	l.metrics.histogramsSkipped.Add(float64(l.parser.histogramsSkipped))
-	return n, nil
+	return 0, failure(reasonParse, fmt.Errorf("parse: %w", err))
 }
 
 // parse runs the parser, and turns a panic of the exposition parser on a
 // hostile body into a failed scrape of this target rather than a crash of
 // every target.
-func (l *loop) parse(body []byte, contentType string, scrapeMillis int64) (n int, err error) {
+func (l *loop) parse(r io.Reader, contentType string, scrapeMillis int64) (n int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.batch = l.batch[:0]
@@ -578,6 +577,13 @@ func (l *loop) parse(body []byte, contentType string, scrapeMillis int64) (n int
 	// The parser keeps what it needs of the samples: their labels need not
 	// stay in the heap until the next scrape.
 	defer func() { clear(l.samples) }()
+	if l.target.Source != proto.SourceSummary && l.target.Source != proto.SourceKubeProxyHealth && l.parser.isText(contentType) {
+		return l.parser.parseStream(&l.batch, r, scrapeMillis)
+	}
+	body, err := l.scraper.readAll(r)
+	if err != nil {
+		return 0, err
+	}
 	switch l.target.Source {
 	case proto.SourceSummary:
 		s, err := summary.Decode(body)

@@ -3,6 +3,7 @@ package collector
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -28,39 +29,72 @@ import (
 // them, or a comment line, whole.
 type knownLine = *cachedSeries
 
-// parseText is parse for the Prometheus text format.
-func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis int64) (n int, err error) {
+// parseText is parse for the Prometheus text format, read from r line by
+// line: only the runs of new lines are buffered, for textparse.
+func (p *parser) parseText(dst *[]proto.LabeledSample, r io.Reader, scrapeMillis int64) (n int, err error) {
+	bufs := textBufferPool.Get().(*textBuffers)
+	defer bufs.put()
+	lines := lineReader{r: r, buf: bufs.read}
+	defer func() { bufs.read = lines.buf }()
+
 	prev, next := p.lines, p.nextLines[:0]
 	p.lines = nil // until this parse succeeds
-	cursor, runStart := 0, -1
-	// typeLine is the last TYPE line before the run: textparse reads the
-	// le and quantile labels of a histogram or summary according to it.
-	var typeLine, runType []byte
-	for off := 0; off < len(body); {
-		eol := bytes.IndexByte(body[off:], '\n')
-		if eol < 0 {
-			break // a last line without a newline is textparse's to judge
+	cursor := 0
+	// typeLine is the last TYPE line read: textparse reads the le and
+	// quantile labels of a histogram or summary according to it, so a run
+	// is parsed after the TYPE line in effect where it starts, and its own
+	// lines start at runLines in bufs.run; -1 when there is no run.
+	typeLine, runLines := bufs.typeLine[:0], -1
+	defer func() { bufs.typeLine = typeLine }()
+	flush := func() error {
+		n, next, err = p.parseRun(dst, bufs.run, runLines, n, next, scrapeMillis)
+		runLines = -1
+		return err
+	}
+	for {
+		line, complete, err := lines.next()
+		if err == io.EOF {
+			break
 		}
-		line := body[off : off+eol]
-		kl, v, t, ok := p.matchLine(prev, &cursor, line)
+		if err != nil {
+			return 0, err
+		}
+		var kl knownLine
+		var v float64
+		var t int64
+		ok := false
+		if complete { // a last line without a newline is textparse's to judge
+			kl, v, t, ok = p.matchLine(prev, &cursor, line)
+		}
 		if !ok {
-			if runStart < 0 {
-				runStart, runType = off, typeLine
+			if runLines < 0 {
+				bufs.run = bufs.run[:0]
+				if len(typeLine) > 0 {
+					bufs.run = append(append(bufs.run, typeLine...), '\n')
+				}
+				runLines = len(bufs.run)
+			}
+			bufs.run = append(bufs.run, line...)
+			if complete {
+				bufs.run = append(bufs.run, '\n')
 			}
 			if isTypeLine(line) {
-				typeLine = line
+				typeLine = append(typeLine[:0], line...)
 			}
-			off += eol + 1
+			if len(bufs.run) >= maxRunBytes {
+				if err := flush(); err != nil {
+					return 0, err
+				}
+			}
 			continue
 		}
 		if kl.comment && isTypeLine(line) {
-			typeLine = line
+			typeLine = append(typeLine[:0], line...)
 		}
-		if runStart >= 0 {
-			if n, next, err = p.parseRun(dst, runType, body[runStart:off], n, next, scrapeMillis); err != nil {
+		if runLines >= 0 {
+			if err := flush(); err != nil {
 				return 0, err
 			}
-			runStart = -1
 		}
 		if !kl.comment {
 			n++
@@ -70,13 +104,9 @@ func (p *parser) parseText(dst *[]proto.LabeledSample, body []byte, scrapeMillis
 			kl.line = int32(len(next))
 		}
 		next = append(next, kl)
-		off += eol + 1
 	}
-	if end := len(body); runStart >= 0 || (end > 0 && body[end-1] != '\n') {
-		if runStart < 0 {
-			runStart, runType = bytes.LastIndexByte(body, '\n')+1, typeLine
-		}
-		if n, next, err = p.parseRun(dst, runType, body[runStart:end:end], n, next, scrapeMillis); err != nil {
+	if runLines >= 0 {
+		if err := flush(); err != nil {
 			return 0, err
 		}
 	}
@@ -120,25 +150,20 @@ func (p *parser) matchLine(prev []knownLine, cursor *int, line []byte) (kl known
 	return prev[cs.line], v, t, true
 }
 
-// parseRun parses lines the last scrape did not have with textparse, after
-// the TYPE line that was in effect where they start, and remembers them for
-// the next scrape.
-func (p *parser) parseRun(dst *[]proto.LabeledSample, typeLine, run []byte, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
-	in := run
-	if typeLine != nil {
-		p.runBuf = append(append(append(p.runBuf[:0], typeLine...), '\n'), run...)
-		in = p.runBuf
-	}
-	n, err := p.parseEntries(dst, textparse.NewPromParser(in, p.symbols, false), n, scrapeMillis)
+// parseRun parses with textparse a run of lines the last scrape did not
+// have, which start at from in run, after the TYPE line in effect where
+// they start, and remembers them for the next scrape.
+func (p *parser) parseRun(dst *[]proto.LabeledSample, run []byte, from, n int, next []knownLine, scrapeMillis int64) (int, []knownLine, error) {
+	n, err := p.parseEntries(dst, textparse.NewPromParser(run, p.symbols, false), n, scrapeMillis)
 	if err != nil {
 		return n, next, err
 	}
-	for len(run) > 0 {
-		line := run
-		if eol := bytes.IndexByte(run, '\n'); eol >= 0 {
-			line, run = run[:eol], run[eol+1:]
+	for rest := run[from:]; len(rest) > 0; {
+		line := rest
+		if eol := bytes.IndexByte(rest, '\n'); eol >= 0 {
+			line, rest = rest[:eol], rest[eol+1:]
 		} else {
-			run = nil
+			rest = nil
 		}
 		if trimmed := bytes.TrimLeft(line, " \t"); len(trimmed) == 0 || trimmed[0] == '#' {
 			// textparse took it and it holds no sample: the same text

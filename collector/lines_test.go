@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"testing/iotest"
 
 	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/model/value"
@@ -28,11 +29,13 @@ func parseWithTextparse(p *parser, dst *[]proto.LabeledSample, body []byte, scra
 }
 
 // agree parses body with both parsers and fails unless they return the
-// same series, staleness markers included, or the same error.
+// same series, staleness markers included, or the same error. The fast
+// parser reads the body in reads of half its buffer, so that lines and
+// runs of new lines straddle reads.
 func agree(t *testing.T, fast, reference *parser, body []byte, scrapeMillis int64) {
 	t.Helper()
 	var got, want []proto.LabeledSample
-	gotN, gotErr := fast.parse(&got, body, textType, scrapeMillis)
+	gotN, gotErr := fast.parseStream(&got, iotest.HalfReader(bytes.NewReader(body)), scrapeMillis)
 	wantN, wantErr := parseWithTextparse(reference, &want, body, scrapeMillis)
 	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || gotN != wantN {
 		t.Fatalf("parse = %d, %v; textparse = %d, %v", gotN, gotErr, wantN, wantErr)

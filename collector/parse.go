@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +69,6 @@ type parser struct {
 	// lines are the lines of the last successful text scrape, in order;
 	// nextLines is the spare slice the next scrape fills.
 	lines, nextLines []knownLine
-	runBuf           []byte // a run of new lines after its TYPE line
 	symbols          *labels.SymbolTable
 	// scrape numbers the parses and marks the entries the current one
 	// used; 32 bits wrap after 136 years of scrapes a second.
@@ -154,30 +154,48 @@ func newParserWith(target []prompb.Label, opts parseOptions) *parser {
 // The samples' label sets are the parser's cached series: the encoder
 // tells a scrape of the same series as the last by them.
 func (p *parser) parse(dst *[]proto.LabeledSample, body []byte, contentType string, scrapeMillis int64) (n int, err error) {
+	if p.isText(contentType) {
+		return p.parseStream(dst, bytes.NewReader(body), scrapeMillis)
+	}
 	start := p.begin(dst)
-	defer func() {
-		if err != nil {
-			*dst = (*dst)[:start]
-			clear(p.nextLines[:cap(p.nextLines)])
-		}
-	}()
-
+	defer p.end(dst, start, &err)
 	tp, err := textparse.New(body, contentType, p.symbols, parserOptions)
 	if tp == nil {
 		return 0, fmt.Errorf("content type %q: %w", contentType, err)
 	}
-	// A non-nil error with a parser says the fallback is used: expected
-	// from targets that send no Content-Type.
-	if _, text := tp.(*textparse.PromParser); text {
-		n, err = p.parseText(dst, body, scrapeMillis)
-	} else {
-		n, err = p.parseEntries(dst, tp, 0, scrapeMillis)
-	}
-	if err != nil {
+	if n, err = p.parseEntries(dst, tp, 0, scrapeMillis); err != nil {
 		return 0, err
 	}
 	p.finish(dst, scrapeMillis)
 	return n, nil
+}
+
+// parseStream is parse for a body in the text format read from r as it
+// arrives, which is never held whole.
+func (p *parser) parseStream(dst *[]proto.LabeledSample, r io.Reader, scrapeMillis int64) (n int, err error) {
+	start := p.begin(dst)
+	defer p.end(dst, start, &err)
+	if n, err = p.parseText(dst, r, scrapeMillis); err != nil {
+		return 0, err
+	}
+	p.finish(dst, scrapeMillis)
+	return n, nil
+}
+
+// end leaves dst as it was before the parse that failed with *err.
+func (p *parser) end(dst *[]proto.LabeledSample, start int, err *error) {
+	if *err != nil {
+		*dst = (*dst)[:start]
+		clear(p.nextLines[:cap(p.nextLines)])
+	}
+}
+
+// isText reports whether textparse reads contentType, or its absence, as
+// the Prometheus text format.
+func (p *parser) isText(contentType string) bool {
+	tp, _ := textparse.New(nil, contentType, p.symbols, parserOptions)
+	_, text := tp.(*textparse.PromParser)
+	return text
 }
 
 // parseEntries appends the samples of tp to dst; n counts the samples of

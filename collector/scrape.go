@@ -94,6 +94,7 @@ type scraper struct {
 	client    *http.Client
 	body      bytes.Buffer // until release
 	lastBody  int          // length of the last body read whole
+	sizeHint  int          // Content-Length of the body being read, if known
 	gzip      *gzipReader  // until release
 }
 
@@ -126,14 +127,16 @@ func (s *scraper) close() {
 	}
 }
 
-// fetch GETs the target within the scrape timeout and returns the body,
-// decompressed, and its Content-Type. The body is valid until release.
-// Errors are *scrapeError.
-func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, err error) {
+// fetch GETs the target within the scrape timeout and calls read with the
+// body, decompressed, and its Content-Type. An error reading the body, or a
+// body over the limit, is the scrape's error rather than what read made of
+// the body it cut short. Errors of fetch are *scrapeError; those of read
+// are returned as they are.
+func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentType string) error) error {
 	if s.client == nil {
 		tr, err := newTransport(s.tls, s.idleTimeout)
 		if err != nil {
-			return nil, "", failure(reasonTLS, err)
+			return failure(reasonTLS, err)
 		}
 		s.transport, s.client = tr, &http.Client{Transport: tr}
 	}
@@ -141,7 +144,7 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return nil, "", failure(reasonHTTP, err)
+		return failure(reasonHTTP, err)
 	}
 	req.Header.Set("Accept", acceptHeader)
 	// Set by hand, Go's transport leaves the body compressed: the gzip
@@ -153,14 +156,14 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 	if s.tokenFile != "" {
 		token, err := readToken(s.tokenFile)
 		if err != nil {
-			return nil, "", failure(reasonToken, err)
+			return failure(reasonToken, err)
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, "", failure(classify(err), err)
+		return failure(classify(err), err)
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
@@ -168,33 +171,66 @@ func (s *scraper) fetch(ctx context.Context) (body []byte, contentType string, e
 	}()
 	s.status = resp.StatusCode
 	if (resp.StatusCode < 200 || resp.StatusCode > 299) && (!s.accept503 || resp.StatusCode != http.StatusServiceUnavailable) {
-		return nil, "", failure(reasonStatus, fmt.Errorf("server returned HTTP status %s", resp.Status))
+		return failure(reasonStatus, fmt.Errorf("server returned HTTP status %s", resp.Status))
 	}
 	if resp.ContentLength > s.maxBodyBytes {
-		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: Content-Length %d exceeds body_size_limit %d", errBodyTooLarge, resp.ContentLength, s.maxBodyBytes))
+		return failure(reasonBodyTooLarge, fmt.Errorf("%w: Content-Length %d exceeds body_size_limit %d", errBodyTooLarge, resp.ContentLength, s.maxBodyBytes))
 	}
 
 	var r io.Reader = resp.Body
+	s.sizeHint = 0
 	if resp.Header.Get("Content-Encoding") == "gzip" {
 		if r, err = s.gunzip(resp.Body); err != nil {
-			return nil, "", failure(classify(err), fmt.Errorf("gzip: %w", err))
+			return failure(classify(err), fmt.Errorf("gzip: %w", err))
 		}
-	}
-	s.resetBody()
-	if resp.ContentLength > 0 && resp.Header.Get("Content-Encoding") == "" {
-		s.body.Grow(int(resp.ContentLength))
+	} else if resp.ContentLength > 0 {
+		s.sizeHint = int(resp.ContentLength)
 	}
 	// One byte more than the limit tells a body of exactly the limit from
 	// a larger one.
-	n, err := s.body.ReadFrom(io.LimitReader(r, s.maxBodyBytes+1))
-	if err != nil {
-		return nil, "", failure(classify(err), fmt.Errorf("read body: %w", err))
+	body := &bodyReader{r: io.LimitReader(r, s.maxBodyBytes+1), left: s.maxBodyBytes}
+	err = read(body, resp.Header.Get("Content-Type"))
+	switch {
+	case errors.Is(body.err, errBodyTooLarge):
+		return failure(reasonBodyTooLarge, fmt.Errorf("%w: more than body_size_limit %d bytes", errBodyTooLarge, s.maxBodyBytes))
+	case body.err != nil:
+		return failure(classify(body.err), fmt.Errorf("read body: %w", body.err))
 	}
-	if n > s.maxBodyBytes {
-		return nil, "", failure(reasonBodyTooLarge, fmt.Errorf("%w: more than body_size_limit %d bytes", errBodyTooLarge, s.maxBodyBytes))
+	return err
+}
+
+// bodyReader reads a body up to its limit and keeps the error that ended
+// the reading, other than io.EOF.
+type bodyReader struct {
+	r    io.Reader
+	left int64 // bytes the limit still allows
+	err  error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		b.err = errBodyTooLarge
+		return 0, b.err
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// readAll reads a body whole, for the formats that are not parsed as they
+// arrive. The body is valid until release.
+func (s *scraper) readAll(r io.Reader) ([]byte, error) {
+	s.resetBody()
+	if _, err := s.body.ReadFrom(r); err != nil {
+		return nil, err
 	}
 	s.lastBody = s.body.Len()
-	return s.body.Bytes(), resp.Header.Get("Content-Type"), nil
+	return s.body.Bytes(), nil
 }
 
 // gunzip returns a reused gzip reader reading body.
@@ -220,7 +256,7 @@ func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
 // up to twice the body: a buffer sized by the last body is allocated once,
 // and one huge answer does not pin its memory either.
 func (s *scraper) resetBody() {
-	want := s.lastBody + s.lastBody/bodyRoom
+	want := max(s.lastBody+s.lastBody/bodyRoom, s.sizeHint)
 	if c := s.body.Cap(); c < want || c > want+want/2 {
 		s.body = *bytes.NewBuffer(make([]byte, 0, want))
 		return
