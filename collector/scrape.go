@@ -250,9 +250,10 @@ func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
 	return z.gz, z.gz.Reset(z.buf)
 }
 
-// resetBody empties the body buffer and sizes it for a body a little
-// larger than the last one. A kubelet answers gzipped or chunked, with no
-// Content-Length to size the buffer by, so reading grows it by doubling,
+// resetBody empties the body buffer and sizes it for the body's
+// Content-Length, or else a body a little larger than the last one. A
+// kubelet answers gzipped or chunked, with no Content-Length, and reading
+// without a size would grow the buffer by doubling,
 // up to twice the body: a buffer sized by the last body is allocated once,
 // and one huge answer does not pin its memory either.
 func (s *scraper) resetBody() {
