@@ -3,6 +3,7 @@ package collector
 import (
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/internal/fixtures"
@@ -515,5 +517,61 @@ func writeFileAtomic(t *testing.T, path, content string) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNativeHistogramAsClassic: a target answering in the protobuf format
+// with a native histogram has it published as its classic series, as
+// Prometheus does with native histograms off: the batch carries floats.
+func TestNativeHistogramAsClassic(t *testing.T) {
+	exposed := prometheus.NewRegistry()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latency_seconds", Help: "h", Buckets: []float64{0.1, 1}, NativeHistogramBucketFactor: 1.1})
+	exposed.MustRegister(h)
+	h.Observe(0.3)
+	protoFormat := expfmt.NewFormat(expfmt.TypeProtoDelim)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mfs, err := exposed.Gather()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		w.Header().Set("Content-Type", string(protoFormat))
+		enc := expfmt.NewEncoder(w, protoFormat)
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				t.Error(err)
+			}
+		}
+	}))
+	defer srv.Close()
+
+	nc, js := startJetStream(t)
+	_, log := newLogRecorder()
+	_, stop := startCollector(t, testConfig(targetAt(srv.URL+"/metrics", proto.SourceKubelet, "node-a")), newDeps(t, nc, js, prometheus.NewRegistry(), log))
+	subject := subjectOf("node-a", proto.SourceKubelet)
+	bySubject := waitForScrapes(t, js, eachHas(1, nil, subject))
+	stop()
+	got := map[string]float64{}
+	for key, s := range bySubject[subject][0].series(t) {
+		if strings.Contains(key, "latency_seconds") {
+			got[key] = s.Value
+		}
+	}
+	instance := strings.TrimPrefix(srv.URL, "http://")
+	series := func(name, le string) string {
+		if le != "" {
+			le = `, le="` + le + `"`
+		}
+		return `{__name__="` + name + `", instance="` + instance + `", job="kubelet"` + le + `, metrics_path="/metrics"}`
+	}
+	want := map[string]float64{
+		series("latency_seconds_bucket", "0.1"):  0,
+		series("latency_seconds_bucket", "1.0"):  1, // le normalised as Prometheus does
+		series("latency_seconds_bucket", "+Inf"): 1,
+		series("latency_seconds_count", ""):      1,
+		series("latency_seconds_sum", ""):        0.3,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("histogram series %v, want %v", got, want)
 	}
 }

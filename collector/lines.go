@@ -81,7 +81,9 @@ func (p *parser) parseText(dst *[]proto.LabeledSample, r io.Reader, scrapeMillis
 			if isTypeLine(line) {
 				typeLine = append(typeLine[:0], line...)
 			}
-			if len(bufs.run) >= maxRunBytes {
+			// The TYPE line before the run does not count: a long one
+			// would make every new line a run of its own.
+			if len(bufs.run)-runLines >= maxRunBytes {
 				if err := flush(); err != nil {
 					return 0, err
 				}

@@ -38,15 +38,14 @@ var failureReasons = []string{
 // metrics are the collector's own metrics. Labels are bounded: source and
 // reason, never node, URL or series.
 type metrics struct {
-	scrapes           *prometheus.CounterVec
-	scrapeFailures    *prometheus.CounterVec
-	scrapeDuration    *prometheus.HistogramVec
-	samplesScraped    *prometheus.CounterVec
-	samplesPublished  *prometheus.CounterVec
-	publishFailures   *prometheus.CounterVec
-	histogramsSkipped *prometheus.CounterVec
-	droppedScrapes    *prometheus.CounterVec
-	droppedSamples    *prometheus.CounterVec
+	scrapes          *prometheus.CounterVec
+	scrapeFailures   *prometheus.CounterVec
+	scrapeDuration   *prometheus.HistogramVec
+	samplesScraped   *prometheus.CounterVec
+	samplesPublished *prometheus.CounterVec
+	publishFailures  *prometheus.CounterVec
+	droppedScrapes   *prometheus.CounterVec
+	droppedSamples   *prometheus.CounterVec
 	// buffer is read by the buffer gauges; nil until Run opened it.
 	buffer atomic.Pointer[buffer.Buffer]
 }
@@ -78,10 +77,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		publishFailures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_collector_publish_failures_total",
 			Help: "Messages that JetStream did not acknowledge within publish_timeout, or refused.",
-		}, []string{"source"}),
-		histogramsSkipped: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_collector_native_histograms_skipped_total",
-			Help: "Native histogram samples skipped: the batch encoding carries float samples only.",
 		}, []string{"source"}),
 		droppedScrapes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_collector_buffer_dropped_scrapes_total",
@@ -122,25 +117,23 @@ func (m *metrics) bufferDropped(subject string, samples int) {
 // targetMetrics are the children of one target's source, resolved once so
 // that a scrape does not look them up.
 type targetMetrics struct {
-	scrapes           prometheus.Counter
-	scrapeDuration    prometheus.Observer
-	samplesScraped    prometheus.Counter
-	samplesPublished  prometheus.Counter
-	publishFailures   prometheus.Counter
-	histogramsSkipped prometheus.Counter
-	failures          map[string]prometheus.Counter // by reason
+	scrapes          prometheus.Counter
+	scrapeDuration   prometheus.Observer
+	samplesScraped   prometheus.Counter
+	samplesPublished prometheus.Counter
+	publishFailures  prometheus.Counter
+	failures         map[string]prometheus.Counter // by reason
 }
 
 func (m *metrics) forSource(s proto.Source) targetMetrics {
 	src := string(s)
 	tm := targetMetrics{
-		scrapes:           m.scrapes.WithLabelValues(src),
-		scrapeDuration:    m.scrapeDuration.WithLabelValues(src),
-		samplesScraped:    m.samplesScraped.WithLabelValues(src),
-		samplesPublished:  m.samplesPublished.WithLabelValues(src),
-		publishFailures:   m.publishFailures.WithLabelValues(src),
-		histogramsSkipped: m.histogramsSkipped.WithLabelValues(src),
-		failures:          make(map[string]prometheus.Counter, len(failureReasons)),
+		scrapes:          m.scrapes.WithLabelValues(src),
+		scrapeDuration:   m.scrapeDuration.WithLabelValues(src),
+		samplesScraped:   m.samplesScraped.WithLabelValues(src),
+		samplesPublished: m.samplesPublished.WithLabelValues(src),
+		publishFailures:  m.publishFailures.WithLabelValues(src),
+		failures:         make(map[string]prometheus.Counter, len(failureReasons)),
 	}
 	m.droppedScrapes.WithLabelValues(src)
 	m.droppedSamples.WithLabelValues(src)

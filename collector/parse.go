@@ -83,9 +83,6 @@ type parser struct {
 	labelsBuf []prompb.Label // a new series' text labels, to compare
 	finalBuf  []prompb.Label // a new series' final labels
 
-	// histogramsSkipped counts the native histogram samples of the last
-	// parse, which the batch cannot carry.
-	histogramsSkipped int
 	// duplicates counts the samples of the last parse whose series was
 	// already in the same scrape: they are dropped as Prometheus does.
 	duplicates int
@@ -211,10 +208,7 @@ func (p *parser) parseEntries(dst *[]proto.LabeledSample, tp textparse.Parser, n
 		}
 		switch entry {
 		case textparse.EntrySeries:
-		case textparse.EntryHistogram:
-			p.histogramsSkipped++
-			continue
-		default: // help, type, unit, comment
+		default: // help, type, unit, comment; native histograms come as their classic series
 			continue
 		}
 		key, ts, v := tp.Series()
@@ -267,7 +261,6 @@ func (p *parser) begin(dst *[]proto.LabeledSample) int {
 	p.scrape++
 	p.inUse = 0
 	p.kept = 0
-	p.histogramsSkipped = 0
 	p.duplicates = 0
 	return len(*dst)
 }
