@@ -25,7 +25,12 @@ type Receiver struct {
 	series  map[uint64]recent // series hash → its newest timestamps
 	stats   ReceiverStats
 	latency latencyHistogram
-	down    atomic.Bool
+	// steady is latency for the samples stamped from steadyFrom (Unix ms)
+	// on: after the start-up, when every cache is cold and the first
+	// scrapes of every target land at once.
+	steady     latencyHistogram
+	steadyFrom atomic.Int64
+	down       atomic.Bool
 	stopped atomic.Int64 // Unix ms the fleet stopped; 0 while it serves
 	// scrapeSize returns the samples one scrape of the target an up series
 	// names offers, from its instance and its metrics_path or job label.
@@ -76,8 +81,11 @@ var generatedSeries = map[string]bool{
 
 // NewReceiver returns an empty Receiver.
 func NewReceiver() *Receiver {
-	return &Receiver{series: map[uint64]recent{}, latency: newLatencyHistogram(), now: time.Now}
+	return &Receiver{series: map[uint64]recent{}, latency: newLatencyHistogram(), steady: newLatencyHistogram(), now: time.Now}
 }
+
+// SteadyFrom makes SteadyLatency count the samples stamped from t on.
+func (r *Receiver) SteadyFrom(t time.Time) { r.steadyFrom.Store(t.UnixMilli()) }
 
 // FleetStopped tells the receiver that scrapes from t on fail on purpose.
 func (r *Receiver) FleetStopped(t time.Time) { r.stopped.Store(t.UnixMilli()) }
@@ -92,6 +100,14 @@ func (r *Receiver) Latency(q float64) float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.latency.quantile(q)
+}
+
+// SteadyLatency is Latency for the samples stamped from the time
+// SteadyFrom set on; NaN before any arrived or while it is unset.
+func (r *Receiver) SteadyLatency(q float64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.steady.quantile(q)
 }
 
 // Forget drops what the receiver remembers of series whose newest sample
@@ -151,16 +167,20 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	arrived := r.now().UnixMilli()
-	stopped := r.stopped.Load()
+	times := arrival{at: arrived, stopped: r.stopped.Load(), steadyFrom: r.steadyFrom.Load()}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Requests++
-	_ = walkWriteRequest(bufs.raw, &bufs.series, func(ts *series) { r.count(ts, arrived, stopped) })
+	_ = walkWriteRequest(bufs.raw, &bufs.series, func(ts *series) { r.count(ts, times) })
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// arrival is when a request arrived, and the times of the run it is
+// judged by, in Unix ms; 0 for a time that has not come.
+type arrival struct{ at, stopped, steadyFrom int64 }
+
 // count accounts for the samples of one series; r.mu is held.
-func (r *Receiver) count(ts *series, arrived, stopped int64) {
+func (r *Receiver) count(ts *series, t arrival) {
 	generated, up := generatedSeries[string(ts.name)], string(ts.name) == "up"
 	for _, s := range ts.samples {
 		if value.IsStaleNaN(s.value) {
@@ -180,11 +200,14 @@ func (r *Receiver) count(ts *series, arrived, stopped int64) {
 		r.series[ts.hash] = w
 		r.stats.Unique++
 		if !generated {
-			r.latency.observe(arrived - s.ts)
+			r.latency.observe(t.at - s.ts)
+			if t.steadyFrom != 0 && s.ts >= t.steadyFrom {
+				r.steady.observe(t.at - s.ts)
+			}
 			continue
 		}
 		r.stats.Generated++
-		if up && s.value == 0 && (stopped == 0 || s.ts < stopped) {
+		if up && s.value == 0 && (t.stopped == 0 || s.ts < t.stopped) {
 			r.stats.FailedScrapes++
 			if r.scrapeSize != nil {
 				r.stats.FailedScrapeSamples += int64(r.scrapeSize(string(ts.instance), string(ts.path), string(ts.job)))

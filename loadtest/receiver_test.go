@@ -35,6 +35,7 @@ func TestReceiverCounts(t *testing.T) {
 	r := NewReceiver()
 	now := time.UnixMilli(1_000_000)
 	r.now = func() time.Time { return now }
+	r.SteadyFrom(time.UnixMilli(999_500)) // the warm-up ends before the first two samples
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 
@@ -84,6 +85,10 @@ func TestReceiverCounts(t *testing.T) {
 	}
 	if p := r.Latency(0.99); p < 1 || p > 1.25 {
 		t.Fatalf("p99 %v s, want the bucket holding 1 s", p)
+	}
+	// The late sample, stamped in the warm-up, is left out after it.
+	if p := r.SteadyLatency(0.99); p < 0.1 || p > 0.125 {
+		t.Fatalf("p99 after warm-up %v s, want the bucket holding 100 ms", p)
 	}
 	r.Forget(time.UnixMilli(999_961))
 	if s := r.Stats().Series; s != 0 {

@@ -34,6 +34,9 @@ type Result struct {
 	SamplesPerSecond float64  `json:"samples_per_second"`
 	LatencyP50       *float64 `json:"latency_p50_seconds"`
 	LatencyP99       *float64 `json:"latency_p99_seconds"`
+	// The same for the samples stamped after the warm-up; null when none.
+	SteadyLatencyP50 *float64 `json:"latency_p50_after_warmup_seconds"`
+	SteadyLatencyP99 *float64 `json:"latency_p99_after_warmup_seconds"`
 	// Per process, and "total": CPU (utime+stime) over the whole run.
 	CPUSeconds           map[string]float64 `json:"cpu_seconds"`
 	CPUSecondsPerMillion map[string]float64 `json:"cpu_seconds_per_million_samples"`
@@ -63,6 +66,7 @@ type Report struct {
 	Nodes           int     `json:"nodes"`
 	IntervalSeconds float64 `json:"interval_seconds"`
 	DurationSeconds float64 `json:"duration_seconds"`
+	WarmupSeconds   float64 `json:"warmup_seconds"`
 	// SamplesPerNodeScrape is what one scrape of every endpoint of a node offers.
 	SamplesPerNodeScrape int `json:"samples_per_node_scrape"`
 	Result
@@ -105,6 +109,8 @@ func measure(p *pipeline, elapsed time.Duration) Result {
 		res.FailedScrapes = r.FailedScrapes
 		res.LatencyP50 = finite(p.receiver.Latency(0.5))
 		res.LatencyP99 = finite(p.receiver.Latency(0.99))
+		res.SteadyLatencyP50 = finite(p.receiver.SteadyLatency(0.5))
+		res.SteadyLatencyP99 = finite(p.receiver.SteadyLatency(0.99))
 		basis = res.DeliveredSamples
 	}
 	if elapsed > 0 {
@@ -161,7 +167,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes the report for a person: Weir, then each peer beside it.
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s, mode %s, %d nodes every %gs for %.0fs\n", r.Scenario, r.Mode, r.Nodes, r.IntervalSeconds, r.DurationSeconds)
+	fmt.Fprintf(w, "scenario %s, mode %s, %d nodes every %gs for %.0fs, warm-up %gs\n", r.Scenario, r.Mode, r.Nodes, r.IntervalSeconds, r.DurationSeconds, r.WarmupSeconds)
 	writeResult(w, "weir", r.Result)
 	if len(r.JetStreamStreamBytes) > 0 {
 		fmt.Fprintf(w, "  jetstream       %.2f bytes/sample (", r.JetStreamBytesPerSample)
@@ -196,7 +202,8 @@ func writeResult(w io.Writer, name string, r Result) {
 			fmt.Fprintf(w, "  failed scrapes  %d reported up=0 by the scraper while the fleet served (%d samples served to them are not offered)\n", r.FailedScrapes, r.ServedToFailedScrapes)
 		}
 		fmt.Fprintf(w, "  throughput      %.0f samples/s delivered\n", r.SamplesPerSecond)
-		fmt.Fprintf(w, "  latency         p50 %s, p99 %s (scrape to backend)\n", ptrSeconds(r.LatencyP50), ptrSeconds(r.LatencyP99))
+		fmt.Fprintf(w, "  latency         p50 %s, p99 %s (scrape to backend); after warm-up p50 %s, p99 %s\n",
+			ptrSeconds(r.LatencyP50), ptrSeconds(r.LatencyP99), ptrSeconds(r.SteadyLatencyP50), ptrSeconds(r.SteadyLatencyP99))
 	} else {
 		fmt.Fprintf(w, "  samples         offered %d (%d scrapes); no sink, delivery not measured\n", r.OfferedSamples, r.Scrapes)
 		fmt.Fprintf(w, "  throughput      %.0f samples/s scraped\n", r.SamplesPerSecond)

@@ -60,6 +60,10 @@ type Config struct {
 	CollectorMemoryLimit int64
 	Interval             time.Duration // scrape interval
 	Duration             time.Duration // how long the fleet is scraped
+	// Warmup is the start of the run whose samples the latency after
+	// warm-up leaves out: every cache is cold, every target's first scrape
+	// comes at once, and the stages are still connecting.
+	Warmup time.Duration
 	Drain                time.Duration // longest wait, after the fleet stops, for the rest to arrive
 	// AckWait is the sink's ack_wait: after a SIGKILL, what the killed
 	// stage held comes back this long after it was delivered.
@@ -117,8 +121,8 @@ func (c Config) Validate() error {
 	if c.Fleet.Nodes < 1 {
 		errs = append(errs, fmt.Errorf("--nodes %d: want at least 1", c.Fleet.Nodes))
 	}
-	if c.Interval < 100*time.Millisecond || c.Duration <= 0 || c.Drain <= 0 || c.AckWait < time.Second {
-		errs = append(errs, errors.New("--interval (at least 100ms), --duration and --drain must be positive, --ack-wait at least 1s"))
+	if c.Interval < 100*time.Millisecond || c.Duration <= 0 || c.Drain <= 0 || c.AckWait < time.Second || c.Warmup < 0 {
+		errs = append(errs, errors.New("--interval (at least 100ms), --duration and --drain must be positive, --warmup not negative, --ack-wait at least 1s"))
 	}
 	return errors.Join(errs...)
 }
@@ -178,6 +182,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	harnessStart, _ := procCPU(os.Getpid())
 	start := time.Now()
 	for _, p := range pipes {
+		p.receiver.SteadyFrom(start.Add(cfg.Warmup))
 		if err := p.start(); err != nil {
 			return nil, err
 		}
@@ -198,7 +203,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{
 		Scenario: cfg.Scenario, Mode: cfg.Mode, Nodes: cfg.Fleet.Nodes,
-		IntervalSeconds: cfg.Interval.Seconds(), DurationSeconds: scraped.Seconds(),
+		IntervalSeconds: cfg.Interval.Seconds(), DurationSeconds: scraped.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
 		SamplesPerNodeScrape: weir.fleet.SamplesPerScrape(),
 		Peers:                map[string]*PeerResult{},
 	}

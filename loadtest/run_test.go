@@ -152,7 +152,7 @@ func TestScenarios(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range []string{"offered_samples", "delivered_samples", "lost_samples", "duplicate_samples", "samples_per_second",
-				"latency_p50_seconds", "latency_p99_seconds", "cpu_seconds_per_million_samples", "peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "jetstream_bytes_per_sample", "peers"} {
+				"latency_p50_seconds", "latency_p99_seconds", "latency_p99_after_warmup_seconds", "cpu_seconds_per_million_samples", "peak_rss_bytes", "rss_anon_bytes", "rss_file_bytes", "jetstream_bytes_per_sample", "peers"} {
 				if _, ok := keys[k]; !ok {
 					t.Errorf("JSON report has no %q", k)
 				}

@@ -31,6 +31,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 		return err
 	})
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the fleet is scraped")
+	fs.DurationVar(&cfg.Warmup, "warmup", 15*time.Second, "the start-up, whose samples the latency after warm-up leaves out")
 	fs.DurationVar(&cfg.Drain, "drain", 60*time.Second, "longest wait after the fleet stops for the rest to arrive")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 5*time.Second, "ack_wait of the sink: how soon what a killed stage held is delivered again")
 	fs.DurationVar(&cfg.ProgressEvery, "report", 5*time.Second, "how often to print progress")
