@@ -114,7 +114,7 @@ func DefaultConfig() Config {
 			MaxSamplesPerSend: 2000,
 			BatchSendDeadline: 5 * time.Second,
 			MinShards:         1,
-			MaxShards:         4,
+			MaxShards:         50,
 			MinBackoff:        30 * time.Millisecond,
 			MaxBackoff:        5 * time.Second,
 			RetryOnRateLimit:  true,

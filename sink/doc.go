@@ -41,7 +41,8 @@
 //     message of a subject goes to the same shard, which sends strictly in
 //     order and does not move on before the backend took the message. The
 //     shard count moves between min_shards and max_shards with how busy the
-//     shards are (not while requests are being retried); a change waits
+//     shards are and how long the consumer waited on full shard queues
+//     (not while requests are being retried); a change waits
 //     until every shard is idle, so a target's scrapes never overtake each
 //     other across it. Several replicas share a route through Deps.Consume
 //     (internal/partition): each works on its own partitions, and a target

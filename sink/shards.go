@@ -91,7 +91,9 @@ type shardPool struct {
 	shards   []*shard
 	active   int
 	inflight atomic.Int64 // messages dispatched and not finished
-	m        *metrics
+	// blocked is the total time consumers waited on a full shard queue, ns.
+	blocked atomic.Int64
+	m       *metrics
 }
 
 func newShardPool(cfg Config, m *metrics) *shardPool {
@@ -126,6 +128,13 @@ func (p *shardPool) dispatch(ctx context.Context, d delivery) error {
 	sh := p.shards[shardFor(d.msg.Subject(), p.active)]
 	d.part.inflight.Add(1)
 	p.inflight.Add(1)
+	select {
+	case sh.queue <- d:
+		return nil
+	default:
+	}
+	start := time.Now()
+	defer func() { p.blocked.Add(int64(time.Since(start))) }()
 	select {
 	case sh.queue <- d:
 		return nil
@@ -189,40 +198,60 @@ func (p *shardPool) close() {
 
 // Resharding, as Prometheus does it but simpler: aim for shards busy
 // targetBusy of the time, and move only when the aim is off by more than
-// reshardTolerance, so the count does not flap.
+// reshardTolerance, so the count does not flap. Subjects are hashed to
+// shards, so one shard can be full while the average says there is room:
+// when the consumers waited on full shard queues for more than maxBlocked
+// of the interval, the shards grow by that share, up to double.
 const (
 	targetBusy       = 0.7
 	reshardTolerance = 0.3
+	maxBlocked       = 0.2
 )
 
 // desiredShards is how many shards would be busy targetBusy of the time,
-// given that active shards were busy for busy during interval.
-func desiredShards(active int, busy, interval time.Duration, minShards, maxShards int) int {
+// given that active shards were busy for busy during interval and the
+// consumers waited for blocked on full shard queues.
+func desiredShards(active int, busy, blocked, interval time.Duration, minShards, maxShards int) int {
 	utilization := busy.Seconds() / interval.Seconds() / float64(active)
 	want := int(math.Ceil(float64(active) * utilization / targetBusy))
+	if share := blocked.Seconds() / interval.Seconds(); share > maxBlocked {
+		want = max(want, int(math.Ceil(float64(active)*(1+min(1, share)))))
+	}
 	return min(max(want, minShards), maxShards)
 }
 
-// autoscale reconsiders the shard count every reshardEvery until ctx ends.
-// It does not grow while requests are being retried: more shards would
-// only hit a backend in trouble harder.
+// heldBackChecks is how many times per reshardEvery autoscale looks
+// whether the shards hold the consumers back: growing then cannot wait,
+// the start of a sink with a backlog least of all.
+const heldBackChecks = 5
+
+// autoscale reconsiders the shard count every reshardEvery until ctx ends,
+// and sooner when the consumers wait on full shard queues. It does not
+// grow while requests are being retried: more shards would only hit a
+// backend in trouble harder.
 func (s *Sink) autoscale(ctx context.Context, pool *shardPool) {
 	q := s.cfg.QueueConfig
 	if q.MinShards == q.MaxShards {
 		return
 	}
-	t := time.NewTicker(s.reshardEvery)
+	t := time.NewTicker(s.reshardEvery / heldBackChecks)
 	defer t.Stop()
-	lastBusy, last := pool.busy(), time.Now()
+	lastBusy, lastBlocked, last := pool.busy(), pool.blocked.Load(), time.Now()
+	ticks := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			busy := pool.busy()
+			busy, blocked := pool.busy(), pool.blocked.Load()
+			heldBack := float64(blocked-lastBlocked) > maxBlocked*float64(now.Sub(last))
+			if ticks++; ticks < heldBackChecks && !heldBack {
+				continue
+			}
+			ticks = 0
 			active := pool.activeShards()
-			want := desiredShards(active, busy-lastBusy, now.Sub(last), q.MinShards, q.MaxShards)
-			lastBusy, last = busy, now
+			want := desiredShards(active, busy-lastBusy, time.Duration(blocked-lastBlocked), now.Sub(last), q.MinShards, q.MaxShards)
+			lastBusy, lastBlocked, last = busy, blocked, now
 			s.metrics.shardsDesired.Set(float64(want))
 			retrying := now.Sub(time.Unix(0, s.lastRetry.Load())) < 2*s.reshardEvery
 			switch {

@@ -16,21 +16,25 @@ import (
 
 func TestDesiredShards(t *testing.T) {
 	tests := []struct {
-		name           string
-		active         int
-		busy, interval time.Duration
-		want           int
+		name                    string
+		active                  int
+		busy, blocked, interval time.Duration
+		want                    int
 	}{
-		{"idle shrinks to min", 4, 0, 10 * time.Second, 1},
-		{"busy all the time grows", 2, 20 * time.Second, 10 * time.Second, 3},
-		{"at the target stays", 4, 28 * time.Second, 10 * time.Second, 4},
-		{"never above max", 8, 80 * time.Second, 10 * time.Second, 10},
-		{"half busy shrinks", 10, 50 * time.Second, 10 * time.Second, 8},
+		{"idle shrinks to min", 4, 0, 0, 10 * time.Second, 1},
+		{"busy all the time grows", 2, 20 * time.Second, 0, 10 * time.Second, 3},
+		{"at the target stays", 4, 28 * time.Second, 0, 10 * time.Second, 4},
+		{"never above max", 8, 80 * time.Second, 0, 10 * time.Second, 10},
+		{"half busy shrinks", 10, 50 * time.Second, 0, 10 * time.Second, 8},
+		{"one full shard holds the consumer back: grows by half", 4, 20 * time.Second, 5 * time.Second, 10 * time.Second, 6},
+		{"one of two full: grows by one", 2, 10 * time.Second, 3 * time.Second, 10 * time.Second, 3},
+		{"consumers held back all the time: doubles", 2, 10 * time.Second, 15 * time.Second, 10 * time.Second, 4},
+		{"waited a little: the average decides", 4, 20 * time.Second, time.Second, 10 * time.Second, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := desiredShards(tt.active, tt.busy, tt.interval, 1, 10); got != tt.want {
-				t.Errorf("desiredShards(%d, %s, %s) = %d, want %d", tt.active, tt.busy, tt.interval, got, tt.want)
+			if got := desiredShards(tt.active, tt.busy, tt.blocked, tt.interval, 1, 10); got != tt.want {
+				t.Errorf("desiredShards(%d, %s, %s, %s) = %d, want %d", tt.active, tt.busy, tt.blocked, tt.interval, got, tt.want)
 			}
 		})
 	}
