@@ -31,7 +31,7 @@ type Receiver struct {
 	steady     latencyHistogram
 	steadyFrom atomic.Int64
 	down       atomic.Bool
-	stopped atomic.Int64 // Unix ms the fleet stopped; 0 while it serves
+	stopped    atomic.Int64 // Unix ms the fleet stopped; 0 while it serves
 	// scrapeSize returns the samples one scrape of the target an up series
 	// names offers, from its instance and its metrics_path or job label.
 	scrapeSize func(instance, path, job string) int

@@ -64,7 +64,7 @@ type Config struct {
 	// warm-up leaves out: every cache is cold, every target's first scrape
 	// comes at once, and the stages are still connecting.
 	Warmup time.Duration
-	Drain                time.Duration // longest wait, after the fleet stops, for the rest to arrive
+	Drain  time.Duration // longest wait, after the fleet stops, for the rest to arrive
 	// AckWait is the sink's ack_wait: after a SIGKILL, what the killed
 	// stage held comes back this long after it was delivered.
 	AckWait       time.Duration
