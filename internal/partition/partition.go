@@ -177,7 +177,11 @@ func (r *runner) rebalance(ctx context.Context) error {
 	// Give partitions up at once, but take new ones only once the view of
 	// the members has held for a heartbeat: every member lists them at
 	// every beat, so by then the others have given up what is now ours.
-	stable := slices.Equal(members, r.lastView)
+	// A member that starts alone has no one to wait for, and starting a
+	// heartbeat late would hold every scrape up that long; a member
+	// starting beside it is kept out by the pin until the next beat
+	// hands the partitions over.
+	stable := slices.Equal(members, r.lastView) || (r.lastView == nil && len(members) == 1)
 	r.lastView = members
 	mine := Assign(members, r.cfg.Member, r.cfg.Partitions)
 	var revoked []int

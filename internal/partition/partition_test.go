@@ -221,3 +221,47 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 		}
 	}
 }
+
+// A member that starts alone takes its partitions at once, not a heartbeat
+// later: in `weir all` every stage is such a member, and the first scrapes
+// would wait for it.
+func TestLoneMemberStartsAtOnce(t *testing.T) {
+	s := natstest.Run(t)
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	streams := proto.DefaultStreamsConfig()
+	streams.Partitions = 2
+	if err := proto.EnsureStreams(ctx, js, streams); err != nil {
+		t.Fatal(err)
+	}
+	const heartbeat = 10 * time.Second
+	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}}
+	mctx, mcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- partition.Run(mctx, js, partition.Config{
+			Stream: proto.StreamRaw, Stage: proto.StageRaw, Durable: "lone",
+			Partitions: streams.Partitions, Member: "only", Heartbeat: heartbeat,
+			Consumer: proto.ConsumerConfig("", "", 2*time.Second, 64),
+			Log:      slog.New(slog.DiscardHandler),
+		}, work(l, "only"))
+	}()
+	started := time.Now()
+	for i := range 4 {
+		subj := proto.Subject{Stage: proto.StageRaw, Cluster: "c", Node: fmt.Sprintf("node-%d", i), Source: proto.SourceCadvisor}
+		if _, err := js.Publish(ctx, subj.String(), []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for l.total() < 4 && time.Since(started) < heartbeat {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(started); l.total() < 4 || took > heartbeat/2 {
+		t.Errorf("%d of 4 messages done after %s; a lone member should not wait for a heartbeat of %s", l.total(), took.Round(time.Millisecond), heartbeat)
+	}
+	mcancel()
+	if err := <-done; err != nil {
+		t.Errorf("member: %v", err)
+	}
+}
