@@ -95,8 +95,9 @@ type Fleet struct {
 	offered   atomic.Int64 // samples in scrapes served in full
 	scrapes   atomic.Int64 // scrapes served in full
 	failed    atomic.Int64 // scrapes whose body could not be written
-	// failedSamples is what those scrapes held: the scraper reports them
-	// failed, and they were never counted as offered.
+	// failedSamples is what those scrapes held, and the scrapes refused
+	// once the run is over: the scraper reports them failed, perhaps
+	// stamped before the stop, and they were never counted as offered.
 	failedSamples atomic.Int64
 	closed        atomic.Bool  // answer 503: the run is over, offer no more
 	epoch         atomic.Int64 // added to every pod's generation: a churn storm
@@ -108,7 +109,7 @@ type Fleet struct {
 // FleetStats is what a fleet has served so far.
 type FleetStats struct {
 	Scrapes, Failed, Offered int64
-	FailedSamples            int64 // samples of the scrapes that could not be written
+	FailedSamples            int64 // samples of the scrapes that could not be written or were refused at the end
 }
 
 // StartFleet starts n nodes named <prefix>-0 … <prefix>-(n-1) serving every
@@ -258,6 +259,9 @@ type endpointHandler struct {
 func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	f := h.fleet
 	if f.closed.Load() {
+		// A scrape that started before the stop and arrives after it is
+		// one the scraper reports failed (up 0) before the stop.
+		f.failedSamples.Add(int64(h.body.samples))
 		http.Error(w, "load test over", http.StatusServiceUnavailable)
 		return
 	}

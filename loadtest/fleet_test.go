@@ -92,8 +92,8 @@ func TestFleetServesAndCounts(t *testing.T) {
 	if code, _ := get(cadvisor.URL); code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d after Stop, want 503", code)
 	}
-	if got := f.Stats(); got.Scrapes != 3 {
-		t.Fatalf("a refused scrape was counted: %+v", got)
+	if got := f.Stats(); got.Scrapes != 3 || got.Offered != 2*int64(size)+int64(summarySize) || got.FailedSamples != int64(size) {
+		t.Fatalf("after a scrape refused at the end: %+v; want it not offered, and its %d samples among the failed ones", got, size)
 	}
 }
 
