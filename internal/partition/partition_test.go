@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -39,6 +40,23 @@ func TestAssignSpreadsEvenlyAndCoversAll(t *testing.T) {
 	if got := partition.Assign(members, "stranger", 12); got != nil {
 		t.Errorf("a non-member gets %v", got)
 	}
+}
+
+// startStreams runs a NATS server with Weir's streams in partitions
+// partitions, and returns a JetStream client and a context that ends with
+// the test, or after 30 s.
+func startStreams(t *testing.T, partitions int) (*server.Server, jetstream.JetStream, context.Context) {
+	t.Helper()
+	s := natstest.Run(t)
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	streams := proto.DefaultStreamsConfig()
+	streams.Partitions = partitions
+	if err := proto.EnsureStreams(ctx, js, streams); err != nil {
+		t.Fatal(err)
+	}
+	return s, js, ctx
 }
 
 // ledger records what members did, per subject, in order.
@@ -101,15 +119,8 @@ func work(l *ledger, member string) partition.Work {
 // connection closed mid-stream), another leaves cleanly: every message is
 // acked at least once and each target's messages are acked in order.
 func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
-	s := natstest.Run(t)
-	_, js := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	streams := proto.DefaultStreamsConfig()
-	streams.Partitions = 6
-	if err := proto.EnsureStreams(ctx, js, streams); err != nil {
-		t.Fatal(err)
-	}
+	const partitions = 6
+	s, js, ctx := startStreams(t, partitions)
 
 	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}}
 	type member struct {
@@ -125,7 +136,7 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 		go func() {
 			m.done <- partition.Run(mctx, js, partition.Config{
 				Stream: proto.StreamRaw, Stage: proto.StageRaw, Durable: "test",
-				Partitions: streams.Partitions, Member: name, Heartbeat: 200 * time.Millisecond,
+				Partitions: partitions, Member: name, Heartbeat: 200 * time.Millisecond,
 				Consumer: proto.ConsumerConfig("", "", 2*time.Second, 64),
 				Log:      slog.New(slog.DiscardHandler),
 			}, work(l, name))
@@ -148,7 +159,7 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 		t.Helper()
 		for !ok() {
 			if ctx.Err() != nil {
-				for p := range streams.Partitions {
+				for p := range partitions {
 					ci, err := js.Consumer(context.Background(), proto.StreamRaw, partition.ConsumerName("test", p))
 					if err == nil {
 						info := ci.CachedInfo()
@@ -226,15 +237,7 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 // later: in `weir all` every stage is such a member, and the first scrapes
 // would wait for it.
 func TestLoneMemberStartsAtOnce(t *testing.T) {
-	s := natstest.Run(t)
-	_, js := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	streams := proto.DefaultStreamsConfig()
-	streams.Partitions = 2
-	if err := proto.EnsureStreams(ctx, js, streams); err != nil {
-		t.Fatal(err)
-	}
+	_, js, ctx := startStreams(t, 2)
 	const heartbeat = 10 * time.Second
 	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}}
 	mctx, mcancel := context.WithCancel(ctx)
@@ -242,7 +245,7 @@ func TestLoneMemberStartsAtOnce(t *testing.T) {
 	go func() {
 		done <- partition.Run(mctx, js, partition.Config{
 			Stream: proto.StreamRaw, Stage: proto.StageRaw, Durable: "lone",
-			Partitions: streams.Partitions, Member: "only", Heartbeat: heartbeat,
+			Partitions: 2, Member: "only", Heartbeat: heartbeat,
 			Consumer: proto.ConsumerConfig("", "", 2*time.Second, 64),
 			Log:      slog.New(slog.DiscardHandler),
 		}, work(l, "only"))
