@@ -186,9 +186,7 @@ func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentTy
 	} else if resp.ContentLength > 0 {
 		s.sizeHint = int(resp.ContentLength)
 	}
-	// One byte more than the limit tells a body of exactly the limit from
-	// a larger one.
-	body := &bodyReader{r: io.LimitReader(r, s.maxBodyBytes+1), left: s.maxBodyBytes}
+	body := &bodyReader{r: r, left: s.maxBodyBytes}
 	err = read(body, resp.Header.Get("Content-Type"))
 	switch {
 	case errors.Is(body.err, errBodyTooLarge):
@@ -199,8 +197,8 @@ func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentTy
 	return err
 }
 
-// bodyReader reads a body up to its limit and keeps the error that ended
-// the reading, other than io.EOF.
+// bodyReader reads a body up to its limit, failing at the first byte past
+// it, and keeps the error that ended the reading, other than io.EOF.
 type bodyReader struct {
 	r    io.Reader
 	left int64 // bytes the limit still allows
@@ -253,9 +251,9 @@ func (s *scraper) gunzip(body io.Reader) (io.Reader, error) {
 // resetBody empties the body buffer and sizes it for the body's
 // Content-Length, or else a body a little larger than the last one. A
 // kubelet answers gzipped or chunked, with no Content-Length, and reading
-// without a size would grow the buffer by doubling,
-// up to twice the body: a buffer sized by the last body is allocated once,
-// and one huge answer does not pin its memory either.
+// without a size would grow the buffer by doubling, up to twice the body:
+// a buffer sized by the last body is allocated once, and one huge answer
+// does not pin its memory either.
 func (s *scraper) resetBody() {
 	want := max(s.lastBody+s.lastBody/bodyRoom, s.sizeHint)
 	if c := s.body.Cap(); c < want || c > want+want/2 {
