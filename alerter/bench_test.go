@@ -106,7 +106,7 @@ func loadPackAndUserRules(tb testing.TB, n int) *RuleSet {
 func BenchmarkIngestAndEvaluate(b *testing.B) {
 	// Both encodings take their fast path, as the alerter's consumer does:
 	// only the series of selected metric names are decoded, and of
-	// block1+zstd not even their labels once a target sent the same series
+	// BlockZstd not even their labels once a target sent the same series
 	// before, as every node does here after its first scrape.
 	for _, enc := range []proto.Encoding{proto.SnappyPRW1{}, proto.DefaultEncoding} {
 		b.Run(enc.Name(), func(b *testing.B) { benchIngestAndEvaluate(b, enc) })

@@ -96,7 +96,7 @@ func TestStoreMaxSeries(t *testing.T) {
 	}
 }
 
-// TestIngestBlockAsIngest: a store fed block1+zstd payloads through the
+// TestIngestBlockAsIngest: a store fed BlockZstd payloads through the
 // per-target cache holds exactly what one fed the decoded series holds,
 // while series change labels, disappear, and are forgotten by gc.
 func TestIngestBlockAsIngest(t *testing.T) {

@@ -61,34 +61,34 @@ type decodeBuffers struct {
 // ingestPayload adds the selected samples of a payload in the named
 // encoding. Of the series of the metric names no rule selects, most of a
 // scrape, neither encoding builds labels or samples: prw1+snappy is read
-// from its protobuf bytes, block1+zstd series by series.
+// from its protobuf bytes, BlockZstd series by series.
 func (s *Store) ingestPayload(t Target, encoding string, payload []byte, bufs *decodeBuffers) (int, error) {
-	switch encoding {
-	case proto.SnappyPRW1{}.Name():
+	if encoding == (proto.SnappyPRW1{}).Name() {
 		raw, err := snappyDecode(bufs.raw, payload)
 		if err != nil {
 			return 0, err
 		}
 		bufs.raw = raw[:0]
 		return s.IngestWire(t, raw)
-	case proto.BlockZstd{}.Name():
+	}
+	enc, err := proto.EncodingByName(encoding)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := enc.(proto.BlockZstd); ok {
 		if err := bufs.block.Reset(payload); err != nil {
 			return 0, err
 		}
 		return s.ingestBlock(t, &bufs.block)
 	}
 	// An encoding without a fast path is decoded whole.
-	enc, err := proto.EncodingByName(encoding)
-	if err != nil {
-		return 0, err
-	}
 	if err := enc.Decode(payload, &bufs.batch); err != nil {
 		return 0, err
 	}
 	return s.Ingest(t.Cluster, t.Node, bufs.batch.Series), nil
 }
 
-// ingestBlock adds the selected samples of the block1+zstd payload r holds.
+// ingestBlock adds the selected samples of the BlockZstd payload r holds.
 // A target mostly sends the same series as last time: then the labels are
 // not read at all, and the samples go to the series found last time.
 func (s *Store) ingestBlock(t Target, r *proto.BlockReader) (int, error) {
@@ -246,7 +246,7 @@ type Target struct {
 // target and where they are stored, so that a scrape that lists the same
 // series as the last one finds them without hashing their labels. For
 // prw1+snappy it keeps their encoded labels, found each with a byte
-// compare; for block1+zstd the LabelsSum of the whole payload.
+// compare; for BlockZstd the LabelsSum of the whole payload.
 type targetCache struct {
 	entries []cacheEntry
 	next    int
@@ -263,7 +263,7 @@ type cacheEntry struct {
 	ms   *memSeries
 }
 
-// blockEntry is a series of a block1+zstd payload, by its index.
+// blockEntry is a series of a BlockZstd payload, by its index.
 type blockEntry struct {
 	index int
 	ms    *memSeries

@@ -54,7 +54,7 @@ func captureMeta(b testing.TB, capture proto.Batch) *clusterMeta {
 // The series are decoded from a payload, as the enricher's are, so that
 // their labels lie in memory as in production: one sub-benchmark per
 // encoding a stage can read, since each lays labels out differently
-// (block1+zstd shares one string per symbol, prw1+snappy allocates each).
+// (BlockZstd shares one string per symbol, prw1+snappy allocates each).
 func BenchmarkJoin(b *testing.B) {
 	parsed := captureBatch(b, fixtures.Cadvisor135)
 	c := captureMeta(b, parsed)

@@ -51,13 +51,15 @@
 // # Steady targets
 //
 // A target mostly sends the same series scrape after scrape. For a
-// block1+zstd payload whose label columns hash as those of one the target
-// (and chunk) sent before, the enricher reuses the label columns of that
-// output and encodes only the new samples, as long as nothing the output
+// BlockZstd payload whose labels frame is the one of a payload the target
+// (and chunk) sent before, the enricher reuses the compressed labels of
+// that output, as long as nothing the output
 // depended on changed: no node, pod, ReplicaSet or Job its join looked up
 // (found or not) changed since, as the informers report changes, and the
 // cardinality guard still knows every series of it, none of which it had
-// dropped. The output is byte for byte the one the full path makes; the
+// dropped. Neither frame is decompressed, but for the input's samples to be
+// counted, and when every series is kept the input's samples frame is
+// copied as it is. The output is byte for byte the one the full path makes; the
 // reuse is counted in weir_enricher_messages_reused_total. The outputs
 // kept are bounded in total and dropped after ten minutes unused.
 //

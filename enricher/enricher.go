@@ -442,7 +442,7 @@ func (e *Enricher) handle(ctx context.Context, w *worker, m jetstream.Msg) bool 
 }
 
 // enrich decodes the payload of in, joins, filters and encodes it into
-// chunks holding series in all. A block1+zstd payload whose labels the
+// chunks holding series in all. A BlockZstd payload whose labels the
 // target sent before takes the steady path when it can (see steadyOutput),
 // and leaves the steady cache an output for the next one when it cannot.
 // Errors are those of a payload that cannot be decoded or encoded.
@@ -484,7 +484,9 @@ func (e *Enricher) enrich(w *worker, in input) (chunks []proto.Chunk, series int
 	// Every series of the steady path must be one the guard knows next
 	// time: an output it cut short may be longer next time.
 	if steady != nil && guardDropped == 0 {
-		steady.labels = proto.AppendBlockLabels(nil, w.batch.Series)
+		if steady.labels, err = proto.AppendBlockLabels(nil, w.batch.Series); err != nil {
+			return nil, 0, fmt.Errorf("encode enriched %s: %w", in.subject, err)
+		}
 		if len(w.kept) < w.reader.Len() {
 			steady.from = slices.Clone(w.kept)
 		}

@@ -8,13 +8,14 @@ import (
 )
 
 // steadyOutput is what the enricher remembers of the output it made of a
-// block1+zstd payload: a target sends the same series scrape after scrape,
+// BlockZstd payload: a target sends the same series scrape after scrape,
 // and the output of the same input labels is the same as long as nothing
-// it depended on changed. Then the output block is its label columns with
-// the new samples, and the labels are neither read, joined nor hashed.
+// it depended on changed. Then the output is its compressed labels with
+// the new samples, and the labels are neither decompressed, joined nor
+// hashed.
 type steadyOutput struct {
 	labelsSum uint64  // of the input, proto.BlockReader.LabelsSum
-	labels    []byte  // label columns of the output block
+	labels    []byte  // the output's labels part, proto.AppendBlockLabels
 	from      []int32 // the input series kept, in order; nil when all were
 	series    int     // in the output
 	// read are the metadata keys the join looked up and change the last

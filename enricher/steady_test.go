@@ -196,7 +196,7 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 }
 
 // labelOf is the value of a label of the first series of a pod in a
-// block1+zstd payload.
+// BlockZstd payload.
 func labelOf(t *testing.T, payload []byte, pod, name string) string {
 	t.Helper()
 	var b proto.Batch

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/prometheus/prometheus/prompb"
 )
@@ -40,13 +41,15 @@ type LabeledSample struct {
 // concurrent use.
 type BlockEncoder struct {
 	state blockState
-	// last are the label sets of the last batch; their label columns are
-	// state.raw[:labelsLen], from countsAt on the label counts, and
-	// lastSymbols the strings of their symbol refs.
+	// last are the label sets of the last batch; columns are their label
+	// columns, from countsAt on the label counts, lastSymbols the strings
+	// of their symbol refs, and labelsPart the start of every payload of
+	// them, the compressed columns.
 	last        []LabelSet
 	lastSymbols []string
-	labelsLen   int
+	columns     []byte
 	countsAt    int
+	labelsPart  []byte
 	// labels and prev hold the labels of a series and of the one before
 	// it while the label columns are built.
 	labels, prev []prompb.Label
@@ -59,29 +62,31 @@ func (e *BlockEncoder) Name() string { return BlockZstd{}.Name() }
 // series of one sample.
 func (e *BlockEncoder) AppendSamples(dst []byte, samples []LabeledSample) ([]byte, error) {
 	if !e.sameLabels(samples) {
-		e.buildLabels(samples)
+		if err := e.buildLabels(samples); err != nil {
+			return dst, err
+		}
 	}
-	raw := e.state.raw[:e.labelsLen]
+	dst = append(dst, e.labelsPart...)
+	w := e.state.sampleWriter(len(samples))
 	for range samples {
-		raw = append(raw, 1) // the uvarint sample count of each series
+		w.raw = append(w.raw, 1) // the uvarint sample count of each series
 	}
-	w := e.state.sampleWriter(raw)
 	for _, s := range samples {
 		w.add(s.Timestamp, s.Value)
 	}
-	return e.state.compress(dst, w)
+	return e.state.compress(dst, w, len(e.columns))
 }
 
 // maxSampleBytes is the most a one-sample series adds to a block: its
 // sample count, its timestamp delta and its value.
 const maxSampleBytes = 1 + binary.MaxVarintLen64 + 8
 
-// buildLabels builds the label columns of samples and remembers their
-// label sets. The refs of a series of the last batch are those of the last
+// buildLabels builds and compresses the label columns of samples and
+// remembers their label sets. The refs of a series of the last batch are those of the last
 // columns renumbered: symbols are numbered in the order they first appear
 // whichever way they are found, so the columns are those a build from the
 // labels alone writes.
-func (e *BlockEncoder) buildLabels(samples []LabeledSample) {
+func (e *BlockEncoder) buildLabels(samples []LabeledSample) error {
 	old := e.lastColumns()
 	s := &e.state
 	// The scratch space of the build is not kept (see below): sized as
@@ -134,17 +139,21 @@ func (e *BlockEncoder) buildLabels(samples []LabeledSample) {
 	clear(ls[:cap(ls)])
 	clear(prev[:cap(prev)])
 	e.labels, e.prev = ls[:0], prev[:0]
-	e.last = last
 	e.lastSymbols = append(e.lastSymbols[:0], s.symbols...)
 	columns := s.writeLabels(s.raw[:0])
-	e.labelsLen = len(columns)
-	e.countsAt = s.countsAt
+	part, err := appendLabelsFrame(e.labelsPart[:0], columns)
+	if err != nil {
+		e.last, e.columns = nil, nil
+		return err
+	}
+	e.last = last
+	e.columns, e.countsAt, e.labelsPart = slices.Clone(columns), s.countsAt, part
 	// A collector keeps an encoder per target from scrape to scrape: it
-	// keeps the label columns, with room for the samples, and lets the
-	// rest go.
-	raw := make([]byte, len(columns), len(columns)+len(samples)*maxSampleBytes)
-	copy(raw, columns)
+	// keeps the label columns and room for the samples, and lets the
+	// scratch space of the build go.
+	raw := make([]byte, 0, binary.MaxVarintLen64+len(samples)*maxSampleBytes)
 	*s = blockState{raw: raw, floats: s.floats}
+	return nil
 }
 
 // lastLabels are the label columns of the last batch, decoded: the labels
@@ -156,10 +165,10 @@ type lastLabels struct {
 }
 
 func (e *BlockEncoder) lastColumns() lastLabels {
-	if e.labelsLen == 0 {
+	if len(e.columns) == 0 {
 		return lastLabels{}
 	}
-	raw := e.state.raw[e.countsAt:e.labelsLen]
+	raw := e.columns[e.countsAt:]
 	next := func() uint32 {
 		v, n := binary.Uvarint(raw)
 		raw = raw[n:]
@@ -184,7 +193,7 @@ func (e *BlockEncoder) lastColumns() lastLabels {
 // The encoder keeps the last ones referenced, so no other can take their
 // place.
 func (e *BlockEncoder) sameLabels(samples []LabeledSample) bool {
-	if len(samples) != len(e.last) || e.labelsLen == 0 {
+	if len(samples) != len(e.last) || len(e.columns) == 0 {
 		return false
 	}
 	for i := range samples {

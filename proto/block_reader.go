@@ -14,14 +14,25 @@ import (
 // metricNameLabel is the label that holds the metric name.
 const metricNameLabel = "__name__"
 
-// BlockReader reads a block1+zstd payload series by series, for a stage
+// BlockReader reads a BlockZstd payload series by series, for a stage
 // that needs few of its series: the labels and samples of a series are
 // built only when asked for, and a stage that saw the same series from the
 // same target before can tell from LabelsSum without reading any label.
+// Of a block2+zstd payload, Reset decompresses the samples frame only, and
+// the labels frame is decompressed by the first call that needs a label.
 // Decode is every series read through it. A BlockReader is reused from
 // payload to payload and is not safe for concurrent use.
 type BlockReader struct {
-	raw []byte // the decompressed block
+	raw     []byte // the decompressed samples frame, or block1 block
+	nSeries int
+
+	// labelsPart is the skippable frame and the labels frame of a
+	// block2+zstd payload, read by readLabels; nil for block1.
+	labelsPart   []byte
+	samplesFrame []byte // the rest of the payload
+	labelRaw     []byte // its labels frame decompressed
+	labelsRead   bool
+	labelsErr    error
 
 	symLens  []uint32
 	symBytes []byte // every symbol, one after the other
@@ -29,7 +40,7 @@ type BlockReader struct {
 	labelCounts []uint32 // per series
 	nLabels     int
 	columns     []byte // the label names column, then the label values column
-	labelsEnd   int    // where the label columns end in raw
+	labelsEnd   int    // where the label columns end in raw, for block1
 
 	// Built and checked by the first Name or AppendLabels of a payload.
 	indexed   bool
@@ -49,61 +60,152 @@ type BlockReader struct {
 // leave the reader with no series.
 func (r *BlockReader) Reset(src []byte) error {
 	r.forget()
-	err := r.decompress(src)
-	if err == nil {
-		err = r.read()
+	var err error
+	if len(src) >= 4 && binary.LittleEndian.Uint32(src) == skippableMagic {
+		err = r.resetSplit(src)
+	} else {
+		err = r.resetBlock1(src)
 	}
 	if err != nil {
-		r.labelCounts, r.labelsEnd = r.labelCounts[:0], 0
+		r.forget()
+		r.nSeries, r.labelsEnd = 0, 0
+		r.labelsRead, r.labelsErr = true, err
 	}
 	return err
 }
 
-// forget drops the symbol strings of the last payload, so that a pooled
-// reader does not hold them.
+// forget drops the symbol strings and the labels of the last payload, so
+// that a pooled reader does not hold them.
 func (r *BlockReader) forget() {
 	clear(r.syms)
 	r.syms = r.syms[:0]
+	r.labelsPart, r.samplesFrame = nil, nil
+	r.labelsRead, r.labelsErr = false, nil
 	r.indexed, r.indexErr = false, nil
 }
 
-func (r *BlockReader) decompress(src []byte) error {
+// resetSplit reads a block2+zstd payload: its samples now, its labels when
+// they are needed.
+func (r *BlockReader) resetSplit(src []byte) error {
+	if len(src) < splitHeaderLen || binary.LittleEndian.Uint32(src[4:]) != 4 {
+		return fmt.Errorf("%w: block: truncated labels length frame", ErrMalformed)
+	}
+	n := binary.LittleEndian.Uint32(src[8:])
+	if uint64(n) > uint64(len(src)-splitHeaderLen) {
+		return fmt.Errorf("%w: block: labels frame of %d bytes, %d left", ErrMalformed, n, len(src)-splitHeaderLen)
+	}
+	end := splitHeaderLen + int(n)
+	labelsSize, err := contentSize(src[splitHeaderLen:end], 0)
+	if err != nil {
+		return fmt.Errorf("labels frame: %w", err)
+	}
+	if r.raw, err = decompress(r.raw, src[end:], labelsSize); err != nil {
+		return fmt.Errorf("samples frame: %w", err)
+	}
+	c := varintReader{buf: r.raw}
+	r.nSeries = c.count("series count", 1) // a sample count at least
+	if err := r.readSamples(&c); err != nil {
+		return err
+	}
+	r.labelsPart, r.samplesFrame = src[:end:end], src[end:]
+	return nil
+}
+
+// resetBlock1 reads a block1+zstd payload, whose labels come first.
+func (r *BlockReader) resetBlock1(src []byte) error {
+	raw, err := decompress(r.raw, src, 0)
+	if err != nil {
+		return err
+	}
+	r.raw = raw
+	if len(raw) == 0 || raw[0] != block1Version {
+		return fmt.Errorf("%w: block: not a version %d block", ErrMalformed, block1Version)
+	}
+	r.labelsRead = true
+	c := varintReader{buf: raw[1:]}
+	if r.labelsErr = r.readLabelColumns(&c); r.labelsErr != nil {
+		return r.labelsErr
+	}
+	r.nSeries = len(r.labelCounts)
+	r.labelsEnd = len(raw) - len(c.buf)
+	return r.readSamples(&c)
+}
+
+// contentSize checks the header of the zstd frame at the start of src,
+// which must give its size, and returns that size. other is what the
+// payload's other frame decodes to, which counts towards the limit.
+func contentSize(src []byte, other uint64) (uint64, error) {
 	var h zstd.Header
 	if err := h.Decode(src); err != nil {
-		return fmt.Errorf("%w: zstd header: %v", ErrMalformed, err)
+		return 0, fmt.Errorf("%w: zstd header: %v", ErrMalformed, err)
 	}
 	// The encoder always writes the size, so the buffer is sized, and a
 	// bomb refused, before anything is decompressed.
 	if !h.HasFCS || h.FrameContentSize == 0 {
-		return fmt.Errorf("%w: zstd frame without a content size", ErrMalformed)
+		return 0, fmt.Errorf("%w: zstd frame without a content size", ErrMalformed)
 	}
-	if h.FrameContentSize > MaxDecodedBytes {
-		return fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, h.FrameContentSize, MaxDecodedBytes)
+	if h.FrameContentSize > MaxDecodedBytes-other {
+		return 0, fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, h.FrameContentSize+other, MaxDecodedBytes)
 	}
 	if h.FrameContentSize > maxBlockRatio*uint64(len(src)) {
-		return fmt.Errorf("%w: %d bytes claim to decode to %d, more than a block compresses", ErrMalformed, len(src), h.FrameContentSize)
+		return 0, fmt.Errorf("%w: %d bytes claim to decode to %d, more than a block compresses", ErrMalformed, len(src), h.FrameContentSize)
 	}
-	size := int(h.FrameContentSize)
-	if cap(r.raw) < size {
-		r.raw = make([]byte, 0, size)
+	return h.FrameContentSize, nil
+}
+
+// decompress decompresses the zstd frame src into buf's memory; other is
+// as for contentSize.
+func decompress(buf, src []byte, other uint64) ([]byte, error) {
+	n, err := contentSize(src, other)
+	if err != nil {
+		return buf[:0], err
+	}
+	size := int(n)
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
 	}
 	// The decoder stops at the capacity (WithDecodeAllCapLimit), so a
 	// second frame appended to the first cannot grow the output either.
-	raw, err := zstdDecoder.DecodeAll(src, r.raw[:0:size])
+	out, err := zstdDecoder.DecodeAll(src, buf[:0:size])
 	if err != nil {
-		return fmt.Errorf("%w: zstd: %v", ErrMalformed, err)
+		return buf[:0], fmt.Errorf("%w: zstd: %v", ErrMalformed, err)
 	}
-	r.raw = raw
-	return nil
+	return out, nil
 }
 
-// read reads the columns of r.raw: the label columns are only skipped.
-func (r *BlockReader) read() error {
-	if len(r.raw) == 0 || r.raw[0] != blockVersion {
-		return fmt.Errorf("%w: block: not a version %d block", ErrMalformed, blockVersion)
+// readLabels decompresses and reads the labels frame of a block2+zstd
+// payload, once; a block1 payload's were read by Reset.
+func (r *BlockReader) readLabels() error {
+	if r.labelsRead {
+		return r.labelsErr
 	}
-	c := varintReader{buf: r.raw[1:]}
+	r.labelsRead = true
+	raw, err := decompress(r.labelRaw, r.labelsPart[splitHeaderLen:], uint64(len(r.raw)))
+	r.labelRaw = raw
+	if err != nil {
+		r.labelsErr = fmt.Errorf("labels frame: %w", err)
+		return r.labelsErr
+	}
+	if len(raw) == 0 || raw[0] != blockVersion {
+		r.labelsErr = fmt.Errorf("%w: block: labels frame not of version %d", ErrMalformed, blockVersion)
+		return r.labelsErr
+	}
+	c := varintReader{buf: raw[1:]}
+	if r.labelsErr = r.readLabelColumns(&c); r.labelsErr != nil {
+		return r.labelsErr
+	}
+	switch {
+	case len(c.buf) > 0:
+		r.labelsErr = fmt.Errorf("%w: block: %d bytes after the label columns", ErrMalformed, len(c.buf))
+	case len(r.labelCounts) != r.nSeries:
+		r.labelsErr = fmt.Errorf("%w: block: labels of %d series, samples of %d", ErrMalformed, len(r.labelCounts), r.nSeries)
+	}
+	return r.labelsErr
+}
 
+// readLabelColumns reads the label columns after the version byte: the
+// symbols are read and the refs only skipped, for index to read.
+func (r *BlockReader) readLabelColumns(c *varintReader) error {
 	nSyms := c.count("symbol count", 1)
 	lens := r.symLens[:0]
 	total := uint64(0)
@@ -121,7 +223,7 @@ func (r *BlockReader) read() error {
 	}
 	r.symBytes, c.buf = c.buf[:total], c.buf[total:]
 
-	nSeries := c.count("series count", 2) // a label count and a sample count at least
+	nSeries := c.count("series count", 1) // a label count at least
 	if c.err != nil {
 		return c.err
 	}
@@ -149,11 +251,15 @@ func (r *BlockReader) read() error {
 		return c.err
 	}
 	r.columns = columns[:len(columns)-len(c.buf)]
-	r.labelsEnd = len(r.raw) - len(c.buf)
+	return nil
+}
 
+// readSamples reads the sample columns of r.nSeries series, which must
+// end the block.
+func (r *BlockReader) readSamples(c *varintReader) error {
 	offs := append(r.sampleOffs[:0], 0)
 	nSamples := 0
-	for range nSeries {
+	for range r.nSeries {
 		n := c.uvarint("sample count")
 		if n > uint64(len(c.buf)) {
 			return fmt.Errorf("%w: block: sample count %d exceeds the block", ErrMalformed, n)
@@ -198,7 +304,7 @@ func (r *BlockReader) read() error {
 }
 
 // Len is the number of series.
-func (r *BlockReader) Len() int { return len(r.labelCounts) }
+func (r *BlockReader) Len() int { return r.nSeries }
 
 // Samples is the number of samples of every series.
 func (r *BlockReader) Samples() int { return len(r.ts) }
@@ -206,8 +312,23 @@ func (r *BlockReader) Samples() int { return len(r.ts) }
 // LabelsSum is a hash of every label of every series, in order, and of
 // nothing else: two payloads with the same sum list the same series in the
 // same order (unless 64-bit hashes collide), as successive scrapes of a
-// target mostly do whatever their samples.
-func (r *BlockReader) LabelsSum() uint64 { return xxhash.Sum64(r.raw[:r.labelsEnd]) }
+// target mostly do whatever their samples. Of a block2+zstd payload it
+// hashes the compressed labels and the series count of the samples frame,
+// without decompressing the labels: a payload with the sum of one whose
+// labels were read holds samples of exactly as many series.
+func (r *BlockReader) LabelsSum() uint64 {
+	if r.labelsPart == nil {
+		return xxhash.Sum64(r.raw[:r.labelsEnd])
+	}
+	var d xxhash.Digest
+	d.Write(r.labelsPart)
+	d.Write(binary.LittleEndian.AppendUint64(nil, uint64(r.nSeries)))
+	return d.Sum64()
+}
+
+// LabelsPart is the skippable frame and the labels frame of a block2+zstd
+// payload: the payload up to its samples frame. It is nil for block1.
+func (r *BlockReader) LabelsPart() []byte { return r.labelsPart }
 
 // Name is the metric name of series i: the value of its __name__ label,
 // "" if it has none. The error is that of a malformed label column.
@@ -255,6 +376,9 @@ func (r *BlockReader) index() error {
 		return r.indexErr
 	}
 	r.indexed = true
+	if r.indexErr = r.readLabels(); r.indexErr != nil {
+		return r.indexErr
+	}
 	c := varintReader{buf: r.columns}
 	nSyms := len(r.symLens)
 	if r.nameRefs, r.indexErr = c.refs(r.nameRefs, r.nLabels, nSyms, "label name ref"); r.indexErr != nil {

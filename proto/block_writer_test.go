@@ -7,9 +7,11 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 )
 
-// TestAppendBlockAsAppend: a payload assembled from label columns kept from
-// an earlier scrape and the samples of a new one is byte for byte what
-// BlockZstd makes of the same series, with every series and with some.
+// TestAppendBlockAsAppend: a payload assembled from labels kept from an
+// earlier scrape and the samples of a new one is byte for byte what
+// BlockZstd makes of the same series, with every series and with some,
+// from a block2+zstd payload (whose samples frame is copied) and from a
+// block1+zstd one.
 func TestAppendBlockAsAppend(t *testing.T) {
 	for _, name := range textCaptures {
 		in := Batch{Series: captureSeries(t, name)}
@@ -20,8 +22,11 @@ func TestAppendBlockAsAppend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r BlockReader
+		var r, r1 BlockReader
 		if err := r.Reset(payload); err != nil {
+			t.Fatal(err)
+		}
+		if err := r1.Reset(appendBlock1(nil, &in)); err != nil {
 			t.Fatal(err)
 		}
 		var every, odd []prompb.TimeSeries
@@ -42,15 +47,24 @@ func TestAppendBlockAsAppend(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, samples, err := AppendBlock(nil, AppendBlockLabels(nil, c.series), &r, c.from)
+			labels, err := AppendBlockLabels(nil, c.series)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := (&Batch{Series: c.series}).Samples(); samples != want {
-				t.Errorf("%s, %s: %d samples, want %d", name, c.what, samples, want)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s, %s: assembled payload differs from BlockZstd's (%d and %d bytes)", name, c.what, len(got), len(want))
+			for _, from := range []struct {
+				what string
+				r    *BlockReader
+			}{{"block2", &r}, {"block1", &r1}} {
+				got, samples, err := AppendBlock([]byte("prefix"), labels, from.r, c.from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := (&Batch{Series: c.series}).Samples(); samples != want {
+					t.Errorf("%s, %s from %s: %d samples, want %d", name, c.what, from.what, samples, want)
+				}
+				if !bytes.Equal(got[6:], want) {
+					t.Errorf("%s, %s from %s: assembled payload differs from BlockZstd's (%d and %d bytes)", name, c.what, from.what, len(got)-6, len(want))
+				}
 			}
 		}
 	}

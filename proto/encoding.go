@@ -54,6 +54,7 @@ var DefaultEncoding Encoding = BlockZstd{}
 var encodings = map[string]Encoding{
 	SnappyPRW1{}.Name(): SnappyPRW1{},
 	BlockZstd{}.Name():  BlockZstd{},
+	block1Name:          BlockZstd{},
 }
 
 // EncodingByName returns the encoding named by a Weir-Encoding header.

@@ -14,19 +14,35 @@ import (
 // A scrape repeats a few thousand label strings over tens of thousands of
 // series, and most of its samples share one timestamp, so the block stores
 // each unique string once and every column apart, where zstd finds the
-// repetition:
+// repetition. A block2+zstd payload is three zstd frames:
 //
-//	version      byte (1)
-//	symbols      uvarint count, count uvarint lengths, then the bytes
-//	series       uvarint count
-//	label counts uvarint per series
-//	label names  uvarint symbol ref per label
-//	label values uvarint symbol ref per label
-//	sample count uvarint per series
-//	timestamps   varint of the first, then zigzag varint delta to the previous
-//	values       per sample the 8 bytes of its float64 XOR the previous one,
-//	             written byte plane by byte plane (all first bytes, then
-//	             all second bytes...), so zstd sees long runs of equal bytes
+//	skippable frame  magic 0x184D2A50, length 4, then the length in bytes
+//	                 of the labels frame, all little-endian uint32
+//	labels frame     the label columns:
+//	  version        byte (2)
+//	  symbols        uvarint count, count uvarint lengths, then the bytes
+//	  series         uvarint count
+//	  label counts   uvarint per series
+//	  label names    uvarint symbol ref per label
+//	  label values   uvarint symbol ref per label
+//	samples frame    the sample columns:
+//	  series         uvarint count, as in the labels frame
+//	  sample count   uvarint per series
+//	  timestamps     varint of the first, then zigzag varint delta to the previous
+//	  values         per sample the 8 bytes of its float64 XOR the previous one,
+//	                 written byte plane by byte plane (all first bytes, then
+//	                 all second bytes...), so zstd sees long runs of equal bytes
+//
+// The labels are a frame of their own because a target sends the same
+// series scrape after scrape: a sender compresses them once and reuses the
+// frame, a stage tells them from the last ones by the frame's bytes without
+// decompressing it, and a stage that keeps every series as it is passes the
+// samples frame on unchanged. Three quarters of the compression is the
+// labels (BENCHMARKS.md, "Wire encoding").
+//
+// block1+zstd, which older collectors wrote and the streams may still hold,
+// is one frame of the version 1 label columns followed directly by the
+// sample columns without their series count. Decode reads both.
 //
 // Each payload is self-contained: no dictionary or state spans messages, so
 // any replica can decode any message after a restart.
@@ -34,8 +50,18 @@ type BlockZstd struct{}
 
 var _ Encoding = BlockZstd{}
 
-// blockVersion is the first byte of every uncompressed block.
-const blockVersion = 1
+const (
+	// blockVersion is the first byte of the labels frame of block2+zstd.
+	blockVersion = 2
+	// block1Version is the first byte of a block1+zstd block.
+	block1Version = 1
+
+	// skippableMagic starts the frame that gives the labels frame's length:
+	// zstd itself skips it, so `zstd -d` decompresses a payload whole.
+	skippableMagic = 0x184D2A50
+	// splitHeaderLen is the skippable frame: magic, length, labels length.
+	splitHeaderLen = 12
+)
 
 // maxBlockRatio bounds how much larger than its payload a block may be.
 // Every series of a scrape differs from the others in at least one label
@@ -43,8 +69,12 @@ const blockVersion = 1
 // times; a payload claiming more is refused before it is decompressed.
 const maxBlockRatio = 1 << 10
 
-// Name implements Encoding.
-func (BlockZstd) Name() string { return "block1+zstd" }
+// Name implements Encoding: what Append writes.
+func (BlockZstd) Name() string { return "block2+zstd" }
+
+// block1Name is the encoding of the payloads older collectors wrote,
+// which Decode reads as well.
+const block1Name = "block1+zstd"
 
 // encoders is how many zstd encoders the process keeps: see SetEncoders.
 var encoders = 2
@@ -124,10 +154,17 @@ func (s *blockState) symbol(v string) uint32 {
 func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 	s := blockPool.Get().(*blockState)
 	defer blockPool.Put(s)
-	return s.appendSamples(dst, s.appendLabels(s.raw[:0], b), b)
+	labels := s.appendLabels(s.raw[:0], b)
+	dst, err := appendLabelsFrame(dst, labels)
+	s.raw = labels
+	if err != nil {
+		return dst, err
+	}
+	return s.appendSamples(dst, b, len(labels))
 }
 
-// appendLabels appends the columns of a block up to the label values.
+// appendLabels appends the label columns of b to raw: the uncompressed
+// labels frame.
 func (s *blockState) appendLabels(raw []byte, b *Batch) []byte {
 	s.startLabels()
 	var prev []prompb.Label
@@ -137,6 +174,22 @@ func (s *blockState) appendLabels(raw []byte, b *Batch) []byte {
 		prev = ls
 	}
 	return s.writeLabels(raw)
+}
+
+// appendLabelsFrame appends to dst the start of a payload whose label
+// columns are labels: the skippable frame and the labels frame. A sender of
+// the same series keeps it and appends only samples frames to it.
+func appendLabelsFrame(dst, labels []byte) ([]byte, error) {
+	if len(labels) > MaxDecodedBytes {
+		return dst, fmt.Errorf("%w: labels of %d bytes, limit %d", ErrTooLarge, len(labels), MaxDecodedBytes)
+	}
+	at := len(dst)
+	dst = binary.LittleEndian.AppendUint32(dst, skippableMagic)
+	dst = binary.LittleEndian.AppendUint32(dst, 4)
+	dst = binary.LittleEndian.AppendUint32(dst, 0) // the length, known below
+	dst = zstdEncoder().EncodeAll(labels, dst)
+	binary.LittleEndian.PutUint32(dst[at+8:], uint32(len(dst)-at-splitHeaderLen))
+	return dst, nil
 }
 
 // startLabels empties the label columns for a new block.
@@ -198,23 +251,24 @@ func (s *blockState) writeLabels(raw []byte) []byte {
 	return raw
 }
 
-// appendSamples appends the sample columns of b to raw, which holds its
-// label columns, and the compressed block to dst.
-func (s *blockState) appendSamples(dst, raw []byte, b *Batch) ([]byte, error) {
+// appendSamples appends the samples frame of b to dst. labelsLen is the
+// size of the uncompressed labels frame, which counts towards the limit.
+func (s *blockState) appendSamples(dst []byte, b *Batch, labelsLen int) ([]byte, error) {
+	w := s.sampleWriter(len(b.Series))
 	for i := range b.Series {
-		raw = binary.AppendUvarint(raw, uint64(len(b.Series[i].Samples)))
+		w.raw = binary.AppendUvarint(w.raw, uint64(len(b.Series[i].Samples)))
 	}
-	w := s.sampleWriter(raw)
 	for i := range b.Series {
 		for _, smp := range b.Series[i].Samples {
 			w.add(smp.Timestamp, smp.Value)
 		}
 	}
-	return s.compress(dst, w)
+	return s.compress(dst, w, labelsLen)
 }
 
-// sampleWriter appends the timestamp column of a block and gathers the
-// values for compress to write byte plane by byte plane.
+// sampleWriter writes the columns of a samples frame: the caller appends
+// the sample counts to raw, then adds the samples, and compress writes the
+// values byte plane by byte plane.
 type sampleWriter struct {
 	raw    []byte
 	floats []uint64
@@ -223,9 +277,9 @@ type sampleWriter struct {
 	first  bool
 }
 
-// sampleWriter starts the sample columns after the sample counts in raw.
-func (s *blockState) sampleWriter(raw []byte) sampleWriter {
-	return sampleWriter{raw: raw, floats: s.floats[:0], first: true}
+// sampleWriter starts a samples frame of n series in the state's buffers.
+func (s *blockState) sampleWriter(n int) sampleWriter {
+	return sampleWriter{raw: binary.AppendUvarint(s.raw[:0], uint64(n)), floats: s.floats[:0], first: true}
 }
 
 func (w *sampleWriter) add(ts int64, v float64) {
@@ -241,9 +295,9 @@ func (w *sampleWriter) add(ts int64, v float64) {
 	w.prevV = bits
 }
 
-// compress appends the value planes to the block w wrote, keeps its
-// buffers for the next block and appends the compressed block to dst.
-func (s *blockState) compress(dst []byte, w sampleWriter) ([]byte, error) {
+// compress appends the value planes to the samples w wrote, keeps its
+// buffers for the next block and appends the compressed frame to dst.
+func (s *blockState) compress(dst []byte, w sampleWriter, labelsLen int) ([]byte, error) {
 	raw := w.raw
 	for shift := 56; shift >= 0; shift -= 8 {
 		for _, x := range w.floats {
@@ -251,8 +305,8 @@ func (s *blockState) compress(dst []byte, w sampleWriter) ([]byte, error) {
 		}
 	}
 	s.raw, s.floats = raw, w.floats
-	if len(raw) > MaxDecodedBytes {
-		return dst, fmt.Errorf("%w: block of %d bytes, limit %d", ErrTooLarge, len(raw), MaxDecodedBytes)
+	if n := labelsLen + len(raw); n > MaxDecodedBytes {
+		return dst, fmt.Errorf("%w: block of %d bytes, limit %d", ErrTooLarge, n, MaxDecodedBytes)
 	}
 	return zstdEncoder().EncodeAll(raw, dst), nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -95,9 +96,126 @@ func TestBlockZstdSharesStrings(t *testing.T) {
 	}
 }
 
-// block builds an uncompressed block from its columns, for the error cases.
+// appendBlock1 appends the block1+zstd payload of b, as collectors wrote
+// it before block2+zstd, for the tests that read one.
+func appendBlock1(dst []byte, b *Batch) []byte {
+	var s blockState
+	raw := s.appendLabels(nil, b)
+	raw[0] = block1Version
+	for i := range b.Series {
+		raw = binary.AppendUvarint(raw, uint64(len(b.Series[i].Samples)))
+	}
+	w := sampleWriter{raw: raw, first: true}
+	for i := range b.Series {
+		for _, smp := range b.Series[i].Samples {
+			w.add(smp.Timestamp, smp.Value)
+		}
+	}
+	dst, err := s.compress(dst, w, 0)
+	if err != nil {
+		panic(err)
+	}
+	return dst
+}
+
+// TestBlockZstdReadsBlock1 checks that payloads older collectors wrote
+// decode to their series, by Decode and by a BlockReader.
+func TestBlockZstdReadsBlock1(t *testing.T) {
+	in := Batch{Series: captureSeries(t, fixtures.Cadvisor135)}
+	enc, err := EncodingByName(block1Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Batch
+	if err := enc.Decode(appendBlock1(nil, &in), &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Series) != len(in.Series) {
+		t.Fatalf("%d series, want %d", len(out.Series), len(in.Series))
+	}
+	for i := range in.Series {
+		if !reflect.DeepEqual(in.Series[i].Labels, out.Series[i].Labels) || !sameSamples(in.Series[i].Samples, out.Series[i].Samples) {
+			t.Fatalf("series %d: got %v, want %v", i, out.Series[i], in.Series[i])
+		}
+	}
+}
+
+// split builds a block2+zstd payload from its uncompressed frames.
+func split(labels, samples []byte) []byte {
+	payload, err := appendLabelsFrame(nil, labels)
+	if err != nil {
+		panic(err)
+	}
+	return zstdEncoder().EncodeAll(samples, payload)
+}
+
+// TestBlockZstdSplitErrors checks what Decode and a BlockReader say of a
+// block2+zstd payload whose frames do not agree, or are cut.
+func TestBlockZstdSplitErrors(t *testing.T) {
+	labels := append([]byte{blockVersion}, slices.Concat(uv(2, 1, 1), []byte("ab"), uv(1, 1, 0, 1))...)
+	samples := slices.Concat(uv(1, 1, 0), make([]byte, 8))
+	good := split(labels, samples)
+	tests := []struct {
+		name    string
+		in      []byte
+		wantErr error
+	}{
+		{"labels length frame cut", good[:10], ErrMalformed},
+		{"labels frame longer than the payload", append(good[:8:8], 0xff, 0xff, 0, 0), ErrMalformed},
+		{"samples frame missing", good[:splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:]))], ErrMalformed},
+		{"labels of another version", split(append([]byte{block1Version}, labels[1:]...), samples), ErrMalformed},
+		{"labels of two series, samples of one", split(append([]byte{blockVersion}, slices.Concat(uv(2, 1, 1), []byte("ab"), uv(2, 1, 1, 0, 0, 1, 1))...), samples), ErrMalformed},
+		{"bytes after the label columns", split(append(slices.Clip(labels), 0), samples), ErrMalformed},
+		{"samples of two series, labels of one", split(labels, slices.Concat(uv(2, 1, 1, 0, 0), make([]byte, 16))), ErrMalformed},
+		{"labels frame not zstd", slices.Concat(good[:8], []byte{4, 0, 0, 0}, []byte("abcd"), good[splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:])):]), ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b Batch
+			if err := (BlockZstd{}).Decode(tt.in, &b); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Decode = %v, want %v", err, tt.wantErr)
+			}
+			if len(b.Series) != 0 {
+				t.Fatalf("a failed Decode left %d series", len(b.Series))
+			}
+		})
+	}
+	var b Batch
+	if err := (BlockZstd{}).Decode(good, &b); err != nil || len(b.Series) != 1 || b.Series[0].Labels[0].Name != "a" || b.Series[0].Labels[0].Value != "b" {
+		t.Fatalf("hand-made good payload: %v, %v", err, b.Series)
+	}
+}
+
+// TestBlockZstdSplitBomb checks that the two frames of a payload may not
+// decode to more than MaxDecodedBytes together, and that the labels frame
+// is checked before the samples frame is decompressed.
+func TestBlockZstdSplitBomb(t *testing.T) {
+	claim := func(size uint64) []byte {
+		frame := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0}
+		frame = binary.LittleEndian.AppendUint64(frame, size)
+		return append(frame, 0x01, 0x00, 0x00)
+	}
+	header := func(n int) []byte {
+		h := binary.LittleEndian.AppendUint32(nil, skippableMagic)
+		h = binary.LittleEndian.AppendUint32(h, 4)
+		return binary.LittleEndian.AppendUint32(h, uint32(n))
+	}
+	// Padded, so that the claims are within what a block compresses to.
+	half := append(claim(MaxDecodedBytes/2+1), make([]byte, MaxDecodedBytes/2/maxBlockRatio)...)
+	var b Batch
+	if err := (BlockZstd{}).Decode(slices.Concat(header(len(half)), half, half), &b); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("two halves over the limit: Decode = %v, want ErrTooLarge", err)
+	}
+	big := claim(MaxDecodedBytes + 1)
+	if err := (BlockZstd{}).Decode(slices.Concat(header(len(big)), big, zstdEncoder().EncodeAll([]byte{0}, nil)), &b); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("labels over the limit: Decode = %v, want ErrTooLarge", err)
+	}
+}
+
+// block builds an uncompressed block1 block from its columns, for the
+// error cases.
 func block(parts ...[]byte) []byte {
-	raw := []byte{blockVersion}
+	raw := []byte{block1Version}
 	for _, p := range parts {
 		raw = append(raw, p...)
 	}

@@ -14,7 +14,7 @@ import (
 // network: read one real cAdvisor scrape (Kubernetes 1.35) as the collector
 // encodes it, and build its remote-write requests (marshal and snappy) at
 // the default max_samples_per_send. "decoded" decodes the payload whole, as
-// the sink does a target's first payload and any not in block1+zstd;
+// the sink does a target's first payload and any not in BlockZstd;
 // "steady" is a target whose labels are those of its last payload.
 func BenchmarkDecodeBuildRequest(b *testing.B) {
 	series := captureSeries(b, fixtures.Cadvisor135, scrapeMillis)

@@ -50,7 +50,7 @@
 //   - Bounded memory. Each shard has a short queue (queue_config.capacity
 //     samples, at most 16 messages); a full queue stops the consumer loop
 //     instead of growing, and the consumer's max_ack_pending bounds what
-//     the server hands out. The labels of each target's last block1+zstd
+//     the server hands out. The labels of each target's last BlockZstd
 //     payload, kept so that a target sending the same series again is sent
 //     without reading them, are bounded to 128 MiB per sink and dropped
 //     within minutes of the target's last message.

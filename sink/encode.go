@@ -303,7 +303,7 @@ func (w *requestBuilder) build(b *proto.Batch, send func(request) error) error {
 	return w.finish(send)
 }
 
-// buildBlock is build for the block1+zstd payload r holds, whose series
+// buildBlock is build for the BlockZstd payload r holds, whose series
 // have the labels l: the requests are the same, with their labels apart.
 // Such a payload has neither histograms nor exemplars.
 func (w *requestBuilder) buildBlock(r *proto.BlockReader, l *seriesLabels, send func(request) error) error {

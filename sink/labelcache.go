@@ -12,7 +12,7 @@ import (
 )
 
 // A target sends the same series scrape after scrape: the sink keeps, per
-// target, the labels of its last block1+zstd payload in the form requests
+// target, the labels of its last BlockZstd payload in the form requests
 // need them, and a payload whose proto.BlockReader.LabelsSum is the same
 // is sent without reading its labels at all.
 const (

@@ -16,7 +16,7 @@ import (
 // shard sends the messages of the subjects hashed to it, one at a time.
 type shard struct {
 	queue chan delivery
-	// The message being sent: a block1+zstd payload in reader, with the
+	// The message being sent: a BlockZstd payload in reader, with the
 	// labels of its series, or another decoded in batch. Both are reused
 	// by every message of the shard.
 	reader  proto.BlockReader
@@ -39,7 +39,11 @@ func (sh *shard) decode(m jetstream.Msg, p protocol, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if meta.Encoding == (proto.BlockZstd{}).Name() {
+	enc, err := proto.EncodingByName(meta.Encoding)
+	if err != nil {
+		return err
+	}
+	if _, ok := enc.(proto.BlockZstd); ok {
 		if err := sh.reader.Reset(m.Data()); err != nil {
 			return fmt.Errorf("decode %s: %w", m.Subject(), err)
 		}
@@ -47,10 +51,6 @@ func (sh *shard) decode(m jetstream.Msg, p protocol, now time.Time) error {
 			return fmt.Errorf("decode %s: %w", m.Subject(), err)
 		}
 		return nil
-	}
-	enc, err := proto.EncodingByName(meta.Encoding)
-	if err != nil {
-		return err
 	}
 	if err := enc.Decode(m.Data(), &sh.batch); err != nil {
 		return fmt.Errorf("decode %s: %w", m.Subject(), err)
