@@ -56,8 +56,9 @@ type BlockReader struct {
 }
 
 // Reset decompresses src and reads its structure, the samples included;
-// labels are read on demand. Errors wrap ErrMalformed or ErrTooLarge, and
-// leave the reader with no series.
+// labels are read on demand, from src, which must not change until the
+// next Reset. Errors wrap ErrMalformed or ErrTooLarge, and leave the
+// reader with no series.
 func (r *BlockReader) Reset(src []byte) error {
 	r.forget()
 	var err error
