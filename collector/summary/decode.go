@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
+
+	jsoniter "github.com/json-iterator/go"
 )
 
 // Summary is the part of the kubelet's /stats/summary answer
@@ -168,6 +171,26 @@ type VolumeStats struct {
 	PVCRef *PodReference `json:"pvcRef"`
 }
 
+// fastJSON decodes summaries as encoding/json does, in half its time
+// (BenchmarkSummary); Prometheus' API uses it too.
+var fastJSON = jsoniter.ConfigCompatibleWithStandardLibrary
+
+// fastDecodes decodes body into s with json-iterator if it can do so as
+// encoding/json would. encoding/json is the reference, and its errors give
+// the byte offset: a body json-iterator refuses is left to it, and so are
+// bodies that are not valid JSON, which json-iterator is lenient with, and
+// not UTF-8, whose strings only encoding/json mends.
+func fastDecodes(body []byte, s *Summary) bool {
+	if !utf8.Valid(body) || !json.Valid(body) {
+		return false
+	}
+	if fastJSON.Unmarshal(body, s) != nil {
+		*s = Summary{}
+		return false
+	}
+	return true
+}
+
 // ErrEmpty is returned for a body without any JSON value.
 var ErrEmpty = errors.New("summary: empty body")
 
@@ -179,17 +202,27 @@ func Decode(body []byte) (*Summary, error) {
 		return nil, ErrEmpty
 	}
 	var s Summary
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("summary: decode at byte %d: %w", dec.InputOffset(), err)
-	}
-	// A second value after the object is a broken or concatenated answer.
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("summary: unexpected data after the summary object at byte %d", dec.InputOffset())
+	if !fastDecodes(body, &s) {
+		if err := decodeStd(body, &s); err != nil {
+			return nil, err
+		}
 	}
 	// JSON null, or an object of some other API, decodes without error.
 	if s.Node.NodeName == "" {
 		return nil, errors.New("summary: node.nodeName is missing: not a kubelet /stats/summary answer")
 	}
 	return &s, nil
+}
+
+// decodeStd decodes body into s with encoding/json.
+func decodeStd(body []byte, s *Summary) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(s); err != nil {
+		return fmt.Errorf("summary: decode at byte %d: %w", dec.InputOffset(), err)
+	}
+	// A second value after the object is a broken or concatenated answer.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("summary: unexpected data after the summary object at byte %d", dec.InputOffset())
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package summary
 import (
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +181,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"node":{"nodeName":"n","network":{"interfaces":[{"name":""}]}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		s, err := Decode(body)
+		// What json-iterator decodes, encoding/json decodes the same.
+		var fast, std Summary
+		if fastDecodes(body, &fast) {
+			if err := decodeStd(body, &std); err != nil || !reflect.DeepEqual(fast, std) {
+				t.Fatalf("json-iterator decoded what encoding/json did not (%v):\n%+v\n%+v", err, fast, std)
+			}
+		}
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "summary: ") {
 				t.Fatalf("error without context: %v", err)
