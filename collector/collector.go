@@ -371,7 +371,7 @@ type loop struct {
 	subjectText string
 	scraper     *scraper
 	parser      *parser
-	// encoder reuses the label columns of the last scrape when the
+	// encoder reuses the compressed labels of the last scrape when the
 	// parser hands it the same series again.
 	encoder    *proto.BlockEncoder
 	report     reportSeries

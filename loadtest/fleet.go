@@ -95,12 +95,13 @@ type Fleet struct {
 	offered   atomic.Int64 // samples in scrapes served in full
 	scrapes   atomic.Int64 // scrapes served in full
 	failed    atomic.Int64 // scrapes whose body could not be written
-	// failedSamples is what those scrapes held, and the scrapes refused
-	// once the run is over: the scraper reports them failed, perhaps
-	// stamped before the stop, and they were never counted as offered.
+	// failedSamples is what those scrapes held: the scraper reports them
+	// failed, and they were never counted as offered.
 	failedSamples atomic.Int64
-	closed        atomic.Bool  // answer 503: the run is over, offer no more
-	epoch         atomic.Int64 // added to every pod's generation: a churn storm
+	// refuseFrom is when the fleet starts to answer 503, in Unix ns; 0
+	// while it serves.
+	refuseFrom atomic.Int64
+	epoch      atomic.Int64 // added to every pod's generation: a churn storm
 
 	servers []*http.Server
 	done    chan error
@@ -109,7 +110,7 @@ type Fleet struct {
 // FleetStats is what a fleet has served so far.
 type FleetStats struct {
 	Scrapes, Failed, Offered int64
-	FailedSamples            int64 // samples of the scrapes that could not be written or were refused at the end
+	FailedSamples            int64 // samples of the scrapes that could not be written
 }
 
 // StartFleet starts n nodes named <prefix>-0 … <prefix>-(n-1) serving every
@@ -197,9 +198,13 @@ func (f *Fleet) Stats() FleetStats {
 // Storm replaces every pod of every node at the next scrape.
 func (f *Fleet) Storm() { f.epoch.Add(1) }
 
-// Stop makes every node answer 503 from now on, so that nothing more is
-// offered while the pipeline drains.
-func (f *Fleet) Stop() { f.closed.Store(true) }
+// Stop makes every node answer 503 once grace has passed, so that nothing
+// more is offered while the pipeline drains. Scrapes that arrive within
+// grace are served as before: they may have been stamped before the stop,
+// and a scrape refused then would be one the scraper reports failed (up 0)
+// while the fleet served, which the fleet never offered. grace is the
+// scrape interval: a scrape that takes longer to arrive times out anyway.
+func (f *Fleet) Stop(grace time.Duration) { f.refuseFrom.Store(time.Now().Add(grace).UnixNano()) }
 
 func (f *Fleet) serve(h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -258,10 +263,7 @@ type endpointHandler struct {
 
 func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	f := h.fleet
-	if f.closed.Load() {
-		// A scrape that started before the stop and arrives after it is
-		// one the scraper reports failed (up 0) before the stop.
-		f.failedSamples.Add(int64(h.body.samples))
+	if from := f.refuseFrom.Load(); from != 0 && time.Now().UnixNano() >= from {
 		http.Error(w, "load test over", http.StatusServiceUnavailable)
 		return
 	}

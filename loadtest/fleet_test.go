@@ -88,12 +88,19 @@ func TestFleetServesAndCounts(t *testing.T) {
 	if got := statsReach(3); got.Scrapes != 3 || got.Offered != 2*int64(size)+int64(summarySize) || summarySize == 0 {
 		t.Fatalf("stats %+v after a summary scrape of %d samples", got, summarySize)
 	}
-	f.Stop()
+	f.Stop(time.Hour)
+	if code, _ := get(cadvisor.URL); code != http.StatusOK {
+		t.Fatalf("status %d within the grace of Stop, want 200", code)
+	}
+	if got := statsReach(4); got.Offered != 3*int64(size)+int64(summarySize) {
+		t.Fatalf("after a scrape within the grace: %+v; want it offered", got)
+	}
+	f.Stop(0)
 	if code, _ := get(cadvisor.URL); code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d after Stop, want 503", code)
 	}
-	if got := f.Stats(); got.Scrapes != 3 || got.Offered != 2*int64(size)+int64(summarySize) || got.FailedSamples != int64(size) {
-		t.Fatalf("after a scrape refused at the end: %+v; want it not offered, and its %d samples among the failed ones", got, size)
+	if got := f.Stats(); got.Scrapes != 4 || got.Offered != 3*int64(size)+int64(summarySize) || got.FailedSamples != 0 {
+		t.Fatalf("after a scrape refused at the end: %+v; want it neither offered nor failed", got)
 	}
 }
 

@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	scraped := time.Since(start)
 	for _, p := range pipes {
 		p.receiver.FleetStopped(time.Now())
-		p.fleet.Stop()
+		p.fleet.Stop(cfg.Interval)
 	}
 	if cfg.Progress != nil {
 		fmt.Fprintf(cfg.Progress, "%6s  fleet stopped; draining (at most %s)\n", scraped.Round(time.Second), cfg.Drain)

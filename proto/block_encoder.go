@@ -33,8 +33,8 @@ type LabeledSample struct {
 
 // BlockEncoder writes BlockZstd payloads for one sender of the same series
 // scrape after scrape, as a collector's target is: when a batch holds the
-// same label sets as the last one, in the same order, it reuses the label
-// columns it built for that one and encodes only the samples, without
+// same label sets as the last one, in the same order, it reuses the labels
+// frame it compressed for that one and encodes only the samples, without
 // asking the label sets for their labels. When some series came or went,
 // the series it encoded last take their label refs from the last columns,
 // and only the new ones are asked for their labels. Not safe for
