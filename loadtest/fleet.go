@@ -206,6 +206,13 @@ func (f *Fleet) Storm() { f.epoch.Add(1) }
 // scrape interval: a scrape that takes longer to arrive times out anyway.
 func (f *Fleet) Stop(grace time.Duration) { f.refuseFrom.Store(time.Now().Add(grace).UnixNano()) }
 
+// Refusing reports whether the grace of Stop has passed: the fleet offers
+// nothing more.
+func (f *Fleet) Refusing() bool {
+	from := f.refuseFrom.Load()
+	return from != 0 && time.Now().UnixNano() >= from
+}
+
 func (f *Fleet) serve(h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -263,7 +270,7 @@ type endpointHandler struct {
 
 func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	f := h.fleet
-	if from := f.refuseFrom.Load(); from != 0 && time.Now().UnixNano() >= from {
+	if f.Refusing() {
 		http.Error(w, "load test over", http.StatusServiceUnavailable)
 		return
 	}

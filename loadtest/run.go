@@ -265,7 +265,7 @@ func drain(ctx context.Context, cfg Config, pipes []*pipeline, start time.Time) 
 			if _, ok := done[p.name]; ok {
 				continue
 			}
-			if p.behind() <= 0 {
+			if p.behind() <= 0 && p.fleet.Refusing() {
 				done[p.name] = time.Since(start)
 				continue
 			}
