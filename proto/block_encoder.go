@@ -141,7 +141,7 @@ func (e *BlockEncoder) buildLabels(samples []LabeledSample) error {
 	e.labels, e.prev = ls[:0], prev[:0]
 	e.lastSymbols = append(e.lastSymbols[:0], s.symbols...)
 	columns := s.writeLabels(s.raw[:0])
-	part, err := appendLabelsFrame(e.labelsPart[:0], columns)
+	part, err := appendLabelsFrame(e.labelsPart[:0], columns, len(samples))
 	if err != nil {
 		e.last, e.columns = nil, nil
 		return err

@@ -85,11 +85,24 @@ func (r *BlockReader) forget() {
 	r.indexed, r.indexErr = false, nil
 }
 
+// BlockSeries returns the series count a block2+zstd payload gives in its
+// first frame, without decompressing anything, for a stage that passes the
+// payload on as it is and only counts it; ok is false for a payload of
+// another kind. Reset checks the count against both frames.
+func BlockSeries(src []byte) (n int, ok bool) {
+	if len(src) < splitHeaderLen || binary.LittleEndian.Uint32(src) != skippableMagic ||
+		binary.LittleEndian.Uint32(src[4:]) != splitHeaderLen-8 {
+		return 0, false
+	}
+	return int(binary.LittleEndian.Uint32(src[12:])), true
+}
+
 // resetSplit reads a block2+zstd payload: its samples now, its labels when
 // they are needed.
 func (r *BlockReader) resetSplit(src []byte) error {
-	if len(src) < splitHeaderLen || binary.LittleEndian.Uint32(src[4:]) != 4 {
-		return fmt.Errorf("%w: block: truncated labels length frame", ErrMalformed)
+	series, ok := BlockSeries(src)
+	if !ok {
+		return fmt.Errorf("%w: block: truncated first frame", ErrMalformed)
 	}
 	n := binary.LittleEndian.Uint32(src[8:])
 	if uint64(n) > uint64(len(src)-splitHeaderLen) {
@@ -105,6 +118,9 @@ func (r *BlockReader) resetSplit(src []byte) error {
 	}
 	c := varintReader{buf: r.raw}
 	r.nSeries = c.count("series count", 1) // a sample count at least
+	if c.err == nil && r.nSeries != series {
+		return fmt.Errorf("%w: block: samples of %d series, the first frame says %d", ErrMalformed, r.nSeries, series)
+	}
 	if err := r.readSamples(&c); err != nil {
 		return err
 	}
@@ -314,17 +330,15 @@ func (r *BlockReader) Samples() int { return len(r.ts) }
 // nothing else: two payloads with the same sum list the same series in the
 // same order (unless 64-bit hashes collide), as successive scrapes of a
 // target mostly do whatever their samples. Of a block2+zstd payload it
-// hashes the compressed labels and the series count of the samples frame,
-// without decompressing the labels: a payload with the sum of one whose
-// labels were read holds samples of exactly as many series.
+// hashes the first two frames, the compressed labels and the series count
+// that Reset found in the samples too, without decompressing the labels: a
+// payload with the sum of one whose labels were read holds samples of
+// exactly as many series.
 func (r *BlockReader) LabelsSum() uint64 {
 	if r.labelsPart == nil {
 		return xxhash.Sum64(r.raw[:r.labelsEnd])
 	}
-	var d xxhash.Digest
-	d.Write(r.labelsPart)
-	d.Write(binary.LittleEndian.AppendUint64(nil, uint64(r.nSeries)))
-	return d.Sum64()
+	return xxhash.Sum64(r.labelsPart)
 }
 
 // LabelsPart is the skippable frame and the labels frame of a block2+zstd

@@ -15,7 +15,7 @@ func AppendBlockLabels(dst []byte, series []prompb.TimeSeries) ([]byte, error) {
 	s := blockPool.Get().(*blockState)
 	defer blockPool.Put(s)
 	s.raw = s.appendLabels(s.raw[:0], &Batch{Series: series})
-	return appendLabelsFrame(dst, s.raw)
+	return appendLabelsFrame(dst, s.raw, len(series))
 }
 
 // AppendBlock appends to dst the BlockZstd payload of series whose labels

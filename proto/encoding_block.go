@@ -16,8 +16,9 @@ import (
 // each unique string once and every column apart, where zstd finds the
 // repetition. A block2+zstd payload is three zstd frames:
 //
-//	skippable frame  magic 0x184D2A50, length 4, then the length in bytes
-//	                 of the labels frame, all little-endian uint32
+//	skippable frame  magic 0x184D2A50, length 8, then the length in bytes
+//	                 of the labels frame and the series count, all
+//	                 little-endian uint32
 //	labels frame     the label columns:
 //	  version        byte (2)
 //	  symbols        uvarint count, count uvarint lengths, then the bytes
@@ -56,11 +57,13 @@ const (
 	// block1Version is the first byte of a block1+zstd block.
 	block1Version = 1
 
-	// skippableMagic starts the frame that gives the labels frame's length:
-	// zstd itself skips it, so `zstd -d` decompresses a payload whole.
+	// skippableMagic starts the frame that gives the labels frame's length
+	// and the series count: zstd itself skips it, so `zstd -d`
+	// decompresses a payload whole.
 	skippableMagic = 0x184D2A50
-	// splitHeaderLen is the skippable frame: magic, length, labels length.
-	splitHeaderLen = 12
+	// splitHeaderLen is the skippable frame: magic, its length, the labels
+	// frame's length, the series count.
+	splitHeaderLen = 16
 )
 
 // maxBlockRatio bounds how much larger than its payload a block may be.
@@ -155,7 +158,7 @@ func (BlockZstd) Append(dst []byte, b *Batch) ([]byte, error) {
 	s := blockPool.Get().(*blockState)
 	defer blockPool.Put(s)
 	labels := s.appendLabels(s.raw[:0], b)
-	dst, err := appendLabelsFrame(dst, labels)
+	dst, err := appendLabelsFrame(dst, labels, len(b.Series))
 	s.raw = labels
 	if err != nil {
 		return dst, err
@@ -177,16 +180,18 @@ func (s *blockState) appendLabels(raw []byte, b *Batch) []byte {
 }
 
 // appendLabelsFrame appends to dst the start of a payload whose label
-// columns are labels: the skippable frame and the labels frame. A sender of
-// the same series keeps it and appends only samples frames to it.
-func appendLabelsFrame(dst, labels []byte) ([]byte, error) {
+// columns, of n series, are labels: the skippable frame and the labels
+// frame. A sender of the same series keeps it and appends only samples
+// frames to it.
+func appendLabelsFrame(dst, labels []byte, n int) ([]byte, error) {
 	if len(labels) > MaxDecodedBytes {
 		return dst, fmt.Errorf("%w: labels of %d bytes, limit %d", ErrTooLarge, len(labels), MaxDecodedBytes)
 	}
 	at := len(dst)
 	dst = binary.LittleEndian.AppendUint32(dst, skippableMagic)
-	dst = binary.LittleEndian.AppendUint32(dst, 4)
+	dst = binary.LittleEndian.AppendUint32(dst, splitHeaderLen-8)
 	dst = binary.LittleEndian.AppendUint32(dst, 0) // the length, known below
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
 	dst = zstdEncoder().EncodeAll(labels, dst)
 	binary.LittleEndian.PutUint32(dst[at+8:], uint32(len(dst)-at-splitHeaderLen))
 	return dst, nil

@@ -140,9 +140,10 @@ func TestBlockZstdReadsBlock1(t *testing.T) {
 	}
 }
 
-// split builds a block2+zstd payload from its uncompressed frames.
-func split(labels, samples []byte) []byte {
-	payload, err := appendLabelsFrame(nil, labels)
+// split builds a block2+zstd payload of n series from its uncompressed
+// frames.
+func split(labels, samples []byte, n int) []byte {
+	payload, err := appendLabelsFrame(nil, labels, n)
 	if err != nil {
 		panic(err)
 	}
@@ -154,20 +155,21 @@ func split(labels, samples []byte) []byte {
 func TestBlockZstdSplitErrors(t *testing.T) {
 	labels := append([]byte{blockVersion}, slices.Concat(uv(2, 1, 1), []byte("ab"), uv(1, 1, 0, 1))...)
 	samples := slices.Concat(uv(1, 1, 0), make([]byte, 8))
-	good := split(labels, samples)
+	good := split(labels, samples, 1)
 	tests := []struct {
 		name    string
 		in      []byte
 		wantErr error
 	}{
 		{"labels length frame cut", good[:10], ErrMalformed},
-		{"labels frame longer than the payload", append(good[:8:8], 0xff, 0xff, 0, 0), ErrMalformed},
+		{"labels frame longer than the payload", slices.Concat(good[:8], []byte{0xff, 0xff, 0, 0}, good[12:]), ErrMalformed},
 		{"samples frame missing", good[:splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:]))], ErrMalformed},
-		{"labels of another version", split(append([]byte{block1Version}, labels[1:]...), samples), ErrMalformed},
-		{"labels of two series, samples of one", split(append([]byte{blockVersion}, slices.Concat(uv(2, 1, 1), []byte("ab"), uv(2, 1, 1, 0, 0, 1, 1))...), samples), ErrMalformed},
-		{"bytes after the label columns", split(append(slices.Clip(labels), 0), samples), ErrMalformed},
-		{"samples of two series, labels of one", split(labels, slices.Concat(uv(2, 1, 1, 0, 0), make([]byte, 16))), ErrMalformed},
-		{"labels frame not zstd", slices.Concat(good[:8], []byte{4, 0, 0, 0}, []byte("abcd"), good[splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:])):]), ErrMalformed},
+		{"labels of another version", split(append([]byte{block1Version}, labels[1:]...), samples, 1), ErrMalformed},
+		{"labels of two series, samples of one", split(append([]byte{blockVersion}, slices.Concat(uv(2, 1, 1), []byte("ab"), uv(2, 1, 1, 0, 0, 1, 1))...), samples, 1), ErrMalformed},
+		{"first frame's series count not the samples'", split(labels, samples, 2), ErrMalformed},
+		{"bytes after the label columns", split(append(slices.Clip(labels), 0), samples, 1), ErrMalformed},
+		{"samples of two series, labels of one", split(labels, slices.Concat(uv(2, 1, 1, 0, 0), make([]byte, 16)), 2), ErrMalformed},
+		{"labels frame not zstd", slices.Concat(good[:8], []byte{4, 0, 0, 0}, good[12:16], []byte("abcd"), good[splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:])):]), ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,8 +199,9 @@ func TestBlockZstdSplitBomb(t *testing.T) {
 	}
 	header := func(n int) []byte {
 		h := binary.LittleEndian.AppendUint32(nil, skippableMagic)
-		h = binary.LittleEndian.AppendUint32(h, 4)
-		return binary.LittleEndian.AppendUint32(h, uint32(n))
+		h = binary.LittleEndian.AppendUint32(h, 8)
+		h = binary.LittleEndian.AppendUint32(h, uint32(n))
+		return binary.LittleEndian.AppendUint32(h, 1)
 	}
 	// Padded, so that the claims are within what a block compresses to.
 	half := append(claim(MaxDecodedBytes/2+1), make([]byte, MaxDecodedBytes/2/maxBlockRatio)...)
@@ -294,5 +297,23 @@ func TestBlockZstdDecodeBomb(t *testing.T) {
 	small = append(small, 0x01, 0x00, 0x00)
 	if err := (BlockZstd{}).Decode(small, &b); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("Decode = %v, want ErrMalformed", err)
+	}
+}
+
+// TestBlockSeries: the series count of a block2+zstd payload is read from
+// its first frame, and nothing else passes for one.
+func TestBlockSeries(t *testing.T) {
+	in := Batch{Series: series(10)}
+	payload, err := BlockZstd{}.Append(nil, &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := BlockSeries(payload); !ok || n != 10 {
+		t.Fatalf("BlockSeries = %d, %v; want 10, true", n, ok)
+	}
+	for _, other := range [][]byte{appendBlock1(nil, &in), payload[:splitHeaderLen-1], []byte("not a payload at all")} {
+		if n, ok := BlockSeries(other); ok {
+			t.Errorf("BlockSeries(%q) = %d, true", other, n)
+		}
 	}
 }

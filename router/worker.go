@@ -119,8 +119,13 @@ func (w *worker) decode(m jetstream.Msg) (proto.Subject, proto.Meta, error) {
 		return subj, meta, err
 	}
 	if w.r.keepsEverything && meta.Encoding == proto.DefaultEncoding.Name() {
-		// Every route takes the payload as it is: reading its structure
-		// counts it and checks it, at a tenth of a decode.
+		// Every route takes the payload as it is. Its first frame and
+		// headers count it without decompressing anything, and the sinks
+		// check the rest; one without that frame is read here, and fails.
+		if series, ok := proto.BlockSeries(m.Data()); ok {
+			w.rt.keepAll(series, meta.Samples)
+			return subj, meta, nil
+		}
 		if err := w.reader.Reset(m.Data()); err != nil {
 			return subj, meta, fmt.Errorf("decode %s: %w", m.Subject(), err)
 		}
