@@ -82,10 +82,10 @@ func (e *BlockEncoder) AppendSamples(dst []byte, samples []LabeledSample) ([]byt
 const maxSampleBytes = 1 + binary.MaxVarintLen64 + 8
 
 // buildLabels builds and compresses the label columns of samples and
-// remembers their label sets. The refs of a series of the last batch are those of the last
-// columns renumbered: symbols are numbered in the order they first appear
-// whichever way they are found, so the columns are those a build from the
-// labels alone writes.
+// remembers their label sets. The refs of a series of the last batch are
+// those of the last columns renumbered: symbols are numbered in the order
+// they first appear whichever way they are found, so the columns are those
+// a build from the labels alone writes.
 func (e *BlockEncoder) buildLabels(samples []LabeledSample) error {
 	old := e.lastColumns()
 	s := &e.state
@@ -149,8 +149,8 @@ func (e *BlockEncoder) buildLabels(samples []LabeledSample) error {
 	e.last = last
 	e.columns, e.countsAt, e.labelsPart = slices.Clone(columns), s.countsAt, part
 	// A collector keeps an encoder per target from scrape to scrape: it
-	// keeps the label columns and room for the samples, and lets the
-	// scratch space of the build go.
+	// keeps the label columns, compressed and not, and room for the
+	// samples, and lets the scratch space of the build go.
 	raw := make([]byte, 0, binary.MaxVarintLen64+len(samples)*maxSampleBytes)
 	*s = blockState{raw: raw, floats: s.floats}
 	return nil

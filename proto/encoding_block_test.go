@@ -150,17 +150,13 @@ func split(labels, samples []byte, n int) []byte {
 	return zstdEncoder().EncodeAll(samples, payload)
 }
 
-// TestBlockZstdSplitErrors checks what Decode and a BlockReader say of a
-// block2+zstd payload whose frames do not agree, or are cut.
+// TestBlockZstdSplitErrors checks that Decode refuses a block2+zstd
+// payload whose frames do not agree, or are cut.
 func TestBlockZstdSplitErrors(t *testing.T) {
 	labels := append([]byte{blockVersion}, slices.Concat(uv(2, 1, 1), []byte("ab"), uv(1, 1, 0, 1))...)
 	samples := slices.Concat(uv(1, 1, 0), make([]byte, 8))
 	good := split(labels, samples, 1)
-	tests := []struct {
-		name    string
-		in      []byte
-		wantErr error
-	}{
+	tests := []decodeCase{
 		{"labels length frame cut", good[:10], ErrMalformed},
 		{"labels frame longer than the payload", slices.Concat(good[:8], []byte{0xff, 0xff, 0, 0}, good[12:]), ErrMalformed},
 		{"samples frame missing", good[:splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:]))], ErrMalformed},
@@ -171,17 +167,7 @@ func TestBlockZstdSplitErrors(t *testing.T) {
 		{"samples of two series, labels of one", split(labels, slices.Concat(uv(2, 1, 1, 0, 0), make([]byte, 16)), 2), ErrMalformed},
 		{"labels frame not zstd", slices.Concat(good[:8], []byte{4, 0, 0, 0}, good[12:16], []byte("abcd"), good[splitHeaderLen+int(binary.LittleEndian.Uint32(good[8:])):]), ErrMalformed},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var b Batch
-			if err := (BlockZstd{}).Decode(tt.in, &b); !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Decode = %v, want %v", err, tt.wantErr)
-			}
-			if len(b.Series) != 0 {
-				t.Fatalf("a failed Decode left %d series", len(b.Series))
-			}
-		})
-	}
+	decodeFails(t, tests)
 	var b Batch
 	if err := (BlockZstd{}).Decode(good, &b); err != nil || len(b.Series) != 1 || b.Series[0].Labels[0].Name != "a" || b.Series[0].Labels[0].Value != "b" {
 		t.Fatalf("hand-made good payload: %v, %v", err, b.Series)
@@ -233,17 +219,36 @@ func uv(vs ...uint64) []byte {
 	return b
 }
 
+// decodeCase is a payload Decode must refuse with wantErr.
+type decodeCase struct {
+	name    string
+	in      []byte
+	wantErr error
+}
+
+// decodeFails checks that Decode refuses each case and leaves no series.
+func decodeFails(t *testing.T, cases []decodeCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			var b Batch
+			if err := (BlockZstd{}).Decode(tt.in, &b); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Decode = %v, want %v", err, tt.wantErr)
+			}
+			if len(b.Series) != 0 {
+				t.Fatalf("a failed Decode left %d series", len(b.Series))
+			}
+		})
+	}
+}
+
 func TestBlockZstdDecodeErrors(t *testing.T) {
 	good, err := BlockZstd{}.Append(nil, &Batch{Series: series(10)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	value := make([]byte, 8)
-	tests := []struct {
-		name    string
-		in      []byte
-		wantErr error
-	}{
+	tests := []decodeCase{
 		{"empty", nil, ErrMalformed},
 		{"not zstd", []byte("hello world, not zstd"), ErrMalformed},
 		{"truncated", good[:len(good)/2], ErrMalformed},
@@ -260,17 +265,7 @@ func TestBlockZstdDecodeErrors(t *testing.T) {
 		{"series without labels", block(uv(0, 1, 0, 1), uv(0), value), ErrMalformed},
 		{"unsorted labels", block(uv(2, 1, 1), []byte("ba"), uv(1, 2, 0, 1, 0, 0, 1), uv(0), value), ErrMalformed},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var b Batch
-			if err := (BlockZstd{}).Decode(tt.in, &b); !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Decode = %v, want %v", err, tt.wantErr)
-			}
-			if len(b.Series) != 0 {
-				t.Fatalf("a failed Decode left %d series", len(b.Series))
-			}
-		})
-	}
+	decodeFails(t, tests)
 	// A good block of one series, so that the cases above fail for the
 	// reason they name and not for a mistake in block().
 	var b Batch
