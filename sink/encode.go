@@ -103,7 +103,7 @@ func (e *encoder) encode(req request, p protocol) ([]byte, error) {
 		return nil, err
 	}
 	// s2 writes the snappy block format remote write asks for, faster and
-	// smaller than golang/snappy (BENCHMARKS.md, "Sink").
+	// smaller than golang/snappy (BENCHMARKS.md, "Wire encoding: block2+zstd").
 	n := s2.MaxEncodedLen(len(e.raw))
 	if n < 0 {
 		return nil, fmt.Errorf("request of %d bytes: too large to compress", len(e.raw))

@@ -171,8 +171,9 @@ type VolumeStats struct {
 	PVCRef *PodReference `json:"pvcRef"`
 }
 
-// fastJSON decodes summaries as encoding/json does, in half its time
-// (BenchmarkSummary); Prometheus' API uses it too.
+// fastJSON decodes summaries as encoding/json does, faster: with the checks
+// of fastDecodes, a summary takes 0.96 ms to decode and convert instead of
+// 1.68 (BenchmarkSummary). Prometheus' API uses it too.
 var fastJSON = jsoniter.ConfigCompatibleWithStandardLibrary
 
 // fastDecodes decodes body into s with json-iterator if it can do so as
