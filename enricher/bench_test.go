@@ -152,6 +152,10 @@ func BenchmarkMessage(b *testing.B) {
 			// process's CPU time does not.
 			b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N*samples), "cpu-ns/sample")
 			b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
+			if path.steady != nil && path.steady.maxBytes > 0 {
+				// What the steady cache holds for this one target.
+				b.ReportMetric(float64(path.steady.bytes), "cached-bytes")
+			}
 		})
 	}
 }
