@@ -33,7 +33,7 @@
 // when the scrape is larger than the message limit (the smaller of
 // max_message_bytes and the server's max_payload, less the headers). The
 // payload is a proto.Batch in proto.DefaultEncoding (block2+zstd, about
-// 5.5 bytes per cAdvisor sample); the headers are
+// 5.3 bytes per cAdvisor sample); the headers are
 // proto.Meta: a Nats-Msg-Id derived from subject, scrape time and chunk
 // index, the encoding, the scrape time, "<chunk>/<chunks>" and the number of
 // samples.

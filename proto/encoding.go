@@ -44,7 +44,7 @@ type Encoding interface {
 	Decode(src []byte, b *Batch) error
 }
 
-// DefaultEncoding is what collectors publish: BlockZstd, about 5.5 bytes
+// DefaultEncoding is what collectors publish: BlockZstd, about 5.3 bytes
 // per sample of a cAdvisor scrape against 42 for SnappyPRW1, and faster to
 // decode (BENCHMARKS.md, "Wire encoding").
 var DefaultEncoding Encoding = BlockZstd{}
