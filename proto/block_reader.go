@@ -68,7 +68,7 @@ func (r *BlockReader) Reset(src []byte) error {
 		err = r.resetBlock1(src)
 	}
 	if err != nil {
-		r.forget()
+		// The labels fail as the payload did.
 		r.nSeries, r.labelsEnd = 0, 0
 		r.labelsRead, r.labelsErr = true, err
 	}

@@ -214,10 +214,16 @@ const (
 func desiredShards(active int, busy, blocked, interval time.Duration, minShards, maxShards int) int {
 	utilization := busy.Seconds() / interval.Seconds() / float64(active)
 	want := int(math.Ceil(float64(active) * utilization / targetBusy))
-	if share := blocked.Seconds() / interval.Seconds(); share > maxBlocked {
+	if share := blockedShare(blocked, interval); share > maxBlocked {
 		want = max(want, int(math.Ceil(float64(active)*(1+min(1, share)))))
 	}
 	return min(max(want, minShards), maxShards)
+}
+
+// blockedShare is the share of interval the consumers waited on full shard
+// queues.
+func blockedShare(blocked, interval time.Duration) float64 {
+	return blocked.Seconds() / interval.Seconds()
 }
 
 // heldBackChecks is how many times per reshardEvery autoscale looks
@@ -244,7 +250,7 @@ func (s *Sink) autoscale(ctx context.Context, pool *shardPool) {
 			return
 		case now := <-t.C:
 			busy, blocked := pool.busy(), pool.blocked.Load()
-			heldBack := float64(blocked-lastBlocked) > maxBlocked*float64(now.Sub(last))
+			heldBack := blockedShare(time.Duration(blocked-lastBlocked), now.Sub(last)) > maxBlocked
 			if ticks++; ticks < heldBackChecks && !heldBack {
 				continue
 			}
