@@ -50,6 +50,8 @@ type BlockReader struct {
 	valueRefs []uint32 // per label
 	labelOffs []uint32 // where each series' labels start in the refs, and the end
 
+	match matchScratch
+
 	sampleOffs []uint32 // where each series' samples start in ts and vs, and the end
 	ts         []int64
 	vs         []float64

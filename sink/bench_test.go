@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/prompb"
+
 	"github.com/weirmetrics/weir/internal/cputime"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
@@ -15,18 +17,23 @@ import (
 // encodes it, and build its remote-write requests (marshal and snappy) at
 // the default max_samples_per_send. "decoded" decodes the payload whole, as
 // the sink does a target's first payload and any not in BlockZstd;
-// "steady" is a target whose labels are those of its last payload.
+// "steady" is a target whose labels are those of its last payload; "churn"
+// one whose pods came and went since, so that its payloads alternate
+// between two sets of series.
 func BenchmarkDecodeBuildRequest(b *testing.B) {
 	series := captureSeries(b, fixtures.Cadvisor135, scrapeMillis)
-	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
-	if err != nil {
-		b.Fatal(err)
+	var payloads [2][]byte
+	var wants [2]int
+	for i, ss := range [][]prompb.TimeSeries{series, podsReplaced(series)} {
+		var err error
+		if payloads[i], err = proto.DefaultEncoding.Append(nil, &proto.Batch{Series: ss}); err != nil {
+			b.Fatal(err)
+		}
+		wants[i] = len(ss)
 	}
 	limit := DefaultConfig().QueueConfig.MaxSamplesPerSend
-	want := len(series)
-	wantRequests := (want + limit - 1) / limit
 	for _, p := range []protocol{protoV1, protoV2} {
-		for _, path := range []string{"decoded", "steady"} {
+		for _, path := range []string{"decoded", "steady", "churn"} {
 			b.Run(p.String()+"/"+path, func(b *testing.B) {
 				budget := new(atomic.Int64)
 				budget.Store(maxCachedBytes)
@@ -35,7 +42,8 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 					cache:   newLabelCache(budget),
 					enc:     newEncoder(),
 				}
-				var samples, requests int
+				var samples, requests, n int
+				payload, want := payloads[0], wants[0]
 				send := func(r request) error {
 					body, err := sh.enc.encode(r, p)
 					if err != nil || len(body) == 0 || r.samples > limit {
@@ -47,6 +55,10 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 				}
 				read := func() error {
 					sh.labels = nil
+					if path == "churn" {
+						payload, want = payloads[n%2], wants[n%2]
+						n++
+					}
 					if path == "decoded" {
 						return proto.DefaultEncoding.Decode(payload, &sh.batch)
 					}
@@ -60,7 +72,7 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 				if err := read(); err != nil { // the target's first payload
 					b.Fatal(err)
 				}
-				b.SetBytes(int64(len(payload)))
+				b.SetBytes(int64(len(payloads[0])))
 				b.ReportAllocs()
 				cpu := cputime.Process()
 				for b.Loop() {
@@ -71,11 +83,11 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 					if err := sh.build(send); err != nil {
 						b.Fatal(err)
 					}
-					if samples != want || requests != wantRequests {
+					if wantRequests := (want + limit - 1) / limit; samples != want || requests != wantRequests {
 						b.Fatalf("built %d requests of %d samples, want %d of %d", requests, samples, wantRequests, want)
 					}
 				}
-				reportCPU(b, cpu, want)
+				reportCPU(b, cpu, wants[0])
 			})
 		}
 	}

@@ -56,8 +56,8 @@ type encoder struct {
 	v2              writev2.Request
 	refs            []uint32
 	samples         []writev2.Sample
-	// slots is the ref in the request of each symbol of request.labels,
-	// 0 while the request has not used it.
+	// slots is the ref+1 in the request of each symbol of
+	// request.labels, 0 while the request has not used it.
 	slots []uint32
 }
 
@@ -183,7 +183,7 @@ func (e *encoder) marshalV2(req request) error {
 	series := req.series
 	e.symbols.reset()
 	if req.labels != nil {
-		e.slots = append(e.slots[:0], make([]uint32, len(req.labels.symbols))...)
+		e.slots = append(e.slots[:0], make([]uint32, len(req.labels.seen.Symbols()))...)
 	}
 	clear(e.v2.Timeseries)
 	e.v2.Timeseries = e.v2.Timeseries[:0]
@@ -193,7 +193,8 @@ func (e *encoder) marshalV2(req request) error {
 	for i := range series {
 		nrefs += 2 * len(series[i].Labels)
 		if req.labels != nil {
-			nrefs += int(req.labels.offs[req.ids[i]+1] - req.labels.offs[req.ids[i]])
+			names, _ := req.labels.seen.Series(int(req.ids[i]))
+			nrefs += 2 * len(names)
 		}
 		nsamples += len(series[i].Samples)
 		for _, ex := range series[i].Exemplars {
@@ -254,18 +255,29 @@ func (e *encoder) symbolize(refs []uint32, ls []prompb.Label) []uint32 {
 	return refs
 }
 
-// symbolizeLabels is symbolize for series i of l, without a string hashed.
+// symbolizeLabels is symbolize for series i of l, without a string hashed:
+// the payload's symbols are unique, and e.slots holds the request's ref+1
+// of each one it added.
 func (e *encoder) symbolizeLabels(refs []uint32, l *seriesLabels, i int32) []uint32 {
-	for _, sym := range l.refs[l.offs[i]:l.offs[i+1]] {
-		ref := e.slots[sym]
-		if ref == 0 && sym != 0 { // symbol 0 is "", ref 0 in every request
-			ref = uint32(len(e.symbols.strings))
-			e.symbols.strings = append(e.symbols.strings, l.symbols[sym])
-			e.slots[sym] = ref
-		}
-		refs = append(refs, ref)
+	names, values := l.seen.Series(int(i))
+	syms := l.seen.Symbols()
+	for j := range names {
+		refs = append(refs, e.slot(syms, names[j]), e.slot(syms, values[j]))
 	}
 	return refs
+}
+
+func (e *encoder) slot(syms []string, sym uint32) uint32 {
+	if ref := e.slots[sym]; ref != 0 {
+		return ref - 1
+	}
+	ref := uint32(0) // "" is ref 0 in every request
+	if syms[sym] != "" {
+		ref = uint32(len(e.symbols.strings))
+		e.symbols.strings = append(e.symbols.strings, syms[sym])
+	}
+	e.slots[sym] = ref + 1
+	return ref
 }
 
 // requestBuilder cuts a decoded batch into requests of at most limit

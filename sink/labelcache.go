@@ -33,13 +33,11 @@ type targetKey struct {
 }
 
 // seriesLabels are the labels of every series of a payload, as refs into
-// a symbol table without duplicates, symbol 0 being "" as in remote write
-// 2.0: a request maps them to its own table without hashing a string.
+// its symbols, which a request maps to its own table without hashing a
+// string.
 type seriesLabels struct {
-	sum     uint64   // LabelsSum of the payload
-	symbols []string // substrings of the payload's one symbol string
-	refs    []uint32 // name and value of each label, into symbols
-	offs    []uint32 // where the refs of each series start, and the end
+	sum  uint64 // LabelsSum of the payload
+	seen proto.SeenLabels
 	// sizes1 is the size of the labels of each series marshalled for
 	// remote write 1.0: the Labels field of a TimeSeries. A sink that
 	// speaks 1.0 keeps them marshalled too, series i's from v1Offs[i] to
@@ -51,50 +49,51 @@ type seriesLabels struct {
 	charged int  // bytes taken from the budget
 }
 
-func (l *seriesLabels) len() int { return len(l.offs) - 1 }
+func (l *seriesLabels) len() int { return l.seen.Len() }
 
 // fill reads the labels of every series of r, whose LabelsSum is sum,
-// and marshals them for remote write 1.0 if marshal1. They are checked
-// as proto.BlockZstd.Decode checks them, with the same errors.
+// and marshals them for remote write 1.0 if marshal1. The series l held
+// before, the same target's last payload, are not read again: when pods
+// come and go, only theirs are. New series are checked as
+// proto.BlockZstd.Decode checks them, with the same errors.
 func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, marshal1 bool, scratch *labelScratch) error {
-	l.sum = sum
-	l.symbols = append(l.symbols[:0], "")
-	l.refs, l.offs = l.refs[:0], append(l.offs[:0], 0)
-	l.sizes1 = l.sizes1[:0]
-	l.v1, l.v1Offs = l.v1[:0], l.v1Offs[:0]
-	clear(scratch.refs)
-	scratch.refs[""] = 0
-	symbol := func(s string) uint32 {
-		ref, ok := scratch.refs[s]
-		if !ok {
-			ref = uint32(len(l.symbols))
-			l.symbols = append(l.symbols, s)
-			scratch.refs[s] = ref
-		}
-		return ref
+	matched, err := r.Match(&l.seen, scratch.matched[:0])
+	scratch.matched = matched
+	if err != nil {
+		return err
 	}
-	for i := range r.Len() {
-		var err error
-		if scratch.labels, err = r.AppendLabels(scratch.labels[:0], i); err != nil {
-			return err
+	reuse := !marshal1 || l.marshalled1()
+	sizes, v1, v1Offs := scratch.sizes1[:0], scratch.v1[:0], scratch.v1Offs[:0]
+	if marshal1 {
+		v1Offs = append(v1Offs, 0)
+	}
+	for i, k := range matched {
+		if k >= 0 && reuse {
+			sizes = append(sizes, l.sizes1[k])
+			if marshal1 {
+				v1 = append(v1, l.v1[l.v1Offs[k]:l.v1Offs[k+1]]...)
+			}
+		} else {
+			if scratch.labels, err = r.AppendLabels(scratch.labels[:0], i); err != nil {
+				return err
+			}
+			sizes = append(sizes, labelsSize1(scratch.labels))
+			if marshal1 {
+				v1 = appendV1(v1, scratch.labels)
+			}
 		}
-		size := 0
-		for _, lb := range scratch.labels {
-			l.refs = append(l.refs, symbol(lb.Name), symbol(lb.Value))
-			n := stringFieldSize(lb.Name) + stringFieldSize(lb.Value)
-			size += 1 + uvarintSize(uint64(n)) + n
+		if marshal1 {
+			v1Offs = append(v1Offs, uint32(len(v1)))
 		}
-		l.offs = append(l.offs, uint32(len(l.refs)))
-		l.sizes1 = append(l.sizes1, uint32(size))
 	}
 	clear(scratch.labels) // the payload's strings
-	if marshal1 {
-		l.v1Offs = append(l.v1Offs, 0)
-		for i := range int32(r.Len()) {
-			l.v1 = l.appendV1(l.v1, i)
-			l.v1Offs = append(l.v1Offs, uint32(len(l.v1)))
-		}
+	if err := r.Keep(&l.seen); err != nil {
+		return err
 	}
+	l.sum = sum
+	l.sizes1, scratch.sizes1 = sizes, l.sizes1
+	l.v1, scratch.v1 = v1, l.v1
+	l.v1Offs, scratch.v1Offs = v1Offs, l.v1Offs
 	return nil
 }
 
@@ -103,23 +102,42 @@ func (l *seriesLabels) marshalled1() bool { return len(l.v1Offs) > 0 }
 
 // bytes is about the memory l holds.
 func (l *seriesLabels) bytes() int {
-	n := 200 // the entry and its map slot
-	for _, s := range l.symbols {
-		n += 16 + len(s)
-	}
-	return n + 4*(cap(l.refs)+cap(l.offs)+cap(l.sizes1)+cap(l.v1Offs)) + cap(l.v1)
+	return 200 + l.seen.Bytes() + 4*(cap(l.sizes1)+cap(l.v1Offs)) + cap(l.v1)
 }
 
 // appendV1 appends the labels of series i marshalled for remote write 1.0.
 func (l *seriesLabels) appendV1(dst []byte, i int32) []byte {
-	for j := l.offs[i]; j < l.offs[i+1]; j += 2 {
-		name, value := l.symbols[l.refs[j]], l.symbols[l.refs[j+1]]
-		dst = append(dst, 0x0a) // TimeSeries.labels
-		dst = binary.AppendUvarint(dst, uint64(stringFieldSize(name)+stringFieldSize(value)))
-		dst = appendStringField(dst, 0x0a, name)  // Label.name
-		dst = appendStringField(dst, 0x12, value) // Label.value
+	names, values := l.seen.Series(int(i))
+	syms := l.seen.Symbols()
+	for j := range names {
+		dst = appendLabelV1(dst, syms[names[j]], syms[values[j]])
 	}
 	return dst
+}
+
+// appendV1 appends labels marshalled for remote write 1.0.
+func appendV1(dst []byte, labels []prompb.Label) []byte {
+	for _, lb := range labels {
+		dst = appendLabelV1(dst, lb.Name, lb.Value)
+	}
+	return dst
+}
+
+func appendLabelV1(dst []byte, name, value string) []byte {
+	dst = append(dst, 0x0a) // TimeSeries.labels
+	dst = binary.AppendUvarint(dst, uint64(stringFieldSize(name)+stringFieldSize(value)))
+	dst = appendStringField(dst, 0x0a, name)   // Label.name
+	return appendStringField(dst, 0x12, value) // Label.value
+}
+
+// labelsSize1 is the size of labels marshalled for remote write 1.0.
+func labelsSize1(labels []prompb.Label) uint32 {
+	size := 0
+	for _, lb := range labels {
+		n := stringFieldSize(lb.Name) + stringFieldSize(lb.Value)
+		size += 1 + uvarintSize(uint64(n)) + n
+	}
+	return uint32(size)
 }
 
 // stringFieldSize and appendStringField write a string field as gogo
@@ -142,10 +160,14 @@ func appendStringField(dst []byte, tag byte, s string) []byte {
 
 func uvarintSize(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
-// labelScratch is what filling seriesLabels reuses from one payload to the next.
+// labelScratch is what filling seriesLabels reuses from one payload to
+// the next; the spare columns swap with those of the filled labels.
 type labelScratch struct {
-	refs   map[string]uint32
-	labels []prompb.Label
+	matched []int32
+	labels  []prompb.Label
+	sizes1  []uint32
+	v1      []byte
+	v1Offs  []uint32
 }
 
 // labelCache is a shard's seriesLabels by target. Its targets are those
@@ -163,7 +185,6 @@ func newLabelCache(budget *atomic.Int64) labelCache {
 	return labelCache{
 		targets: map[targetKey]*seriesLabels{},
 		budget:  budget,
-		scratch: labelScratch{refs: map[string]uint32{}},
 	}
 }
 

@@ -73,6 +73,7 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 		{"same labels", stamped(cadvisor, scrapeMillis+15_000)},
 		{"other labels", relabelled},
 		{"same again", stamped(relabelled, scrapeMillis+45_000)},
+		{"pods came and went", podsReplaced(stamped(relabelled, scrapeMillis+47_000))},
 		{"fewer series", stamped(cadvisor[:len(cadvisor)/3], scrapeMillis+50_000)},
 		{"odd samples", odd},
 		{"another scrape", kubelet},
@@ -126,6 +127,40 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 	}
 }
 
+// podsReplaced is series as the next scrape of their target lists them
+// when pods came and went: the first pod's series gone, every tenth
+// series of a pod copied for a new pod after it, and the last series
+// moved first.
+func podsReplaced(series []prompb.TimeSeries) []prompb.TimeSeries {
+	gone := ""
+	var out []prompb.TimeSeries
+	for i, s := range series {
+		pod := ""
+		for _, l := range s.Labels {
+			if l.Name == "pod" {
+				pod = l.Value
+			}
+		}
+		if gone == "" {
+			gone = pod
+		}
+		if pod != "" && pod == gone {
+			continue
+		}
+		out = append(out, s)
+		if pod != "" && i%10 == 0 {
+			ls := slices.Clone(s.Labels)
+			for j := range ls {
+				if ls[j].Name == "pod" {
+					ls[j].Value = "new-" + strconv.Itoa(i)
+				}
+			}
+			out = append(out, prompb.TimeSeries{Labels: ls, Samples: s.Samples})
+		}
+	}
+	return append([]prompb.TimeSeries{out[len(out)-1]}, out[:len(out)-1]...)
+}
+
 func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
 	series := captureSeries(t, fixtures.Cadvisor135, scrapeMillis)
 	budget := new(atomic.Int64)
@@ -164,8 +199,8 @@ func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
 	if len(cache.targets) != 2 || budget.Load() != maxCachedBytes-charged() {
 		t.Fatalf("%d targets cached, budget left %d of %d", len(cache.targets), budget.Load(), maxCachedBytes)
 	}
-	symbols := first.symbols
-	if read(steady, stamped(series, scrapeMillis+15_000), protoV2, now) != first || &first.symbols[0] != &symbols[0] {
+	symbols := first.seen.Symbols()
+	if read(steady, stamped(series, scrapeMillis+15_000), protoV2, now) != first || &first.seen.Symbols()[0] != &symbols[0] {
 		t.Fatal("the labels of a payload like the last were read again")
 	}
 	// A sink that fell back to 1.0 reads them once more, to marshal them.

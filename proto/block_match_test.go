@@ -1,0 +1,160 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/weirmetrics/weir/internal/fixtures"
+)
+
+// churned is series as a target's next scrape lists them after pods came
+// and went: every series of pod gone removed, the series of every tenth
+// pod-labelled series copied for a new pod in place, and the last series
+// moved first.
+func churned(series []prompb.TimeSeries, gone string) []prompb.TimeSeries {
+	var out []prompb.TimeSeries
+	for i, s := range series {
+		pod := podOf(s.Labels)
+		if pod == gone {
+			continue
+		}
+		out = append(out, s)
+		if pod != "" && i%10 == 0 {
+			ls := slices.Clone(s.Labels)
+			for j := range ls {
+				if ls[j].Name == "pod" {
+					ls[j].Value = fmt.Sprintf("new-%d", i)
+				}
+			}
+			out = append(out, prompb.TimeSeries{Labels: ls, Samples: s.Samples})
+		}
+	}
+	last := out[len(out)-1]
+	return append([]prompb.TimeSeries{last}, out[:len(out)-1]...)
+}
+
+func podOf(ls []prompb.Label) string {
+	for _, l := range ls {
+		if l.Name == "pod" {
+			return l.Value
+		}
+	}
+	return ""
+}
+
+// TestMatchFindsSeenSeries checks Match against string comparison: every
+// series of the next payload is matched to the seen series with its
+// labels, and the new ones to none, in both block versions.
+func TestMatchFindsSeenSeries(t *testing.T) {
+	first := captureSeries(t, fixtures.Cadvisor135)
+	gone := ""
+	for _, s := range first {
+		if gone = podOf(s.Labels); gone != "" {
+			break
+		}
+	}
+	next := churned(first, gone)
+	seenAt := map[string]int32{}
+	for k, s := range first {
+		seenAt[fmt.Sprint(s.Labels)] = int32(k)
+	}
+	want := make([]int32, len(next))
+	newSeries := 0
+	for i, s := range next {
+		k, ok := seenAt[fmt.Sprint(s.Labels)]
+		if !ok {
+			k = -1
+			newSeries++
+		}
+		want[i] = k
+	}
+	if newSeries == 0 || len(next)-newSeries == len(first) {
+		t.Fatalf("the churned scrape must add and remove series")
+	}
+	encode := map[string]func(*Batch) []byte{
+		"block2": func(b *Batch) []byte {
+			p, err := BlockZstd{}.Append(nil, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		},
+		"block1": func(b *Batch) []byte { return appendBlock1(nil, b) },
+	}
+	for name, enc := range encode {
+		var r BlockReader
+		var seen SeenLabels
+		if err := r.Reset(enc(&Batch{Series: first})); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := r.Match(&seen, nil); err != nil || slices.ContainsFunc(got, func(k int32) bool { return k != -1 }) {
+			t.Fatalf("%s: nothing seen yet: got %v, %v", name, got, err)
+		}
+		if err := r.Keep(&seen); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reset(enc(&Batch{Series: next})); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.Match(&seen, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%s: series %d %v matched to %d, want %d", name, i, next[i].Labels, got[i], want[i])
+				}
+			}
+		}
+		// What a stage reads back of a seen series is its labels.
+		k := want[len(want)/2]
+		names, values := seen.Series(int(k))
+		var ls []prompb.Label
+		for j := range names {
+			ls = append(ls, prompb.Label{Name: seen.Symbols()[names[j]], Value: seen.Symbols()[values[j]]})
+		}
+		if !reflect.DeepEqual(ls, first[k].Labels) {
+			t.Fatalf("%s: seen series %d: %v, want %v", name, k, ls, first[k].Labels)
+		}
+	}
+}
+
+// TestMatchMalformed checks that a payload whose label columns are broken
+// fails Match and Keep with ErrMalformed, and Keep leaves nothing seen.
+func TestMatchMalformed(t *testing.T) {
+	b := Batch{Series: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "up"}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: 1}},
+	}}}
+	var seen SeenLabels
+	var r BlockReader
+	good, _ := BlockZstd{}.Append(nil, &b)
+	if err := r.Reset(good); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Keep(&seen); err != nil || seen.Len() != 1 {
+		t.Fatalf("Keep: %d series, %v", seen.Len(), err)
+	}
+	raw := (&blockState{}).appendLabels(nil, &b)
+	raw[len(raw)-1] = 9 // a value ref past the symbols
+	bad, err := appendLabelsFrame(nil, raw, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad = append(bad, good[len(r.LabelsPart()):]...)
+	if err := r.Reset(bad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Match(&seen, nil); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Match: %v, want ErrMalformed", err)
+	}
+	if err := r.Keep(&seen); !errors.Is(err, ErrMalformed) || seen.Len() != 0 {
+		t.Fatalf("Keep: %d series, %v; want none, ErrMalformed", seen.Len(), err)
+	}
+}
