@@ -105,7 +105,10 @@ func benchmarkJoin(b *testing.B, c *clusterMeta, capture proto.Batch) {
 // path the target sends the same series every time, as it mostly does, and
 // the output reuses the label columns of the last one; on the miss path,
 // the target's series are new every time (a cache that keeps nothing), and
-// each message is enriched from its labels and remembered.
+// each message is enriched from its labels and remembered; on the churn
+// path one of three pods is missing from each message, a different one
+// from the last two (the steady cache keeps two outputs per target), and
+// only the series of the pod back are enriched from their labels.
 func BenchmarkMessage(b *testing.B) {
 	capture := captureBatch(b, fixtures.Cadvisor135)
 	c := captureMeta(b, capture)
@@ -113,9 +116,16 @@ func BenchmarkMessage(b *testing.B) {
 	// move on.
 	h := nats.Header{}
 	h.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
-	var scrapes []input
-	for k := range 8 {
-		next := proto.Batch{Series: slices.Clone(capture.Series)}
+	j := testJoiner()
+	var pods []string
+	for _, s := range capture.Series {
+		if _, pod := j.plan(s.Labels).podOf(s.Labels); pod != "" && !slices.Contains(pods, pod) {
+			pods = append(pods, pod)
+		}
+	}
+	// scrape makes the k-th scrape of series.
+	scrape := func(k int, series []prompb.TimeSeries) input {
+		next := proto.Batch{Series: slices.Clone(series)}
 		for i, s := range next.Series {
 			next.Series[i].Samples = []prompb.Sample{{Timestamp: s.Samples[0].Timestamp + int64(k)*15_000, Value: s.Samples[0].Value * (1 + float64(k)/1000)}}
 		}
@@ -127,13 +137,25 @@ func BenchmarkMessage(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		scrapes = append(scrapes, in)
+		return in
+	}
+	var scrapes, churn []input
+	var churnSeries []int
+	for k := range 9 {
+		scrapes = append(scrapes, scrape(k, capture.Series))
+		gone := pods[k%3]
+		without := slices.DeleteFunc(slices.Clone(capture.Series), func(s prompb.TimeSeries) bool {
+			_, pod := j.plan(s.Labels).podOf(s.Labels)
+			return pod == gone
+		})
+		churn = append(churn, scrape(k, without))
+		churnSeries = append(churnSeries, len(without))
 	}
 	samples := capture.Samples()
 	for _, path := range []struct {
 		name   string
 		steady *steadyCache
-	}{{"slow", nil}, {"miss", newSteadyCache(0)}, {"steady", newSteadyCache(steadyCacheBytes)}} {
+	}{{"slow", nil}, {"miss", newSteadyCache(0)}, {"steady", newSteadyCache(steadyCacheBytes)}, {"churn", newSteadyCache(steadyCacheBytes)}} {
 		b.Run(path.name, func(b *testing.B) {
 			e := &Enricher{guard: newGuard(DefaultConfig().Cardinality, time.Now), clusters: map[string]*clusterMeta{"c1": c},
 				metrics: newMetrics(nil, func() float64 { return 0 }), deadLog: throttle{every: 1}, maxChunk: 1 << 20, steady: path.steady}
@@ -143,8 +165,12 @@ func BenchmarkMessage(b *testing.B) {
 			b.ResetTimer()
 			cpu := cputime.Process()
 			for i := 0; b.Loop(); i++ {
-				if _, n, err := e.enrich(w, scrapes[i%len(scrapes)]); err != nil || n != len(capture.Series) {
-					b.Fatalf("%d series out of %d: %v", n, len(capture.Series), err)
+				in, want := scrapes[i%len(scrapes)], len(capture.Series)
+				if path.name == "churn" {
+					in, want = churn[i%len(churn)], churnSeries[i%len(churn)]
+				}
+				if _, n, err := e.enrich(w, in); err != nil || n != want {
+					b.Fatalf("%d series out of %d: %v", n, want, err)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
@@ -152,7 +178,7 @@ func BenchmarkMessage(b *testing.B) {
 			// process's CPU time does not.
 			b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N*samples), "cpu-ns/sample")
 			b.ReportMetric(float64(samples*b.N)/b.Elapsed().Seconds(), "samples/s")
-			if path.steady != nil && path.steady.maxBytes > 0 {
+			if path.name == "steady" {
 				// What the steady cache holds for this one target.
 				b.ReportMetric(float64(path.steady.bytes), "cached-bytes")
 			}

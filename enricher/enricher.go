@@ -325,6 +325,7 @@ type worker struct {
 	hashes  []uint64
 	mark    guardMark
 	payload []byte // scratch of assemble
+	churn   churnScratch
 }
 
 // Work enriches the messages of one partition's consumer, one at a time
@@ -459,12 +460,20 @@ func (e *Enricher) enrich(w *worker, in input) (chunks []proto.Chunk, series int
 				e.steady.put(in.steadyKey(), o, time.Now())
 				return []proto.Chunk{c}, o.series, nil
 			}
+		} else if prev := e.steady.latest(in.steadyKey()); prev != nil {
+			c, out, ok := e.churned(w, in, prev, cm, sum)
+			now := time.Now()
+			e.steady.put(in.steadyKey(), prev, now)
+			if ok {
+				e.steady.put(in.steadyKey(), out, now)
+				return []proto.Chunk{c}, out.series, nil
+			}
 		}
 		w.batch.Reset()
 		if err := w.reader.AppendBatch(&w.batch); err != nil {
 			return nil, 0, fmt.Errorf("decode %s: %w", in.subject, err)
 		}
-		steady = &steadyOutput{labelsSum: sum}
+		steady = &steadyOutput{labelsSum: sum, input: slices.Clone(w.reader.LabelsPart())}
 		if cm != nil {
 			// Before the join reads the metadata: a change it may not have
 			// seen is numbered after this.
@@ -499,6 +508,7 @@ func (e *Enricher) enrich(w *worker, in input) (chunks []proto.Chunk, series int
 		steady.series = series
 		steady.hashes, steady.mark = slices.Clone(w.hashes), w.mark
 		steady.unknownPods, steady.relabelDropped = st.unknownPods, relabelDropped
+		steady.unknownAt = bitsOf(w.reader.Len(), w.join.unknown)
 		if c, ok := e.assemble(w, steady); ok {
 			e.steady.put(in.steadyKey(), steady, time.Now())
 			return []proto.Chunk{c}, series, nil

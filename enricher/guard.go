@@ -114,12 +114,17 @@ func (g *guard) begin(target string) admission {
 // hash, for seenAgain.
 func (a *admission) admit(ls []prompb.Label) (h uint64, ok bool) {
 	a.buf, h = hashLabels(a.buf, ls)
+	return h, a.admitHash(h)
+}
+
+// admitHash is admit of the series whose hash is h.
+func (a *admission) admitHash(h uint64) bool {
 	if _, ok := a.t.seen[h]; ok {
 		a.t.seen[h] = a.minute
-		return h, true
+		return true
 	}
 	if a.t.admitted >= a.g.limit {
-		return h, false
+		return false
 	}
 	a.g.mu.Lock()
 	full := a.g.total >= a.g.maxSeries
@@ -128,12 +133,12 @@ func (a *admission) admit(ls []prompb.Label) (h uint64, ok bool) {
 	}
 	a.g.mu.Unlock()
 	if full {
-		return h, false
+		return false
 	}
 	a.t.admitted++
 	a.t.seen[h] = a.minute
 	a.added++
-	return h, true
+	return true
 }
 
 // guardMark is where a target's guard stood after a message whose series

@@ -91,6 +91,9 @@ type joiner struct {
 	// read are the keys of the metadata objects the message's join looked
 	// up, found or not: its output changes only when one of them does.
 	read []string
+	// unknown are the indices of the series of the batch whose pod is not
+	// in the cache, in order.
+	unknown []int32
 }
 
 // keptPlans is how many plans a joiner keeps for the next message; a
@@ -127,6 +130,7 @@ func (j *joiner) begin(meta *clusterMeta, cluster, node string) {
 	}
 	j.usedPlans = 0
 	j.read = append(j.read[:0], node)
+	j.unknown = j.unknown[:0]
 	j.node = append(j.node[:0], prompb.Label{Name: LabelCluster, Value: cluster}, prompb.Label{Name: LabelNode, Value: node})
 	if meta != nil {
 		if n := get(meta.nodes, node); n != nil {
@@ -153,6 +157,7 @@ func (j *joiner) enrich(meta *clusterMeta, b *proto.Batch) joinStats {
 			extra = j.pod(meta, ns, pod)
 			if !extra.known {
 				st.unknownPods++
+				j.unknown = append(j.unknown, int32(i))
 			}
 		}
 		s.Labels = j.merge(p, s.Labels, extra)

@@ -11,6 +11,7 @@ type metrics struct {
 	messages       *prometheus.CounterVec // by result
 	series         prometheus.Counter
 	reused         prometheus.Counter
+	seriesReused   prometheus.Counter
 	podUnknown     prometheus.Counter
 	seriesDropped  *prometheus.CounterVec // by reason
 	publishRetries prometheus.Counter
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer, guardSize func() float64) *metrics {
 		reused: f.NewCounter(prometheus.CounterOpts{
 			Name: "weir_enricher_messages_reused_total",
 			Help: "Enriched messages whose target sent the same series as before: their output reused its labels, neither joined nor checked by the cardinality guard again.",
+		}),
+		seriesReused: f.NewCounter(prometheus.CounterOpts{
+			Name: "weir_enricher_series_reused_total",
+			Help: "Series of targets whose series changed, as pods came and went, that the target sent before: their output was taken from the target's last one, neither joined nor hashed again.",
 		}),
 		podUnknown: f.NewCounter(prometheus.CounterOpts{
 			Name: "weir_enricher_series_pod_unknown_total",

@@ -14,10 +14,15 @@ import (
 // the new samples, and the labels are neither decompressed, joined nor
 // hashed.
 type steadyOutput struct {
-	labelsSum uint64  // of the input, proto.BlockReader.LabelsSum
-	labels    []byte  // the output's labels part, proto.AppendBlockLabels
-	from      []int32 // the input series kept, in order; nil when all were
-	series    int     // in the output
+	labelsSum uint64 // of the input, proto.BlockReader.LabelsSum
+	labels    []byte // the output's labels part, proto.AppendBlockLabels
+	// input is the labels part of the input (nil for block1+zstd), and
+	// generation how many outputs before this one the churn path made
+	// from its predecessor (see churned).
+	input      []byte
+	generation int
+	from       []int32 // the input series kept, in order; nil when all were
+	series     int     // in the output
 	// read are the metadata keys the join looked up and change the last
 	// change of the cluster's metadata it saw; nil and 0 for a cluster
 	// without metadata.
@@ -27,14 +32,16 @@ type steadyOutput struct {
 	// of which it let through, and mark where it stood after.
 	hashes []uint64
 	mark   guardMark
-	// What the join and the relabel rules counted, counted again on reuse.
+	// What the join and the relabel rules counted, counted again on reuse,
+	// and which input series named a pod not in the cache, a bit each.
 	unknownPods    int
 	relabelDropped int
+	unknownAt      []uint64
 	lastUse        time.Time
 }
 
 func (o *steadyOutput) size() int {
-	n := len(o.labels) + 4*len(o.from) + 8*len(o.hashes) + 200
+	n := len(o.labels) + len(o.input) + 4*len(o.from) + 8*(len(o.hashes)+len(o.unknownAt)) + 200
 	for k := range o.read {
 		n += len(k) + 32
 	}
@@ -92,6 +99,25 @@ func (c *steadyCache) take(target steadyKey, labelsSum uint64) *steadyOutput {
 		}
 	}
 	return nil
+}
+
+// latest removes and returns the most recent output of target, if any,
+// whatever its input labels.
+func (c *steadyCache) latest(target steadyKey) *steadyOutput {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	outs := c.targets[target]
+	if len(outs) == 0 {
+		return nil
+	}
+	o := outs[0]
+	if len(outs) == 1 {
+		delete(c.targets, target)
+	} else {
+		c.targets[target] = outs[1:]
+	}
+	c.bytes -= o.size()
+	return o
 }
 
 // put remembers o as target's most recent output, forgetting the target's
@@ -176,4 +202,21 @@ func (e *Enricher) assemble(w *worker, o *steadyOutput) (proto.Chunk, bool) {
 	c := proto.Chunk{Payload: make([]byte, len(payload)), Samples: samples}
 	copy(c.Payload, payload)
 	return c, true
+}
+
+// bitsOf returns a set of n bits with those at the indices in set on.
+func bitsOf(n int, set []int32) []uint64 {
+	if len(set) == 0 {
+		return nil
+	}
+	bits := make([]uint64, (n+63)/64)
+	for _, i := range set {
+		bits[i/64] |= 1 << (i % 64)
+	}
+	return bits
+}
+
+// bitOn reports whether bit i of bits is on; bits may be short of i.
+func bitOn(bits []uint64, i int32) bool {
+	return int(i/64) < len(bits) && bits[i/64]&(1<<(i%64)) != 0
 }

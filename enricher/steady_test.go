@@ -129,6 +129,16 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 		}
 		return out
 	}
+	// expectChurn expects the churn path to reuse reused series of the
+	// target's last output.
+	expectChurn := func(what string, ss []prompb.TimeSeries, reused float64) {
+		t.Helper()
+		before := gaugeValue(t, fast.metrics.seriesReused)
+		expect(what, ss, false)
+		if got := gaugeValue(t, fast.metrics.seriesReused) - before; got != reused {
+			t.Fatalf("%s: %v series reused, want %v", what, got, reused)
+		}
+	}
 	// change applies a change to the cluster and waits until the informer
 	// told of it.
 	change := func(gvr schema.GroupVersionResource, o *metav1.PartialObjectMetadata, create bool) {
@@ -172,7 +182,8 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 	}
 	expect("same series after the pod was created", scrape(withNew...), true)
 
-	expect("fewer series", scrape("lonely-z"), false)
+	// A pod went away: its series are gone, the others' kept.
+	expectChurn("fewer series", scrape("lonely-z"), 3)
 	expect("fewer series again", scrape("lonely-z"), true)
 	expect("the series before", scrape(withNew...), true)
 
@@ -193,6 +204,18 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 	clock = clock.Add(5 * time.Minute)
 	expect("after the guard forgot the target", scrape(many...), false)
 	expect("known again", scrape(many...), true)
+
+	// Pods come and go: of the burst's output, with pods not in the
+	// cache, only the node's series stays.
+	expectChurn("known pods", scrape("web-5d9c-x1", "db-0"), 1)
+	expectChurn("a pod added", scrape("web-5d9c-x1", "db-0", "web-5d9c-y2"), 5)
+	expectChurn("a pod removed", scrape("db-0", "web-5d9c-y2"), 5)
+	expectChurn("a pod replaced", scrape("db-0", "lonely-z"), 3)
+	change(gvrPods, pod("shop", "db-0", map[string]string{"app": "db-v2"}, "StatefulSet", "db"), false)
+	expectChurn("a pod read before changed", scrape("db-0", "lonely-z", "web-5d9c-x1"), 0)
+	if got := labelOf(t, expect("after the change", scrape("db-0", "lonely-z"), false), "db-0", "app"); got != "db-v2" {
+		t.Fatalf("app=%q after the pod change, want db-v2", got)
+	}
 }
 
 // labelOf is the value of a label of the first series of a pod in a

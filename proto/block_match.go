@@ -1,6 +1,12 @@
 package proto
 
-import "math"
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/prometheus/prometheus/prompb"
+)
 
 // SeenLabels are the label columns of a payload a stage read, kept until
 // the same target's next payload. When pods come and go, a target's next
@@ -193,4 +199,76 @@ func mixRefs(h uint64, name, value uint32) uint64 {
 	h ^= x ^ x>>31
 	h *= 0x94d049bb133111eb
 	return h<<27 | h>>37
+}
+
+// ResetLabels makes r read the labels part of a block2+zstd payload alone
+// (LabelsPart, or AppendBlockLabels' result), as a payload of series
+// without samples: a stage keeps the labels part of a target's last
+// payload, compressed, and reads it again when the target's series change.
+func (r *BlockReader) ResetLabels(part []byte) error {
+	r.forget()
+	n, ok := BlockSeries(part)
+	if !ok || uint64(binary.LittleEndian.Uint32(part[8:])) != uint64(len(part)-splitHeaderLen) {
+		r.nSeries, r.labelsRead, r.labelsErr = 0, true, fmt.Errorf("%w: block: not a labels part", ErrMalformed)
+		return r.labelsErr
+	}
+	r.raw, r.ts, r.vs = r.raw[:0], r.ts[:0], r.vs[:0]
+	r.sampleOffs = append(r.sampleOffs[:0], make([]uint32, n+1)...)
+	r.nSeries, r.labelsPart = n, part
+	return nil
+}
+
+// LabelsBuilder builds the labels part of a payload series by series, some
+// given by their labels and some taken from a SeenLabels by index, whose
+// refs it renumbers without reading their strings: the columns are those
+// AppendBlockLabels writes of the same series.
+type LabelsBuilder struct {
+	s          blockState
+	seen       *SeenLabels
+	renumbered []uint32 // new ref+1 by seen ref; 0 before it is needed
+	prev       []prompb.Label
+}
+
+// Reset starts a labels part whose series AddSeen takes from seen.
+func (b *LabelsBuilder) Reset(seen *SeenLabels) {
+	b.s.startLabels()
+	b.seen = seen
+	b.renumbered = append(b.renumbered[:0], make([]uint32, len(seen.symbols))...)
+	b.prev = nil
+}
+
+// Add adds the next series, of labels ls, sorted by name. The builder
+// holds ls until AppendPart.
+func (b *LabelsBuilder) Add(ls []prompb.Label) {
+	b.s.addLabels(ls, b.prev)
+	b.prev = ls
+}
+
+// AddSeen adds the next series: series k of the SeenLabels of Reset.
+func (b *LabelsBuilder) AddSeen(k int) {
+	names, values := b.seen.Series(k)
+	for j := range names {
+		b.s.names = append(b.s.names, b.renumber(names[j]))
+		b.s.values = append(b.s.values, b.renumber(values[j]))
+	}
+	b.s.counts = append(b.s.counts, uint32(len(names)))
+	b.prev = nil // its labels are not at hand
+}
+
+func (b *LabelsBuilder) renumber(ref uint32) uint32 {
+	if r := b.renumbered[ref]; r != 0 {
+		return r - 1
+	}
+	r := b.s.symbol(b.seen.symbols[ref])
+	b.renumbered[ref] = r + 1
+	return r
+}
+
+// AppendPart appends the labels part of the series added since Reset to
+// dst, and lets go of their strings.
+func (b *LabelsBuilder) AppendPart(dst []byte) ([]byte, error) {
+	b.s.raw = b.s.writeLabels(b.s.raw[:0])
+	n := len(b.s.counts)
+	b.seen, b.prev = nil, nil
+	return appendLabelsFrame(dst, b.s.raw, n)
 }

@@ -158,3 +158,62 @@ func TestMatchMalformed(t *testing.T) {
 		t.Fatalf("Keep: %d series, %v; want none, ErrMalformed", seen.Len(), err)
 	}
 }
+
+// TestLabelsBuilderAsAppendBlockLabels builds the labels part of a churned
+// scrape from the seen series and the new ones' labels, read back from a
+// kept labels part, and checks it is the one AppendBlockLabels writes.
+func TestLabelsBuilderAsAppendBlockLabels(t *testing.T) {
+	first := captureSeries(t, fixtures.Cadvisor135)
+	next := churned(first, podOf(first[len(first)-1].Labels))
+	kept, err := AppendBlockLabels(nil, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r BlockReader
+	var seen SeenLabels
+	if err := r.ResetLabels(kept); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Keep(&seen); err != nil || seen.Len() != len(first) {
+		t.Fatalf("kept labels part: %d series, %v", seen.Len(), err)
+	}
+	payload, err := BlockZstd{}.Append(nil, &Batch{Series: next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reset(payload); err != nil {
+		t.Fatal(err)
+	}
+	matched, err := r.Match(&seen, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b LabelsBuilder
+	b.Reset(&seen)
+	added := 0
+	for i, k := range matched {
+		if k >= 0 {
+			b.AddSeen(int(k))
+			continue
+		}
+		b.Add(next[i].Labels)
+		added++
+	}
+	got, err := b.AppendPart(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := AppendBlockLabels(nil, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added == 0 || added == len(next) {
+		t.Fatalf("%d of %d series added by their labels: the test needs both kinds", added, len(next))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("built labels part of %d bytes differs from AppendBlockLabels' %d", len(got), len(want))
+	}
+	if err := r.ResetLabels(payload[:len(r.LabelsPart())-1]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("ResetLabels of a cut labels part: %v, want ErrMalformed", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
@@ -517,17 +518,30 @@ func (c *varintReader) skip(n int, what string) {
 }
 
 // refs reads n symbol refs into dst, each checked against the symbols.
+// Refs of one and two bytes, all of them below 16,384 symbols, are read
+// inline: this loop is most of reading a payload's labels.
 func (c *varintReader) refs(dst []uint32, n, nSyms int, what string) ([]uint32, error) {
-	dst = dst[:0]
+	dst = slices.Grow(dst[:0], n)
+	buf := c.buf
 	for range n {
-		ref := c.uvarint(what)
-		if c.err != nil {
-			return dst, c.err
+		var ref uint64
+		switch {
+		case len(buf) >= 2 && buf[0] < 0x80:
+			ref, buf = uint64(buf[0]), buf[1:]
+		case len(buf) >= 2 && buf[1] < 0x80:
+			ref, buf = uint64(buf[0]&0x7f)|uint64(buf[1])<<7, buf[2:]
+		default:
+			c.buf = buf
+			if ref = c.uvarint(what); c.err != nil {
+				return dst, c.err
+			}
+			buf = c.buf
 		}
 		if ref >= uint64(nSyms) {
 			return dst, fmt.Errorf("%w: block: %s %d of %d symbols", ErrMalformed, what, ref, nSyms)
 		}
 		dst = append(dst, uint32(ref))
 	}
+	c.buf = buf
 	return dst, nil
 }
