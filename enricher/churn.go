@@ -33,9 +33,8 @@ type churnScratch struct {
 // input held keep what the join, the relabel rules and the guard made of
 // them, and only the new ones are read and joined; the output is what the
 // slow path makes, byte for byte. It reports false when the message must
-// take the slow path: prev depended on metadata that changed since or on
-// pods not in the cache, the guard dropped a series, or the output is
-// empty or outgrew a message.
+// take the slow path: prev depended on metadata that changed since, the
+// guard dropped a series, or the output is empty or outgrew a message.
 func (e *Enricher) churned(w *worker, in input, prev *steadyOutput, cm *clusterMeta, sum uint64) (proto.Chunk, *steadyOutput, bool) {
 	if prev.input == nil || prev.generation >= maxGenerations {
 		return proto.Chunk{}, nil, false
@@ -61,26 +60,8 @@ func (e *Enricher) churned(w *worker, in input, prev *steadyOutput, cm *clusterM
 	}
 	w.join.begin(cm, in.subj.Cluster, in.subj.Node)
 	w.join.enrich(cm, &w.batch)
-	// The series of pods not in the cache, counted as the slow path counts
-	// them: the seen ones as they were, the new ones as the join found them.
-	// A pod that joins the cache later is a change of a key in read.
-	unknown := c.unknown[:0]
-	next := int32(0) // the next series of w.batch
-	for i, k := range c.matched {
-		if k >= 0 {
-			if bitOn(prev.unknownAt, k) {
-				unknown = append(unknown, int32(i))
-			}
-			continue
-		}
-		if len(w.join.unknown) > 0 && w.join.unknown[0] == next {
-			w.join.unknown = w.join.unknown[1:]
-			unknown = append(unknown, int32(i))
-		}
-		next++
-	}
-	c.unknown = unknown
-	out.unknownPods, out.unknownAt = len(unknown), bitsOf(len(c.matched), unknown)
+	c.unknown = c.unknownPods(prev, w.join.unknown)
+	out.unknownPods, out.unknownAt = len(c.unknown), bitsOf(len(c.matched), c.unknown)
 
 	// The series in input order, as the slow path filters them: the
 	// relabel rules and the guard.
@@ -93,7 +74,7 @@ func (e *Enricher) churned(w *worker, in input, prev *steadyOutput, cm *clusterM
 	}
 	w.kept, w.hashes = w.kept[:0], w.hashes[:0]
 	c.build.Reset(&c.out)
-	next, reused := 0, 0
+	next, reused := 0, 0 // next: the next series of w.batch
 	for i, k := range c.matched {
 		var ls []prompb.Label
 		o := int32(-1)
@@ -165,6 +146,30 @@ func (e *Enricher) churned(w *worker, in input, prev *steadyOutput, cm *clusterM
 		e.metrics.seriesDropped.WithLabelValues(reasonRelabel).Add(float64(out.relabelDropped))
 	}
 	return chunk, out, true
+}
+
+// unknownPods returns the input series of pods not in the cache, as the
+// slow path counts them: those prev's input held as they were then, the
+// new ones as the join found them (joined: their indices in the batch of
+// new series). A pod that joins the cache later is a change of a key in
+// read, which the next message sees.
+func (c *churnScratch) unknownPods(prev *steadyOutput, joined []int32) []int32 {
+	unknown := c.unknown[:0]
+	next, u := int32(0), 0 // the next new series, the next of joined
+	for i, k := range c.matched {
+		switch {
+		case k >= 0:
+			if bitOn(prev.unknownAt, k) {
+				unknown = append(unknown, int32(i))
+			}
+			continue
+		case u < len(joined) && joined[u] == next:
+			unknown = append(unknown, int32(i))
+			u++
+		}
+		next++
+	}
+	return unknown
 }
 
 // read reads the labels of prev's input and output, and which output

@@ -60,7 +60,15 @@
 // dropped. Neither frame is decompressed, but for the input's samples to be
 // counted, and when every series is kept the input's samples frame is
 // copied as it is. The output is byte for byte the one the full path makes; the
-// reuse is counted in weir_enricher_messages_reused_total. The outputs
+// reuse is counted in weir_enricher_messages_reused_total.
+//
+// When pods came and went, the target's series are mostly those of its
+// last payload: the series the two share keep what the join, the relabel
+// rules and the guard made of them last time, and only the others are
+// read, joined and guarded, on the same conditions. The output is again
+// the full path's, byte for byte; the series reused are counted in
+// weir_enricher_series_reused_total. Every 16th such output in a row is
+// made by the full path, which forgets the pods gone since. The outputs
 // kept are bounded in total and dropped after ten minutes unused.
 //
 // # Guarantees
