@@ -208,21 +208,41 @@ func seriesText(line []byte) []byte {
 		return nil
 	}
 	if line[i] == '{' {
-		quoted := false
-		for i++; i < len(line); i++ {
-			switch c := line[i]; {
-			case quoted && c == '\\':
-				i++ // the escaped byte
-			case c == '"':
-				quoted = !quoted
-			case !quoted && c == '}':
+		// Label values are most of a line: the quotes and braces are
+		// looked for with bytes.IndexByte, not byte by byte.
+		for i++; ; {
+			rest := line[i:]
+			q := bytes.IndexByte(rest, '"')
+			if q < 0 {
+				q = len(rest)
+			}
+			if end := bytes.IndexByte(rest[:q], '}'); end >= 0 {
+				i += end
 				if i+1 < len(line) && line[i+1] == ' ' {
 					return line[:i+1]
 				}
 				return nil
 			}
+			if q == len(rest) {
+				return nil
+			}
+			// A quoted value: up to the quote no backslash escapes.
+			for i += q + 1; ; {
+				rest := line[i:]
+				q := bytes.IndexByte(rest, '"')
+				if q < 0 {
+					return nil
+				}
+				if b := bytes.IndexByte(rest[:q], '\\'); b >= 0 {
+					if i += b + 2; i > len(line) { // past the escaped byte
+						return nil
+					}
+					continue
+				}
+				i += q + 1
+				break
+			}
 		}
-		return nil
 	}
 	return line[:i]
 }

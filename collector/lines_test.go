@@ -219,3 +219,55 @@ func TestTextLabels(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSeriesText checks seriesText, which looks for quotes and braces with
+// bytes.IndexByte, against the plain byte-by-byte scan of the same grammar.
+func FuzzSeriesText(f *testing.F) {
+	for _, name := range textCaptures {
+		for i, l := range bytes.Split(fixtures.Read(name), []byte("\n")) {
+			if i%25 == 0 { // enough of every shape of line, fewer to fuzz from
+				f.Add(l)
+			}
+		}
+	}
+	for _, l := range []string{`a{b="c\"}"} 1`, `a{b="c\`, `a{b="\\"} 2`, `a{b="x"}1`, `{} 1`, `a{b="}"`, `a b`} {
+		f.Add([]byte(l))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		if got, want := seriesText(line), seriesTextBytewise(line); !bytes.Equal(got, want) || (got == nil) != (want == nil) {
+			t.Fatalf("seriesText(%q) = %q, want %q", line, got, want)
+		}
+	})
+}
+
+// seriesTextBytewise is seriesText as a scan of one byte at a time.
+func seriesTextBytewise(line []byte) []byte {
+	i := 0
+	for i < len(line) && line[i] != '{' && line[i] != ' ' {
+		if line[i] == '\t' || line[i] == '"' || line[i] == '#' {
+			return nil
+		}
+		i++
+	}
+	if i == 0 || i == len(line) {
+		return nil
+	}
+	if line[i] != '{' {
+		return line[:i]
+	}
+	quoted := false
+	for i++; i < len(line); i++ {
+		switch c := line[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == '}':
+			if i+1 < len(line) && line[i+1] == ' ' {
+				return line[:i+1]
+			}
+			return nil
+		}
+	}
+	return nil
+}
