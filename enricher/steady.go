@@ -60,8 +60,8 @@ type steadyCache struct {
 
 const (
 	// steadyCacheBytes bounds what a replica keeps: the output of the 1.35
-	// cAdvisor capture (4,621 series) takes 54 KiB (BenchmarkMessage), so
-	// 256 MiB hold about 5,000 such targets.
+	// cAdvisor capture (4,621 series) and its input's labels take 72 KiB
+	// (BenchmarkMessage), so 256 MiB hold about 3,600 such targets.
 	steadyCacheBytes = 256 << 20
 	// steadyPerTarget is how many inputs of a target and chunk are
 	// remembered: two, so that a target alternating between two sets of

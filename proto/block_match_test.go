@@ -12,53 +12,12 @@ import (
 	"github.com/weirmetrics/weir/internal/fixtures"
 )
 
-// churned is series as a target's next scrape lists them after pods came
-// and went: every series of pod gone removed, the series of every tenth
-// pod-labelled series copied for a new pod in place, and the last series
-// moved first.
-func churned(series []prompb.TimeSeries, gone string) []prompb.TimeSeries {
-	var out []prompb.TimeSeries
-	for i, s := range series {
-		pod := podOf(s.Labels)
-		if pod == gone {
-			continue
-		}
-		out = append(out, s)
-		if pod != "" && i%10 == 0 {
-			ls := slices.Clone(s.Labels)
-			for j := range ls {
-				if ls[j].Name == "pod" {
-					ls[j].Value = fmt.Sprintf("new-%d", i)
-				}
-			}
-			out = append(out, prompb.TimeSeries{Labels: ls, Samples: s.Samples})
-		}
-	}
-	last := out[len(out)-1]
-	return append([]prompb.TimeSeries{last}, out[:len(out)-1]...)
-}
-
-func podOf(ls []prompb.Label) string {
-	for _, l := range ls {
-		if l.Name == "pod" {
-			return l.Value
-		}
-	}
-	return ""
-}
-
 // TestMatchFindsSeenSeries checks Match against string comparison: every
 // series of the next payload is matched to the seen series with its
 // labels, and the new ones to none, in both block versions.
 func TestMatchFindsSeenSeries(t *testing.T) {
 	first := captureSeries(t, fixtures.Cadvisor135)
-	gone := ""
-	for _, s := range first {
-		if gone = podOf(s.Labels); gone != "" {
-			break
-		}
-	}
-	next := churned(first, gone)
+	next := fixtures.PodsReplaced(first)
 	seenAt := map[string]int32{}
 	for k, s := range first {
 		seenAt[fmt.Sprint(s.Labels)] = int32(k)
@@ -164,7 +123,7 @@ func TestMatchMalformed(t *testing.T) {
 // kept labels part, and checks it is the one AppendBlockLabels writes.
 func TestLabelsBuilderAsAppendBlockLabels(t *testing.T) {
 	first := captureSeries(t, fixtures.Cadvisor135)
-	next := churned(first, podOf(first[len(first)-1].Labels))
+	next := fixtures.PodsReplaced(first)
 	kept, err := AppendBlockLabels(nil, first)
 	if err != nil {
 		t.Fatal(err)

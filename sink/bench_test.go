@@ -24,7 +24,7 @@ func BenchmarkDecodeBuildRequest(b *testing.B) {
 	series := captureSeries(b, fixtures.Cadvisor135, scrapeMillis)
 	var payloads [2][]byte
 	var wants [2]int
-	for i, ss := range [][]prompb.TimeSeries{series, podsReplaced(series)} {
+	for i, ss := range [][]prompb.TimeSeries{series, fixtures.PodsReplaced(series)} {
 		var err error
 		if payloads[i], err = proto.DefaultEncoding.Append(nil, &proto.Batch{Series: ss}); err != nil {
 			b.Fatal(err)

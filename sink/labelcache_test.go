@@ -73,7 +73,7 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 		{"same labels", stamped(cadvisor, scrapeMillis+15_000)},
 		{"other labels", relabelled},
 		{"same again", stamped(relabelled, scrapeMillis+45_000)},
-		{"pods came and went", podsReplaced(stamped(relabelled, scrapeMillis+47_000))},
+		{"pods came and went", fixtures.PodsReplaced(stamped(relabelled, scrapeMillis+47_000))},
 		{"fewer series", stamped(cadvisor[:len(cadvisor)/3], scrapeMillis+50_000)},
 		{"odd samples", odd},
 		{"another scrape", kubelet},
@@ -125,40 +125,6 @@ func TestCachedLabelsBuildTheSameRequests(t *testing.T) {
 			}
 		}
 	}
-}
-
-// podsReplaced is series as the next scrape of their target lists them
-// when pods came and went: the first pod's series gone, every tenth
-// series of a pod copied for a new pod after it, and the last series
-// moved first.
-func podsReplaced(series []prompb.TimeSeries) []prompb.TimeSeries {
-	gone := ""
-	var out []prompb.TimeSeries
-	for i, s := range series {
-		pod := ""
-		for _, l := range s.Labels {
-			if l.Name == "pod" {
-				pod = l.Value
-			}
-		}
-		if gone == "" {
-			gone = pod
-		}
-		if pod != "" && pod == gone {
-			continue
-		}
-		out = append(out, s)
-		if pod != "" && i%10 == 0 {
-			ls := slices.Clone(s.Labels)
-			for j := range ls {
-				if ls[j].Name == "pod" {
-					ls[j].Value = "new-" + strconv.Itoa(i)
-				}
-			}
-			out = append(out, prompb.TimeSeries{Labels: ls, Samples: s.Samples})
-		}
-	}
-	return append([]prompb.TimeSeries{out[len(out)-1]}, out[:len(out)-1]...)
 }
 
 func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
