@@ -103,6 +103,35 @@ func FuzzBlockReader(f *testing.F) {
 		if (decodeErr == nil) != (labelsErr == nil) || (decodeErr == nil && r.Len() != len(b.Series)) {
 			t.Fatalf("Decode: %v, %d series; reader: %v, %d series", decodeErr, len(b.Series), labelsErr, r.Len())
 		}
+		if decodeErr != nil {
+			return
+		}
+		// Matched against itself, a series is matched only to one with its
+		// labels; read alone, its labels part holds the same labels.
+		var seen SeenLabels
+		if err := r.Keep(&seen); err != nil {
+			t.Fatalf("Keep of a payload that decodes: %v", err)
+		}
+		matched, err := r.Match(&seen, nil)
+		if err != nil || len(matched) != len(b.Series) {
+			t.Fatalf("Match of a payload that decodes: %d of %d series, %v", len(matched), len(b.Series), err)
+		}
+		for i, k := range matched {
+			if k >= 0 && !reflect.DeepEqual(b.Series[k].Labels, b.Series[i].Labels) {
+				t.Fatalf("series %d %v matched to %d %v", i, b.Series[i].Labels, k, b.Series[k].Labels)
+			}
+		}
+		if part := r.LabelsPart(); part != nil {
+			var alone BlockReader
+			if err := alone.ResetLabels(part); err != nil || alone.Len() != len(b.Series) {
+				t.Fatalf("ResetLabels: %d series, %v", alone.Len(), err)
+			}
+			for i := range alone.Len() {
+				if ls, err := alone.AppendLabels(nil, i); err != nil || !reflect.DeepEqual(ls, b.Series[i].Labels) {
+					t.Fatalf("labels part alone, series %d: %v %v, want %v", i, ls, err, b.Series[i].Labels)
+				}
+			}
+		}
 	})
 }
 
