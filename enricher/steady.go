@@ -86,16 +86,9 @@ func newSteadyCache(maxBytes int) *steadyCache {
 func (c *steadyCache) take(target steadyKey, labelsSum uint64) *steadyOutput {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	outs := c.targets[target]
-	for i, o := range outs {
+	for i, o := range c.targets[target] {
 		if o.labelsSum == labelsSum {
-			if len(outs) == 1 {
-				delete(c.targets, target)
-			} else {
-				c.targets[target] = append(outs[:i], outs[i+1:]...)
-			}
-			c.bytes -= o.size()
-			return o
+			return c.remove(target, i)
 		}
 	}
 	return nil
@@ -106,15 +99,20 @@ func (c *steadyCache) take(target steadyKey, labelsSum uint64) *steadyOutput {
 func (c *steadyCache) latest(target steadyKey) *steadyOutput {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	outs := c.targets[target]
-	if len(outs) == 0 {
+	if len(c.targets[target]) == 0 {
 		return nil
 	}
-	o := outs[0]
+	return c.remove(target, 0)
+}
+
+// remove removes and returns target's output i; c.mu is held.
+func (c *steadyCache) remove(target steadyKey, i int) *steadyOutput {
+	outs := c.targets[target]
+	o := outs[i]
 	if len(outs) == 1 {
 		delete(c.targets, target)
 	} else {
-		c.targets[target] = outs[1:]
+		c.targets[target] = append(outs[:i], outs[i+1:]...)
 	}
 	c.bytes -= o.size()
 	return o
