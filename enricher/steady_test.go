@@ -3,6 +3,7 @@ package enricher
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -331,4 +332,114 @@ func TestSteadyTargetThroughJetStream(t *testing.T) {
 		}
 	}
 	waitInputAcked(t, js)
+}
+
+// TestChurnPathAsSlowPathOnCapture sends the real cAdvisor capture scrape
+// after scrape with random pods gone and back, some of them unknown to the
+// metadata, through an enricher with the steady and churn paths and one
+// without: every output and counter must be the same, and the churn path
+// must have made every output but the first and those past its limit of
+// outputs in a row.
+func TestChurnPathAsSlowPathOnCapture(t *testing.T) {
+	capture := captureBatch(t, fixtures.Cadvisor135)
+	known := captureMeta(t, capture)
+	cfg := DefaultConfig()
+	if err := yaml.Unmarshal([]byte(`
+- source_labels: [__name__]
+  regex: container_fs_.*
+  action: drop
+`), &cfg.RelabelConfigs); err != nil {
+		t.Fatal(err)
+	}
+	now := func() time.Time { return time.Unix(1_700_000_000, 0) }
+	newEnricher := func(steady *steadyCache) (*Enricher, *worker) {
+		e, _ := testEnricher(t, cfg, now)
+		e.clusters = map[string]*clusterMeta{"c1": known}
+		e.maxChunk, e.steady = 1<<20, steady
+		return e, &worker{join: testJoiner(), lb: newBuilder()}
+	}
+	fast, fastWorker := newEnricher(newSteadyCache(steadyCacheBytes))
+	slow, slowWorker := newEnricher(nil)
+
+	j := testJoiner()
+	var pods []string
+	for _, s := range capture.Series {
+		if _, pod := j.plan(s.Labels).podOf(s.Labels); pod != "" && !slices.Contains(pods, pod) {
+			pods = append(pods, pod)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var slowScrapes []int // the scrapes no series was reused for
+	reusedBefore := 0.0
+	h := nats.Header{}
+	h.Set(proto.HeaderEncoding, proto.BlockZstd{}.Name())
+	for step := range 40 {
+		// A few pods gone this scrape, and from the tenth scrape on one pod
+		// renamed to one the metadata does not know.
+		gone := map[string]bool{}
+		for range 3 {
+			gone[pods[rng.IntN(len(pods))]] = true
+		}
+		renamed := pods[rng.IntN(len(pods))]
+		var series []prompb.TimeSeries
+		for _, s := range capture.Series {
+			_, pod := j.plan(s.Labels).podOf(s.Labels)
+			if gone[pod] {
+				continue
+			}
+			s.Labels = slices.Clone(s.Labels)
+			for k := range s.Labels {
+				if step >= 10 && s.Labels[k].Name == "pod" && s.Labels[k].Value == renamed {
+					s.Labels[k].Value += "-unknown"
+				}
+			}
+			s.Samples = []prompb.Sample{{Timestamp: int64(step) * 15_000, Value: float64(step)}}
+			series = append(series, s)
+		}
+		payload, err := proto.BlockZstd{}.Append(nil, &proto.Batch{Series: series})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := readInput("weir.raw.c1.datagen-1-35.cadvisor.0", h, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantSeries, err := slow.enrich(slowWorker, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, gotSeries, err := fast.enrich(fastWorker, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotSeries != wantSeries || len(got) != len(want) {
+			t.Fatalf("scrape %d: %d series in %d chunks, want %d in %d", step, gotSeries, len(got), wantSeries, len(want))
+		}
+		if reused := gaugeValue(t, fast.metrics.seriesReused); reused == reusedBefore {
+			slowScrapes = append(slowScrapes, step)
+		} else {
+			reusedBefore = reused
+		}
+		for i := range got {
+			if !bytes.Equal(got[i].Payload, want[i].Payload) || got[i].Samples != want[i].Samples {
+				t.Fatalf("scrape %d: chunk %d differs from the slow path's", step, i)
+			}
+		}
+		for name, pair := range map[string][2]interface{ Write(*dto.Metric) error }{
+			"pod_unknown":     {fast.metrics.podUnknown, slow.metrics.podUnknown},
+			"dropped relabel": {fast.metrics.seriesDropped.WithLabelValues(reasonRelabel), slow.metrics.seriesDropped.WithLabelValues(reasonRelabel)},
+		} {
+			if f, s := gaugeValue(t, pair[0]), gaugeValue(t, pair[1]); f != s {
+				t.Fatalf("scrape %d: %s %v, slow path %v", step, name, f, s)
+			}
+		}
+	}
+	// The first scrape takes the slow path, and then every one after 16
+	// outputs of the churn path in a row.
+	if !slices.Equal(slowScrapes, []int{0, 17, 34}) {
+		t.Fatalf("scrapes %v took the slow path, want 0, 17 and 34", slowScrapes)
+	}
+	if gaugeValue(t, slow.metrics.podUnknown) == 0 || gaugeValue(t, slow.metrics.seriesDropped.WithLabelValues(reasonRelabel)) == 0 {
+		t.Fatal("the scrapes must name unknown pods and have series the rules drop")
+	}
 }

@@ -112,11 +112,11 @@ func (r *BlockReader) resetSplit(src []byte) error {
 		return fmt.Errorf("%w: block: labels frame of %d bytes, %d left", ErrMalformed, n, len(src)-splitHeaderLen)
 	}
 	end := splitHeaderLen + int(n)
-	labelsSize, err := contentSize(src[splitHeaderLen:end], 0)
+	labelsSize, err := contentSize(src[splitHeaderLen:end], len(src), 0)
 	if err != nil {
 		return fmt.Errorf("labels frame: %w", err)
 	}
-	if r.raw, err = decompress(r.raw, src[end:], labelsSize); err != nil {
+	if r.raw, err = decompress(r.raw, src[end:], len(src), labelsSize); err != nil {
 		return fmt.Errorf("samples frame: %w", err)
 	}
 	c := varintReader{buf: r.raw}
@@ -133,7 +133,7 @@ func (r *BlockReader) resetSplit(src []byte) error {
 
 // resetBlock1 reads a block1+zstd payload, whose labels come first.
 func (r *BlockReader) resetBlock1(src []byte) error {
-	raw, err := decompress(r.raw, src, 0)
+	raw, err := decompress(r.raw, src, len(src), 0)
 	if err != nil {
 		return err
 	}
@@ -152,9 +152,10 @@ func (r *BlockReader) resetBlock1(src []byte) error {
 }
 
 // contentSize checks the header of the zstd frame at the start of src,
-// which must give its size, and returns that size. other is what the
-// payload's other frame decodes to, which counts towards the limit.
-func contentSize(src []byte, other uint64) (uint64, error) {
+// which must give its size, and returns that size. payload is the size of
+// the whole payload the frame is part of, other what the payload's other
+// frame decodes to, which counts towards the limit.
+func contentSize(src []byte, payload int, other uint64) (uint64, error) {
 	var h zstd.Header
 	if err := h.Decode(src); err != nil {
 		return 0, fmt.Errorf("%w: zstd header: %v", ErrMalformed, err)
@@ -167,16 +168,18 @@ func contentSize(src []byte, other uint64) (uint64, error) {
 	if h.FrameContentSize > MaxDecodedBytes-other {
 		return 0, fmt.Errorf("%w: decodes to %d bytes, limit %d", ErrTooLarge, h.FrameContentSize+other, MaxDecodedBytes)
 	}
-	if h.FrameContentSize > maxBlockRatio*uint64(len(src)) {
-		return 0, fmt.Errorf("%w: %d bytes claim to decode to %d, more than a block compresses", ErrMalformed, len(src), h.FrameContentSize)
+	// Against the whole payload: a samples frame alone compresses far
+	// more than a block when the values repeat (a scrape of zeros).
+	if h.FrameContentSize+other > maxBlockRatio*uint64(payload) {
+		return 0, fmt.Errorf("%w: %d bytes claim to decode to %d, more than a block compresses", ErrMalformed, payload, h.FrameContentSize+other)
 	}
 	return h.FrameContentSize, nil
 }
 
-// decompress decompresses the zstd frame src into buf's memory; other is
-// as for contentSize.
-func decompress(buf, src []byte, other uint64) ([]byte, error) {
-	n, err := contentSize(src, other)
+// decompress decompresses the zstd frame src into buf's memory; payload
+// and other are as for contentSize.
+func decompress(buf, src []byte, payload int, other uint64) ([]byte, error) {
+	n, err := contentSize(src, payload, other)
 	if err != nil {
 		return buf[:0], err
 	}
@@ -200,7 +203,7 @@ func (r *BlockReader) readLabels() error {
 		return r.labelsErr
 	}
 	r.labelsRead = true
-	raw, err := decompress(r.labelRaw, r.labelsPart[splitHeaderLen:], uint64(len(r.raw)))
+	raw, err := decompress(r.labelRaw, r.labelsPart[splitHeaderLen:], len(r.labelsPart)+len(r.samplesFrame), uint64(len(r.raw)))
 	r.labelRaw = raw
 	if err != nil {
 		r.labelsErr = fmt.Errorf("labels frame: %w", err)

@@ -31,7 +31,7 @@ func AppendBlock(dst, labels []byte, r *BlockReader, from []int32) ([]byte, int,
 	if from == nil && r.labelsPart != nil {
 		return append(dst, r.samplesFrame...), len(r.ts), nil
 	}
-	labelsLen, err := contentSize(labels[min(splitHeaderLen, len(labels)):], 0)
+	labelsLen, err := contentSize(labels[min(splitHeaderLen, len(labels)):], len(labels), 0)
 	if err != nil {
 		return dst, 0, err
 	}

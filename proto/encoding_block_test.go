@@ -312,3 +312,21 @@ func TestBlockSeries(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockZstdRepeatedValues: a scrape whose samples all hold the same
+// value and timestamp, as a target of zeros serves, compresses its samples
+// frame far more than a block; it must still decode.
+func TestBlockZstdRepeatedValues(t *testing.T) {
+	series := captureSeries(t, fixtures.Cadvisor135)
+	for i := range series {
+		series[i].Samples = []prompb.Sample{{Value: 0, Timestamp: 1_700_000_000_000}}
+	}
+	payload, err := BlockZstd{}.Append(nil, &Batch{Series: series})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Batch
+	if err := (BlockZstd{}).Decode(payload, &out); err != nil || len(out.Series) != len(series) {
+		t.Fatalf("decoded %d of %d series: %v", len(out.Series), len(series), err)
+	}
+}
