@@ -91,9 +91,12 @@ func (l *seriesLabels) fill(r *proto.BlockReader, sum uint64, marshal1 bool, scr
 		return err
 	}
 	l.sum = sum
-	l.sizes1, scratch.sizes1 = sizes, l.sizes1
-	l.v1, scratch.v1 = v1, l.v1
-	l.v1Offs, scratch.v1Offs = v1Offs, l.v1Offs
+	// Copied, not swapped: a target keeps buffers of its own size, which
+	// a swap would hand from the largest target to every other.
+	l.sizes1 = append(l.sizes1[:0], sizes...)
+	l.v1 = append(l.v1[:0], v1...)
+	l.v1Offs = append(l.v1Offs[:0], v1Offs...)
+	scratch.sizes1, scratch.v1, scratch.v1Offs = sizes, v1, v1Offs
 	return nil
 }
 
@@ -161,7 +164,7 @@ func appendStringField(dst []byte, tag byte, s string) []byte {
 func uvarintSize(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
 // labelScratch is what filling seriesLabels reuses from one payload to
-// the next; the spare columns swap with those of the filled labels.
+// the next: the columns are built here, then copied.
 type labelScratch struct {
 	matched []int32
 	labels  []prompb.Label

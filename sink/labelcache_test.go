@@ -294,3 +294,41 @@ func TestResizeEmptiesTheCachesOfIdleShards(t *testing.T) {
 	}
 	pool.close()
 }
+
+// A target's entry holds buffers of its own size, whatever targets the
+// shard filled before it, so that the budget counts what each needs.
+func TestLabelCacheEntriesKeepTheirOwnSize(t *testing.T) {
+	big := captureSeries(t, fixtures.Cadvisor135, scrapeMillis)
+	small := big[:40]
+	budget := new(atomic.Int64)
+	budget.Store(maxCachedBytes)
+	cache := newLabelCache(budget)
+	var r proto.BlockReader
+	read := func(key targetKey, series []prompb.TimeSeries) *seriesLabels {
+		t.Helper()
+		payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Reset(payload); err != nil {
+			t.Fatal(err)
+		}
+		l, err := cache.labels(key, &r, protoV1, time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	// Pods come and go on both targets, in turn.
+	var bigLabels, smallLabels *seriesLabels
+	for _, series := range [][]prompb.TimeSeries{big, small, fixtures.PodsReplaced(big), fixtures.PodsReplaced(small)} {
+		if len(series) > len(small)+1 {
+			bigLabels = read(targetKey{subject: "big"}, series)
+		} else {
+			smallLabels = read(targetKey{subject: "small"}, series)
+		}
+	}
+	if s, b := smallLabels.bytes(), bigLabels.bytes(); s*20 > b {
+		t.Fatalf("the entry of %d series takes %d bytes, the one of %d series %d", smallLabels.len(), s, bigLabels.len(), b)
+	}
+}
