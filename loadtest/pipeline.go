@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -99,14 +100,21 @@ func ServeReceiver(h http.Handler) (url string, stop func(), err error) {
 	return "http://" + ln.Addr().String() + "/api/v1/write", func() { _ = srv.Close(); <-done }, nil
 }
 
-// freePort returns a loopback address no one listens on right now.
+// freePort returns a loopback address no one listens on right now. It is
+// below Linux's ephemeral range (32768 on), where port 0 would pick it:
+// between now and the process listening on it, an outgoing connection of
+// the fleet, a peer or a stage could take a port of that range, and the
+// process would fail to start (it did, once in a few hundred runs).
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	var err error
+	for range 100 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))); err == nil {
+			defer ln.Close()
+			return ln.Addr().String(), nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", fmt.Errorf("no free loopback port: %w", err)
 }
 
 // weirPipeline writes the configuration files of Weir and returns its
