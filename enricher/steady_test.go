@@ -86,37 +86,7 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		reusedBefore := gaugeValue(t, fast.metrics.reused)
-		want, wantSeries, err := slow.enrich(slowWorker, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, gotSeries, err := fast.enrich(fastWorker, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if gotSeries != wantSeries || len(got) != len(want) {
-			t.Fatalf("%s: %d series in %d chunks, want %d in %d", what, gotSeries, len(got), wantSeries, len(want))
-		}
-		for i := range got {
-			if !bytes.Equal(got[i].Payload, want[i].Payload) || got[i].Samples != want[i].Samples {
-				t.Fatalf("%s: chunk %d differs from the slow path's", what, i)
-			}
-		}
-		for _, m := range []struct {
-			name       string
-			fast, slow interface{ Write(*dto.Metric) error }
-		}{
-			{"pod_unknown", fast.metrics.podUnknown, slow.metrics.podUnknown},
-			{"dropped relabel", fast.metrics.seriesDropped.WithLabelValues(reasonRelabel), slow.metrics.seriesDropped.WithLabelValues(reasonRelabel)},
-			{"dropped cardinality", fast.metrics.seriesDropped.WithLabelValues(reasonCardinality), slow.metrics.seriesDropped.WithLabelValues(reasonCardinality)},
-		} {
-			if f, s := gaugeValue(t, m.fast), gaugeValue(t, m.slow); f != s {
-				t.Fatalf("%s: %s %v, slow path %v", what, m.name, f, s)
-			}
-		}
-		if fast.guard.size() != slow.guard.size() {
-			t.Fatalf("%s: guard remembers %d series, slow path's %d", what, fast.guard.size(), slow.guard.size())
-		}
+		want := sameAsSlowPath(t, what, in, fast, fastWorker, slow, slowWorker)
 		if len(want) == 0 {
 			return nil, gaugeValue(t, fast.metrics.reused) > reusedBefore
 		}
@@ -217,6 +187,45 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 	if got := labelOf(t, expect("after the change", scrape("db-0", "lonely-z"), false), "db-0", "app"); got != "db-v2" {
 		t.Fatalf("app=%q after the pod change, want db-v2", got)
 	}
+}
+
+// sameAsSlowPath enriches in with fast, which has the steady and churn
+// paths, and with slow, which has neither, and fails unless both publish
+// the same bytes and count the same. It returns slow's chunks.
+func sameAsSlowPath(t *testing.T, what string, in input, fast *Enricher, fastWorker *worker, slow *Enricher, slowWorker *worker) []proto.Chunk {
+	t.Helper()
+	want, wantSeries, err := slow.enrich(slowWorker, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, gotSeries, err := fast.enrich(fastWorker, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotSeries != wantSeries || len(got) != len(want) {
+		t.Fatalf("%s: %d series in %d chunks, want %d in %d", what, gotSeries, len(got), wantSeries, len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i].Payload, want[i].Payload) || got[i].Samples != want[i].Samples {
+			t.Fatalf("%s: chunk %d differs from the slow path's", what, i)
+		}
+	}
+	for _, m := range []struct {
+		name       string
+		fast, slow interface{ Write(*dto.Metric) error }
+	}{
+		{"pod_unknown", fast.metrics.podUnknown, slow.metrics.podUnknown},
+		{"dropped relabel", fast.metrics.seriesDropped.WithLabelValues(reasonRelabel), slow.metrics.seriesDropped.WithLabelValues(reasonRelabel)},
+		{"dropped cardinality", fast.metrics.seriesDropped.WithLabelValues(reasonCardinality), slow.metrics.seriesDropped.WithLabelValues(reasonCardinality)},
+	} {
+		if f, s := gaugeValue(t, m.fast), gaugeValue(t, m.slow); f != s {
+			t.Fatalf("%s: %s %v, slow path %v", what, m.name, f, s)
+		}
+	}
+	if fast.guard.size() != slow.guard.size() {
+		t.Fatalf("%s: guard remembers %d series, slow path's %d", what, fast.guard.size(), slow.guard.size())
+	}
+	return want
 }
 
 // labelOf is the value of a label of the first series of a pod in a
@@ -404,34 +413,11 @@ func TestChurnPathAsSlowPathOnCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, wantSeries, err := slow.enrich(slowWorker, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, gotSeries, err := fast.enrich(fastWorker, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if gotSeries != wantSeries || len(got) != len(want) {
-			t.Fatalf("scrape %d: %d series in %d chunks, want %d in %d", step, gotSeries, len(got), wantSeries, len(want))
-		}
+		sameAsSlowPath(t, fmt.Sprint("scrape ", step), in, fast, fastWorker, slow, slowWorker)
 		if reused := gaugeValue(t, fast.metrics.seriesReused); reused == reusedBefore {
 			slowScrapes = append(slowScrapes, step)
 		} else {
 			reusedBefore = reused
-		}
-		for i := range got {
-			if !bytes.Equal(got[i].Payload, want[i].Payload) || got[i].Samples != want[i].Samples {
-				t.Fatalf("scrape %d: chunk %d differs from the slow path's", step, i)
-			}
-		}
-		for name, pair := range map[string][2]interface{ Write(*dto.Metric) error }{
-			"pod_unknown":     {fast.metrics.podUnknown, slow.metrics.podUnknown},
-			"dropped relabel": {fast.metrics.seriesDropped.WithLabelValues(reasonRelabel), slow.metrics.seriesDropped.WithLabelValues(reasonRelabel)},
-		} {
-			if f, s := gaugeValue(t, pair[0]), gaugeValue(t, pair[1]); f != s {
-				t.Fatalf("scrape %d: %s %v, slow path %v", step, name, f, s)
-			}
 		}
 	}
 	// The first scrape takes the slow path, and then every one after 16

@@ -132,21 +132,9 @@ func TestLabelCacheKeepsTheLabelsOfASteadyTarget(t *testing.T) {
 	budget := new(atomic.Int64)
 	budget.Store(maxCachedBytes)
 	cache := newLabelCache(budget)
-	var r proto.BlockReader
 	read := func(key targetKey, series []prompb.TimeSeries, p protocol, now time.Time) *seriesLabels {
 		t.Helper()
-		payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Reset(payload); err != nil {
-			t.Fatal(err)
-		}
-		l, err := cache.labels(key, &r, p, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
+		return readLabels(t, &cache, key, series, p, now)
 	}
 	charged := func() int64 {
 		n := 0
@@ -303,21 +291,9 @@ func TestLabelCacheEntriesKeepTheirOwnSize(t *testing.T) {
 	budget := new(atomic.Int64)
 	budget.Store(maxCachedBytes)
 	cache := newLabelCache(budget)
-	var r proto.BlockReader
 	read := func(key targetKey, series []prompb.TimeSeries) *seriesLabels {
 		t.Helper()
-		payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Reset(payload); err != nil {
-			t.Fatal(err)
-		}
-		l, err := cache.labels(key, &r, protoV1, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
+		return readLabels(t, &cache, key, series, protoV1, time.Unix(0, 0))
 	}
 	// Pods come and go on both targets, in turn.
 	var bigLabels, smallLabels *seriesLabels
@@ -331,4 +307,23 @@ func TestLabelCacheEntriesKeepTheirOwnSize(t *testing.T) {
 	if s, b := smallLabels.bytes(), bigLabels.bytes(); s*20 > b {
 		t.Fatalf("the entry of %d series takes %d bytes, the one of %d series %d", smallLabels.len(), s, bigLabels.len(), b)
 	}
+}
+
+// readLabels encodes series as a collector does and returns the labels
+// cache gives for them as key's payload.
+func readLabels(t *testing.T, cache *labelCache, key targetKey, series []prompb.TimeSeries, p protocol, now time.Time) *seriesLabels {
+	t.Helper()
+	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: series})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r proto.BlockReader
+	if err := r.Reset(payload); err != nil {
+		t.Fatal(err)
+	}
+	l, err := cache.labels(key, &r, p, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
