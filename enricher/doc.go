@@ -67,8 +67,8 @@
 // rules and the guard made of them last time, and only the others are
 // read, joined and guarded, on the same conditions. The output is again
 // the full path's, byte for byte; the series reused are counted in
-// weir_enricher_series_reused_total. Every 16th such output in a row is
-// made by the full path, which forgets the pods gone since. The outputs
+// weir_enricher_series_reused_total. After 16 such outputs in a row, the
+// next is made by the full path, which forgets the pods gone since. The outputs
 // kept are bounded in total and dropped after ten minutes unused.
 //
 // # Guarantees
