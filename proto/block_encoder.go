@@ -82,27 +82,18 @@ func (e *BlockEncoder) AppendSamples(dst []byte, samples []LabeledSample) ([]byt
 const maxSampleBytes = 1 + binary.MaxVarintLen64 + 8
 
 // buildLabels builds and compresses the label columns of samples and
-// remembers their label sets. The refs of a series of the last batch are
-// those of the last columns renumbered: symbols are numbered in the order
-// they first appear whichever way they are found, so the columns are those
-// a build from the labels alone writes.
+// remembers their label sets. A series of the last batch is taken from
+// the last columns by a LabelsBuilder, which renumbers its refs: symbols
+// are numbered in the order they first appear whichever way they are
+// found, so the columns are those a build from the labels alone writes.
 func (e *BlockEncoder) buildLabels(samples []LabeledSample) error {
 	old := e.lastColumns()
-	s := &e.state
 	// The scratch space of the build is not kept (see below): sized as
 	// the last columns, it is allocated once per build.
-	s.refs = make(map[string]uint32, len(e.lastSymbols))
-	s.names, s.values = make([]uint32, 0, len(old.names)), make([]uint32, 0, len(old.names))
-	s.startLabels()
-	renumbered := make([]uint32, len(e.lastSymbols)) // new ref+1 by old ref; 0 before it is needed
-	renumber := func(ref uint32) uint32 {
-		if r := renumbered[ref]; r != 0 {
-			return r - 1
-		}
-		r := s.symbol(e.lastSymbols[ref])
-		renumbered[ref] = r + 1
-		return r
-	}
+	var b LabelsBuilder
+	b.s.raw, b.s.refs = e.state.raw[:0], make(map[string]uint32, len(e.lastSymbols))
+	b.s.names, b.s.values = make([]uint32, 0, len(old.names)), make([]uint32, 0, len(old.names))
+	b.Reset(&old)
 	last := make([]LabelSet, 0, len(samples))
 	ls, prev := e.labels[:0], e.prev[:0]
 	next := 0 // the series of the last batch expected next
@@ -122,51 +113,40 @@ func (e *BlockEncoder) buildLabels(samples []LabeledSample) error {
 		}
 		if found {
 			next = k + 1
-			for j := old.starts[k]; j < old.starts[k+1]; j++ {
-				name := renumber(old.names[j])
-				s.names = append(s.names, name)
-				s.values = append(s.values, renumber(old.values[j]))
-			}
-			s.counts = append(s.counts, old.starts[k+1]-old.starts[k])
-			prev = prev[:0] // its labels are not at hand
+			b.AddSeen(k)
 			continue
 		}
+		// The builder holds the labels it was given last: they go in the
+		// other buffer.
 		ls = set.AppendLabels(ls[:0])
-		s.addLabels(ls, prev)
+		b.Add(ls)
 		ls, prev = prev, ls
 	}
+	e.lastSymbols = append(e.lastSymbols[:0], b.s.symbols...)
+	part, err := b.AppendPart(e.labelsPart[:0])
 	// The strings belong to the label sets.
 	clear(ls[:cap(ls)])
 	clear(prev[:cap(prev)])
 	e.labels, e.prev = ls[:0], prev[:0]
-	e.lastSymbols = append(e.lastSymbols[:0], s.symbols...)
-	columns := s.writeLabels(s.raw[:0])
-	part, err := appendLabelsFrame(e.labelsPart[:0], columns, len(samples))
 	if err != nil {
 		e.last, e.columns = nil, nil
 		return err
 	}
 	e.last = last
-	e.columns, e.countsAt, e.labelsPart = slices.Clone(columns), s.countsAt, part
+	e.columns, e.countsAt, e.labelsPart = slices.Clone(b.s.raw), b.s.countsAt, part
 	// A collector keeps an encoder per target from scrape to scrape: it
 	// keeps the label columns, compressed and not, and room for the
 	// samples, and lets the scratch space of the build go.
 	raw := make([]byte, 0, binary.MaxVarintLen64+len(samples)*maxSampleBytes)
-	*s = blockState{raw: raw, floats: s.floats}
+	e.state = blockState{raw: raw, floats: e.state.floats}
 	return nil
 }
 
-// lastLabels are the label columns of the last batch, decoded: the labels
-// of its series k are names[starts[k]:starts[k+1]] and the values at the
-// same indices.
-type lastLabels struct {
-	starts        []uint32
-	names, values []uint32
-}
-
-func (e *BlockEncoder) lastColumns() lastLabels {
+// lastColumns are the label columns of the last batch, decoded, with the
+// strings of their symbols.
+func (e *BlockEncoder) lastColumns() SeenLabels {
 	if len(e.columns) == 0 {
-		return lastLabels{}
+		return SeenLabels{}
 	}
 	raw := e.columns[e.countsAt:]
 	next := func() uint32 {
@@ -174,7 +154,7 @@ func (e *BlockEncoder) lastColumns() lastLabels {
 		raw = raw[n:]
 		return uint32(v)
 	}
-	c := lastLabels{starts: make([]uint32, len(e.last)+1)}
+	c := SeenLabels{symbols: e.lastSymbols, starts: make([]uint32, len(e.last)+1)}
 	for k := range e.last {
 		c.starts[k+1] = c.starts[k] + next()
 	}
