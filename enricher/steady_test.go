@@ -47,14 +47,8 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 	cfg.Cardinality = CardinalityConfig{NewSeriesPerMinute: 24, Forget: 2 * time.Minute, MaxSeries: 1000}
 	clock := time.Unix(1_700_000_000, 0)
 	now := func() time.Time { return clock }
-	newEnricher := func(steady *steadyCache) (*Enricher, *worker) {
-		e, _ := testEnricher(t, cfg, now)
-		e.clusters = map[string]*clusterMeta{"c1": c}
-		e.maxChunk, e.steady = 1<<20, steady
-		return e, &worker{join: testJoiner(), lb: newBuilder()}
-	}
-	fast, fastWorker := newEnricher(newSteadyCache(steadyCacheBytes))
-	slow, slowWorker := newEnricher(nil)
+	both := newFastAndSlow(t, cfg, now, c)
+	fast, slow := both.fast, both.slow
 
 	// The series of a cAdvisor scrape of node-a: pods known and not, a
 	// node-wide series and one the relabel rules drop.
@@ -86,7 +80,7 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		reusedBefore := gaugeValue(t, fast.metrics.reused)
-		want := sameAsSlowPath(t, what, in, fast, fastWorker, slow, slowWorker)
+		want := both.same(t, what, in)
 		if len(want) == 0 {
 			return nil, gaugeValue(t, fast.metrics.reused) > reusedBefore
 		}
@@ -189,16 +183,36 @@ func TestSteadyPathAsSlowPath(t *testing.T) {
 	}
 }
 
-// sameAsSlowPath enriches in with fast, which has the steady and churn
-// paths, and with slow, which has neither, and fails unless both publish
-// the same bytes and count the same. It returns slow's chunks.
-func sameAsSlowPath(t *testing.T, what string, in input, fast *Enricher, fastWorker *worker, slow *Enricher, slowWorker *worker) []proto.Chunk {
+// fastAndSlow are an enricher with the steady and churn paths and one
+// with neither, on the metadata of cluster c1, with their workers.
+type fastAndSlow struct {
+	fast, slow             *Enricher
+	fastWorker, slowWorker *worker
+}
+
+func newFastAndSlow(t *testing.T, cfg Config, now func() time.Time, c1 *clusterMeta) fastAndSlow {
+	newEnricher := func(steady *steadyCache) (*Enricher, *worker) {
+		e, _ := testEnricher(t, cfg, now)
+		e.clusters = map[string]*clusterMeta{"c1": c1}
+		e.maxChunk, e.steady = 1<<20, steady
+		return e, &worker{join: testJoiner(), lb: newBuilder()}
+	}
+	var b fastAndSlow
+	b.fast, b.fastWorker = newEnricher(newSteadyCache(steadyCacheBytes))
+	b.slow, b.slowWorker = newEnricher(nil)
+	return b
+}
+
+// same enriches in with both and fails unless they publish the same bytes
+// and count the same. It returns the slow one's chunks.
+func (b fastAndSlow) same(t *testing.T, what string, in input) []proto.Chunk {
 	t.Helper()
-	want, wantSeries, err := slow.enrich(slowWorker, in)
+	fast, slow := b.fast, b.slow
+	want, wantSeries, err := slow.enrich(b.slowWorker, in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, gotSeries, err := fast.enrich(fastWorker, in)
+	got, gotSeries, err := fast.enrich(b.fastWorker, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,14 +375,8 @@ func TestChurnPathAsSlowPathOnCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := func() time.Time { return time.Unix(1_700_000_000, 0) }
-	newEnricher := func(steady *steadyCache) (*Enricher, *worker) {
-		e, _ := testEnricher(t, cfg, now)
-		e.clusters = map[string]*clusterMeta{"c1": known}
-		e.maxChunk, e.steady = 1<<20, steady
-		return e, &worker{join: testJoiner(), lb: newBuilder()}
-	}
-	fast, fastWorker := newEnricher(newSteadyCache(steadyCacheBytes))
-	slow, slowWorker := newEnricher(nil)
+	both := newFastAndSlow(t, cfg, now, known)
+	fast, slow := both.fast, both.slow
 
 	j := testJoiner()
 	var pods []string
@@ -413,7 +421,7 @@ func TestChurnPathAsSlowPathOnCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sameAsSlowPath(t, fmt.Sprint("scrape ", step), in, fast, fastWorker, slow, slowWorker)
+		both.same(t, fmt.Sprint("scrape ", step), in)
 		if reused := gaugeValue(t, fast.metrics.seriesReused); reused == reusedBefore {
 			slowScrapes = append(slowScrapes, step)
 		} else {
