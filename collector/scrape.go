@@ -140,9 +140,9 @@ func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentTy
 		}
 		s.transport, s.client = tr, &http.Client{Transport: tr}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	clock := startWaitClock(ctx, s.timeout)
+	defer clock.stop()
+	req, err := http.NewRequestWithContext(clock.ctx, http.MethodGet, s.url, nil)
 	if err != nil {
 		return failure(reasonHTTP, err)
 	}
@@ -163,9 +163,10 @@ func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentTy
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return failure(classify(err), err)
+		return s.failure(clock, err, err)
 	}
 	defer func() {
+		clock.resume() // the drain waits on the target
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 		_ = resp.Body.Close()
 	}()
@@ -181,35 +182,99 @@ func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentTy
 	s.sizeHint = 0
 	if resp.Header.Get("Content-Encoding") == "gzip" {
 		if r, err = s.gunzip(resp.Body); err != nil {
-			return failure(classify(err), fmt.Errorf("gzip: %w", err))
+			return s.failure(clock, err, fmt.Errorf("gzip: %w", err))
 		}
 	} else if resp.ContentLength > 0 {
 		s.sizeHint = int(resp.ContentLength)
 	}
-	body := &bodyReader{r: r, left: s.maxBodyBytes}
+	body := &bodyReader{r: r, left: s.maxBodyBytes, clock: clock}
+	clock.pause() // until read asks for the body
 	err = read(body, resp.Header.Get("Content-Type"))
 	switch {
 	case errors.Is(body.err, errBodyTooLarge):
 		return failure(reasonBodyTooLarge, fmt.Errorf("%w: more than body_size_limit %d bytes", errBodyTooLarge, s.maxBodyBytes))
 	case body.err != nil:
-		return failure(classify(body.err), fmt.Errorf("read body: %w", body.err))
+		return s.failure(clock, body.err, fmt.Errorf("read body: %w", body.err))
 	}
 	return err
 }
 
+// failure is the scrape error of err, an error of the HTTP client, which
+// wrapped says what failed.
+func (s *scraper) failure(clock *waitClock, err, wrapped error) error {
+	if clock.expired() {
+		// The client reports the cancellation, not why it came.
+		return failure(reasonTimeout, fmt.Errorf("no full answer within scrape_timeout (%s) of waiting for the target: %w", s.timeout, context.DeadlineExceeded))
+	}
+	return failure(classify(err), wrapped)
+}
+
+// waitClock is the scrape timeout. Like Prometheus's, it times the wait for
+// the target: a text body is parsed as it arrives, and the parsing between
+// two reads is left out, so that a collector slowed by a busy node or its
+// CPU limit does not fail scrapes whose answer came in time.
+type waitClock struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	left   time.Duration // of the timeout, when paused
+	since  time.Time     // when it last started; zero when paused
+}
+
+// errWaitedTooLong is the cause of a waitClock's context once it ran out.
+var errWaitedTooLong = errors.New("scrape timeout")
+
+func startWaitClock(ctx context.Context, timeout time.Duration) *waitClock {
+	c := &waitClock{left: timeout, since: time.Now()}
+	c.ctx, c.cancel = context.WithCancelCause(ctx)
+	c.timer = time.AfterFunc(timeout, func() { c.cancel(errWaitedTooLong) })
+	return c
+}
+
+// pause stops the clock while the collector, not the target, is working.
+func (c *waitClock) pause() {
+	if c.since.IsZero() {
+		return
+	}
+	if c.timer.Stop() {
+		c.left -= time.Since(c.since)
+	}
+	c.since = time.Time{}
+}
+
+// resume starts the clock again with what is left of the timeout.
+func (c *waitClock) resume() {
+	if !c.since.IsZero() || c.expired() {
+		return
+	}
+	c.since = time.Now()
+	c.timer.Reset(c.left) // at once when nothing is left
+}
+
+func (c *waitClock) expired() bool { return context.Cause(c.ctx) == errWaitedTooLong }
+
+func (c *waitClock) stop() {
+	c.timer.Stop()
+	c.cancel(context.Canceled)
+}
+
 // bodyReader reads a body up to its limit, failing at the first byte past
-// it, and keeps the error that ended the reading, other than io.EOF.
+// it, and keeps the error that ended the reading, other than io.EOF. The
+// scrape timeout runs only while it waits.
 type bodyReader struct {
-	r    io.Reader
-	left int64 // bytes the limit still allows
-	err  error
+	r     io.Reader
+	left  int64 // bytes the limit still allows
+	err   error
+	clock *waitClock
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	b.clock.resume()
 	n, err := b.r.Read(p)
+	b.clock.pause()
 	if b.left -= int64(n); b.left < 0 {
 		b.err = errBodyTooLarge
 		return 0, b.err
