@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -150,7 +151,8 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 	}
 	if cfg.Mode != ModeCollector {
 		fmt.Fprintf(&stages, "enricher:\n  listen_address: %s\nrouter:\n  listen_address: %s\n", listen(), listen())
-		fmt.Fprintf(&stages, "sinks:\n  - name: loadtest\n    listen_address: %s\n    url: %s\n    ack_wait: %s\n", listen(), p.writeURL, cfg.AckWait)
+		fmt.Fprintf(&stages, "sinks:\n  - name: loadtest\n    listen_address: %s\n    url: %s\n    ack_wait: %s\n    stream: %s\n",
+			listen(), p.writeURL, cfg.AckWait, cmp.Or(cfg.SinkStream, SinkStreamRoute))
 		// The alerter evaluates the default rule pack on the enriched
 		// stream, as in a deployment.
 		rulesGlob, err := rules.Write(filepath.Join(dir, "rules"))

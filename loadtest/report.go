@@ -63,6 +63,7 @@ type PeerResult struct {
 type Report struct {
 	Scenario        string  `json:"scenario"`
 	Mode            string  `json:"mode"`
+	SinkStream      string  `json:"sink_stream"` // route, or enriched: no router ran
 	Nodes           int     `json:"nodes"`
 	IntervalSeconds float64 `json:"interval_seconds"`
 	DurationSeconds float64 `json:"duration_seconds"`
@@ -167,7 +168,11 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes the report for a person: Weir, then each peer beside it.
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s, mode %s, %d nodes every %gs for %.0fs, warm-up %gs\n", r.Scenario, r.Mode, r.Nodes, r.IntervalSeconds, r.DurationSeconds, r.WarmupSeconds)
+	mode := r.Mode
+	if r.SinkStream == SinkStreamEnriched {
+		mode += " (the sink reads WEIR_ENRICHED, no router)"
+	}
+	fmt.Fprintf(w, "scenario %s, mode %s, %d nodes every %gs for %.0fs, warm-up %gs\n", r.Scenario, mode, r.Nodes, r.IntervalSeconds, r.DurationSeconds, r.WarmupSeconds)
 	writeResult(w, "weir", r.Result)
 	if len(r.JetStreamStreamBytes) > 0 {
 		fmt.Fprintf(w, "  jetstream       %.2f bytes/sample (", r.JetStreamBytesPerSample)

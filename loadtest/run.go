@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,8 +54,13 @@ type Config struct {
 	// KillStage is the process ScenarioKill kills: "weir-collector" or
 	// "weir-sink" in ModeStages; in ModeAll it is always "weir-all".
 	KillStage string
-	Peers     []string
-	Fleet     FleetConfig
+	// SinkStream is what the sink reads, as sinks[].stream: SinkStreamRoute
+	// (the default), the route the router makes, or SinkStreamEnriched,
+	// WEIR_ENRICHED itself, where no router runs: what the route's hop
+	// costs is the difference.
+	SinkStream string
+	Peers      []string
+	Fleet      FleetConfig
 	// CollectorMemoryLimit is the collector's memory_limit, in bytes, as a
 	// DaemonSet's configuration sets it; 0 leaves the default.
 	CollectorMemoryLimit int64
@@ -73,6 +79,12 @@ type Config struct {
 	ProgressEvery time.Duration
 	Log           io.Writer // output of every process; discarded when nil
 }
+
+// What the sink reads (Config.SinkStream).
+const (
+	SinkStreamRoute    = "route"
+	SinkStreamEnriched = "enriched"
+)
 
 // DefaultStages are the stages of the pipeline, in order. The sink reads
 // the route the router makes for it, so the router is needed, and the
@@ -103,6 +115,12 @@ func (c Config) Validate() error {
 	}
 	if c.Scenario == ScenarioNATSRestart && c.Mode != ModeStages {
 		errs = append(errs, errors.New("--scenario nats-restart: needs --mode stages, where NATS runs in its own process"))
+	}
+	switch {
+	case c.SinkStream != "" && c.SinkStream != SinkStreamRoute && c.SinkStream != SinkStreamEnriched:
+		errs = append(errs, fmt.Errorf("--sink-stream %q: want %s or %s", c.SinkStream, SinkStreamRoute, SinkStreamEnriched))
+	case c.SinkStream == SinkStreamEnriched && c.Mode == ModeStages && slices.Contains(c.stages(), "router"):
+		errs = append(errs, errors.New("--sink-stream enriched: the router has no route to make; leave it out of --stages"))
 	}
 	if c.Mode == ModeStages && (!slices.Contains(c.stages(), "collector") || !slices.Contains(c.stages(), "sink")) {
 		errs = append(errs, fmt.Errorf("--stages %s: want at least collector and sink", strings.Join(c.stages(), ",")))
@@ -202,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	drained := drain(ctx, cfg, pipes, start)
 
 	rep := &Report{
-		Scenario: cfg.Scenario, Mode: cfg.Mode, Nodes: cfg.Fleet.Nodes,
+		Scenario: cfg.Scenario, Mode: cfg.Mode, SinkStream: cmp.Or(cfg.SinkStream, SinkStreamRoute), Nodes: cfg.Fleet.Nodes,
 		IntervalSeconds: cfg.Interval.Seconds(), DurationSeconds: scraped.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
 		SamplesPerNodeScrape: weir.fleet.SamplesPerScrape(),
 		Peers:                map[string]*PeerResult{},

@@ -94,6 +94,17 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("%d series after the storm, want at least %d", r.Series, want)
 				}
 			}},
+		{name: "sink reading the enriched stream", cfg: Config{Mode: ModeAll, Scenario: ScenarioSteady, SinkStream: SinkStreamEnriched},
+			check: func(t *testing.T, r *Report) {
+				for stream := range r.JetStreamStreamBytes {
+					if strings.HasPrefix(stream, "WEIR_ROUTE") {
+						t.Errorf("stream %s exists: a router ran", stream)
+					}
+				}
+				if r.JetStreamStreamBytes["WEIR_ENRICHED"] == 0 {
+					t.Errorf("streams %v: nothing enriched", r.JetStreamStreamBytes)
+				}
+			}},
 		{name: "collector alone", cfg: Config{Mode: ModeCollector, Scenario: ScenarioSteady, Peers: []string{PeerVMAgent}},
 			check: func(t *testing.T, r *Report) {
 				if r.DeliveryMeasured || r.CPUSeconds["weir-collector"] <= 0 || r.PeakRSSBytes["weir-collector"] <= 0 {

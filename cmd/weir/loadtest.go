@@ -20,6 +20,7 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 	fs.StringVar(&cfg.Mode, "mode", loadtest.ModeAll, "all: one `weir all` process; stages: a NATS server process and one process per stage; collector: NATS and the collector alone (issue 3's CPU and RSS goals)")
 	fs.StringVar(&cfg.Scenario, "scenario", loadtest.ScenarioSteady, "one of "+strings.Join(loadtest.Scenarios, ", "))
 	fs.StringVar(&cfg.KillStage, "kill", "weir-sink", "process the kill scenario kills in --mode stages: weir-<stage>")
+	fs.StringVar(&cfg.SinkStream, "sink-stream", loadtest.SinkStreamRoute, "what the sink reads: route (the router's stream for it) or enriched (WEIR_ENRICHED: no router runs; leave it out of --stages)")
 	stages := fs.String("stages", strings.Join(loadtest.DefaultStages, ","), "`weir <stage>` commands --mode stages runs, in pipeline order, each with the generated configuration file")
 	nodes := fs.Int("nodes", 10, "simulated nodes")
 	sources := fs.String("sources", "kubelet,cadvisor,resource,probes,summary,kubeproxy", "endpoints every node serves, comma separated")
