@@ -199,11 +199,11 @@ func (s *scraper) fetch(ctx context.Context, read func(body io.Reader, contentTy
 	return err
 }
 
-// failure is the scrape error of err, an error of the HTTP client, which
-// wrapped says what failed.
+// failure is the scrape's error for err, an error of the HTTP client:
+// wrapped (err saying what failed) with err's reason, or a timeout when
+// the clock ran out, which the client reports as a mere cancellation.
 func (s *scraper) failure(clock *waitClock, err, wrapped error) error {
 	if clock.expired() {
-		// The client reports the cancellation, not why it came.
 		return failure(reasonTimeout, fmt.Errorf("no full answer within scrape_timeout (%s) of waiting for the target: %w", s.timeout, context.DeadlineExceeded))
 	}
 	return failure(classify(err), wrapped)
