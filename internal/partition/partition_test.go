@@ -64,6 +64,24 @@ type ledger struct {
 	mu      sync.Mutex
 	acked   map[string][]int // subject → sequence numbers acked
 	members map[string]map[int]bool
+	taken   map[string]int // member → partitions it started working on
+}
+
+func (l *ledger) take(member string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.taken[member]++
+}
+
+func (l *ledger) hasTaken(members ...string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range members {
+		if l.taken[m] == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *ledger) ack(member, subject string, partition, n int) {
@@ -90,6 +108,7 @@ func (l *ledger) total() int {
 // and finishes what it holds, as every stage should.
 func work(l *ledger, member string) partition.Work {
 	return func(ctx context.Context, p int, cons jetstream.Consumer) error {
+		l.take(member)
 		it, err := cons.Messages(jetstream.PullMaxMessages(8))
 		if err != nil {
 			return err
@@ -122,7 +141,7 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 	const partitions = 6
 	s, js, ctx := startStreams(t, partitions)
 
-	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}}
+	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}, taken: map[string]int{}}
 	type member struct {
 		name   string
 		nc     *nats.Conn
@@ -173,6 +192,10 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 	}
 
 	a, b, c := start("a"), start("b"), start("c")
+	// The first to start takes every partition at once; the others get
+	// their share a heartbeat or two later. Published before that, the
+	// first third could all go to one member on a busy machine.
+	waitFor("every member to take partitions", func() bool { return l.hasTaken("a", "b", "c") })
 	publish(0, perTarget/3)
 	waitFor("the first third", func() bool { return l.total() >= targets*perTarget/3 })
 
@@ -239,7 +262,7 @@ func TestMembersShareWorkAndKeepOrderThroughFailures(t *testing.T) {
 func TestLoneMemberStartsAtOnce(t *testing.T) {
 	_, js, ctx := startStreams(t, 2)
 	const heartbeat = 10 * time.Second
-	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}}
+	l := &ledger{acked: map[string][]int{}, members: map[string]map[int]bool{}, taken: map[string]int{}}
 	mctx, mcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
