@@ -26,6 +26,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad name", mutate: func(c *Config) { c.Name = "a.b" }, wantErr: []string{`sinks[a.b].name: must match [a-zA-Z0-9_-]+, got "a.b"`}},
 		{name: "no url", mutate: func(c *Config) { c.URL = config.URL{} }, wantErr: []string{"sinks[default].url: required"}},
 		{name: "zero remote timeout", mutate: func(c *Config) { c.RemoteTimeout = 0 }, wantErr: []string{"sinks[default].remote_timeout: must be positive"}},
+		{name: "negative label cache", mutate: func(c *Config) { c.LabelCacheSize = -1 }, wantErr: []string{"sinks[default].label_cache_size: must not be negative, got -1"}},
+		{name: "no label cache", mutate: func(c *Config) { c.LabelCacheSize = 0 }},
 		{
 			name:    "protocol header overridden",
 			mutate:  func(c *Config) { c.Headers = map[string]string{"content-type": "text/plain"} },

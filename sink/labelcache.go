@@ -16,9 +16,8 @@ import (
 // need them, and a payload whose proto.BlockReader.LabelsSum is the same
 // is sent without reading its labels at all.
 const (
-	// maxCachedBytes bounds the memory the label caches of one sink hold:
-	// about 100 bytes a series, 500 for remote write 1.0 (cAdvisor). A
-	// target that does not fit has its labels read from every payload.
+	// maxCachedBytes is the default Config.LabelCacheSize, which the tests
+	// use too.
 	maxCachedBytes = 128 << 20
 	// sweepEvery is how often a shard drops the labels of the targets that
 	// sent nothing since the last sweep: stopped, or moved to another shard.

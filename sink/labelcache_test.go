@@ -327,3 +327,32 @@ func readLabels(t *testing.T, cache *labelCache, key targetKey, series []prompb.
 	}
 	return l
 }
+
+// TestLabelCacheSize: the targets that fit in label_cache_size are kept,
+// the one that does not is sent all the same, read whole every time, and
+// the metrics say so.
+func TestLabelCacheSize(t *testing.T) {
+	env := newEnv(t)
+	rc := newReceiver(t, nil)
+	small := captureSeries(t, fixtures.KubeProxy121, scrapeMillis)
+	big := captureSeries(t, fixtures.Cadvisor135, scrapeMillis) // marshalled for 1.0: about 2 MiB
+	cfg := testConfig("cache", rc.url())
+	cfg.LabelCacheSize = 1 << 20
+	const scrapes = 3
+	var last uint64
+	for i := range scrapes {
+		millis := scrapeMillis + int64(i)*15_000
+		env.publishScrape(t, subject("node-1", proto.SourceKubeProxy), millis, stamped(small, millis))
+		last = env.publishScrape(t, subject("node-1", proto.SourceCadvisor), millis, stamped(big, millis))
+	}
+	s, _ := env.startSink(t, cfg)
+	rc.waitSamples(t, scrapes*(uniqueKeys(small)+uniqueKeys(big)), 20*time.Second)
+	env.waitAcked(t, "cache", last)
+
+	if got := metricValue(t, s.metrics.labelCacheUncached); got != scrapes {
+		t.Errorf("weir_sink_label_cache_uncached_payloads_total = %v, want %d: every payload of the target that does not fit", got, scrapes)
+	}
+	if got := metricValue(t, s.metrics.labelCacheBytes); got <= 0 || got > float64(cfg.LabelCacheSize) {
+		t.Errorf("weir_sink_label_cache_bytes = %v, want the small target's labels, within %d", got, cfg.LabelCacheSize)
+	}
+}

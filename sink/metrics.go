@@ -16,21 +16,23 @@ import (
 // and uses them with its own label values. The names follow Prometheus'
 // own prometheus_remote_storage_* series where the meaning is the same.
 type metrics struct {
-	samplesSent      prometheus.Counter
-	samplesFailed    *prometheus.CounterVec // by reason: rejected for good
-	samplesDropped   *prometheus.CounterVec // by reason: never sent
-	samplesRetried   prometheus.Counter
-	requests         *prometheus.CounterVec // by code: 2xx, 4xx, 5xx, error
-	requestDuration  prometheus.Observer
-	messagesAcked    prometheus.Counter
-	messagesDead     *prometheus.CounterVec // by reason: decode, rejected
-	highestSent      *highestGauge
-	pending          prometheus.Gauge
-	lagMessages      prometheus.Gauge
-	lagSeconds       prometheus.Gauge
-	shards           prometheus.Gauge
-	shardsDesired    prometheus.Gauge
-	protocolFallback prometheus.Counter
+	samplesSent        prometheus.Counter
+	samplesFailed      *prometheus.CounterVec // by reason: rejected for good
+	samplesDropped     *prometheus.CounterVec // by reason: never sent
+	samplesRetried     prometheus.Counter
+	requests           *prometheus.CounterVec // by code: 2xx, 4xx, 5xx, error
+	requestDuration    prometheus.Observer
+	messagesAcked      prometheus.Counter
+	messagesDead       *prometheus.CounterVec // by reason: decode, rejected
+	highestSent        *highestGauge
+	pending            prometheus.Gauge
+	lagMessages        prometheus.Gauge
+	lagSeconds         prometheus.Gauge
+	shards             prometheus.Gauge
+	shardsDesired      prometheus.Gauge
+	protocolFallback   prometheus.Counter
+	labelCacheBytes    prometheus.Gauge
+	labelCacheUncached prometheus.Counter
 }
 
 // metricDef is one vector: its kind, name, help and labels beyond sink
@@ -58,6 +60,8 @@ var metricDefs = []metricDef{
 	{kind: "gauge", name: "weir_sink_lag_seconds", help: "Age in the stream of the oldest message the sink holds and has not acknowledged; 0 when it holds none."},
 	{kind: "gauge", name: "weir_sink_shards", help: "Shards sending now."},
 	{kind: "gauge", name: "weir_sink_shards_desired", help: "Shards the sink would use given how busy the shards are, between min_shards and max_shards."},
+	{kind: "gauge", name: "weir_sink_label_cache_bytes", help: "Bytes the sink keeps of its targets' labels, at most label_cache_size."},
+	{kind: "counter", name: "weir_sink_label_cache_uncached_payloads_total", help: "Payloads whose target did not fit in label_cache_size: their labels were read and marshalled whole, as for a target's first payload."},
 	{kind: "counter", name: "weir_sink_protocol_fallbacks_total", help: "Times a backend answered a remote write 2.0 request with 415, or with 2xx but no written-samples headers, and the sink fell back to 1.0."},
 }
 
@@ -86,21 +90,23 @@ func newMetrics(reg prometheus.Registerer, sink, route string) (*metrics, error)
 	}
 	gauge := func(name string) prometheus.Gauge { return vecs[name].(*prometheus.GaugeVec).With(own) }
 	return &metrics{
-		samplesSent:      counter("weir_sink_samples_sent_total").WithLabelValues(),
-		samplesFailed:    counter("weir_sink_samples_failed_total"),
-		samplesDropped:   counter("weir_sink_samples_dropped_total"),
-		samplesRetried:   counter("weir_sink_samples_retried_total").WithLabelValues(),
-		requests:         counter("weir_sink_requests_total"),
-		requestDuration:  vecs["weir_sink_request_duration_seconds"].(*prometheus.HistogramVec).With(own),
-		messagesAcked:    counter("weir_sink_messages_acked_total").WithLabelValues(),
-		messagesDead:     counter("weir_sink_messages_dead_total"),
-		highestSent:      &highestGauge{g: gauge("weir_sink_highest_sent_timestamp_seconds"), millis: math.MinInt64},
-		pending:          gauge("weir_sink_pending_messages"),
-		lagMessages:      gauge("weir_sink_lag_messages"),
-		lagSeconds:       gauge("weir_sink_lag_seconds"),
-		shards:           gauge("weir_sink_shards"),
-		shardsDesired:    gauge("weir_sink_shards_desired"),
-		protocolFallback: counter("weir_sink_protocol_fallbacks_total").WithLabelValues(),
+		samplesSent:        counter("weir_sink_samples_sent_total").WithLabelValues(),
+		samplesFailed:      counter("weir_sink_samples_failed_total"),
+		samplesDropped:     counter("weir_sink_samples_dropped_total"),
+		samplesRetried:     counter("weir_sink_samples_retried_total").WithLabelValues(),
+		requests:           counter("weir_sink_requests_total"),
+		requestDuration:    vecs["weir_sink_request_duration_seconds"].(*prometheus.HistogramVec).With(own),
+		messagesAcked:      counter("weir_sink_messages_acked_total").WithLabelValues(),
+		messagesDead:       counter("weir_sink_messages_dead_total"),
+		highestSent:        &highestGauge{g: gauge("weir_sink_highest_sent_timestamp_seconds"), millis: math.MinInt64},
+		pending:            gauge("weir_sink_pending_messages"),
+		lagMessages:        gauge("weir_sink_lag_messages"),
+		lagSeconds:         gauge("weir_sink_lag_seconds"),
+		shards:             gauge("weir_sink_shards"),
+		shardsDesired:      gauge("weir_sink_shards_desired"),
+		protocolFallback:   counter("weir_sink_protocol_fallbacks_total").WithLabelValues(),
+		labelCacheBytes:    gauge("weir_sink_label_cache_bytes"),
+		labelCacheUncached: counter("weir_sink_label_cache_uncached_payloads_total").WithLabelValues(),
 	}, nil
 }
 

@@ -54,6 +54,7 @@ type Sink struct {
 	// lastRetry is when a request last failed in a way worth retrying,
 	// Unix ns: the shards do not grow while the backend is in trouble.
 	lastRetry atomic.Int64
+	cacheFull atomic.Bool // the label cache filled up once, which was logged
 
 	// reshardEvery is how often the shard count is reconsidered, and
 	// lagEvery how often the lag metrics are updated.
@@ -408,6 +409,14 @@ func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg, now time.
 	log := s.log.With("subject", m.Subject())
 	if err := sh.decode(m, s.protocol(), now); err != nil {
 		return s.deadLetter(ctx, m, err, "decode", log)
+	}
+	s.metrics.labelCacheBytes.Set(float64(sh.cachedBytes()))
+	if sh.uncached() {
+		s.metrics.labelCacheUncached.Inc()
+		if s.cfg.LabelCacheSize > 0 && s.cacheFull.CompareAndSwap(false, true) {
+			s.log.Warn("label cache full: the labels of targets beyond it are read from every payload, at more CPU; raise label_cache_size (logged once, weir_sink_label_cache_uncached_payloads_total counts them)",
+				"label_cache_size", int64(s.cfg.LabelCacheSize))
+		}
 	}
 	var rejected error
 	err := sh.build(func(req request) error {
