@@ -153,6 +153,9 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 		fmt.Fprintf(&stages, "enricher:\n  listen_address: %s\nrouter:\n  listen_address: %s\n", listen(), listen())
 		fmt.Fprintf(&stages, "sinks:\n  - name: loadtest\n    listen_address: %s\n    url: %s\n    ack_wait: %s\n    stream: %s\n",
 			listen(), p.writeURL, cfg.AckWait, cmp.Or(cfg.SinkStream, SinkStreamRoute))
+		if cfg.SinkLabelCacheSize > 0 {
+			fmt.Fprintf(&stages, "    label_cache_size: %d\n", cfg.SinkLabelCacheSize)
+		}
 		// The alerter evaluates the default rule pack on the enriched
 		// stream, as in a deployment.
 		rulesGlob, err := rules.Write(filepath.Join(dir, "rules"))

@@ -64,8 +64,11 @@ type Config struct {
 	// CollectorMemoryLimit is the collector's memory_limit, in bytes, as a
 	// DaemonSet's configuration sets it; 0 leaves the default.
 	CollectorMemoryLimit int64
-	Interval             time.Duration // scrape interval
-	Duration             time.Duration // how long the fleet is scraped
+	// SinkLabelCacheSize is the sink's label_cache_size, in bytes; 0 leaves
+	// the default.
+	SinkLabelCacheSize int64
+	Interval           time.Duration // scrape interval
+	Duration           time.Duration // how long the fleet is scraped
 	// Warmup is the start of the run whose samples the latency after
 	// warm-up leaves out: every cache is cold, every target's first scrape
 	// comes at once, and the stages are still connecting.

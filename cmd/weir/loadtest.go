@@ -31,6 +31,11 @@ func runLoadtest(ctx context.Context, fs *flag.FlagSet, args []string, stdout io
 		cfg.CollectorMemoryLimit = int64(n)
 		return err
 	})
+	fs.Func("sink-label-cache-size", "label_cache_size of the sink, e.g. 256MiB (default: the sink's own)", func(v string) error {
+		n, err := config.ParseByteSize(v)
+		cfg.SinkLabelCacheSize = int64(n)
+		return err
+	})
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the fleet is scraped")
 	fs.DurationVar(&cfg.Warmup, "warmup", 15*time.Second, "the start-up, whose samples the latency after warm-up leaves out")
 	fs.DurationVar(&cfg.Drain, "drain", 60*time.Second, "longest wait after the fleet stops for the rest to arrive")

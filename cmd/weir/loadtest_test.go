@@ -24,6 +24,7 @@ func TestLoadtestFlags(t *testing.T) {
 		{[]string{"--sources", "cadvisor,healthz"}, 1, `--sources: unknown source "healthz"; want some of kubelet,cadvisor,resource,probes,summary,kubeproxy`},
 		{[]string{"--collector-memory-limit", "lots"}, 1, `invalid value "lots" for flag -collector-memory-limit: bad size`},
 		{[]string{"--sources", "summary", "--peer", "vmagent"}, 1, "--peer: the peers scrape no JSON endpoint"},
+		{[]string{"--sink-label-cache-size", "big"}, 1, `invalid value "big" for flag -sink-label-cache-size: bad size`},
 		{[]string{"--sink-stream", "raw"}, 1, `--sink-stream "raw": want route or enriched`},
 		{[]string{"--sink-stream", "enriched", "--mode", "stages"}, 1, "--sink-stream enriched: the router has no route to make; leave it out of --stages"},
 	} {
