@@ -245,6 +245,16 @@ func (c *labelCache) forget(key targetKey, l *seriesLabels) {
 	delete(c.targets, key)
 }
 
+// forgetMoved drops the targets that no longer go to this cache's shard,
+// shard of shards.
+func (c *labelCache) forgetMoved(shard, shards int) {
+	for key, l := range c.targets {
+		if shardFor(key.subject, shards) != shard {
+			c.forget(key, l)
+		}
+	}
+}
+
 // dropAll empties the cache.
 func (c *labelCache) dropAll() {
 	for key, l := range c.targets {

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -281,6 +282,56 @@ func TestResizeEmptiesTheCachesOfIdleShards(t *testing.T) {
 		t.Fatalf("shard out of use still caches %d targets, budget left %d of %d", len(sh.cache.targets), budget.Load(), maxCachedBytes)
 	}
 	pool.close()
+}
+
+// Resharding sends most targets to another shard, which reads their labels
+// again: the shard they left gives back what they held at once, not a sweep
+// later, and keeps the targets that stay.
+func TestResizeForgetsTheTargetsThatMoved(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.QueueConfig.MinShards, cfg.QueueConfig.MaxShards = 1, 3
+	m, err := newMetrics(nil, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newShardPool(cfg, m)
+	defer pool.close()
+	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: captureSeries(t, fixtures.KubeProxy121, scrapeMillis)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := pool.shards[0]
+	var keys []targetKey
+	for i := range 12 {
+		key := targetKey{subject: subject(fmt.Sprintf("node-%d", i), proto.SourceKubeProxy).String()}
+		keys = append(keys, key)
+		if err := sh.reader.Reset(payload); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sh.cache.labels(key, &sh.reader, protoV1, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entry := sh.cache.targets[keys[0]].charged
+	if !pool.resize(3) {
+		t.Fatal("resize to 3 shards failed")
+	}
+	stayed := 0
+	for _, key := range keys {
+		_, cached := sh.cache.targets[key]
+		if stays := shardFor(key.subject, 3) == 0; cached != stays {
+			t.Errorf("%s: cached %v in shard 0 after the resize, goes to shard %d", key.subject, cached, shardFor(key.subject, 3))
+		}
+		if shardFor(key.subject, 3) == 0 {
+			stayed++
+		}
+	}
+	if stayed == 0 || stayed == len(keys) {
+		t.Fatalf("%d of %d targets stay in shard 0: the test shows nothing", stayed, len(keys))
+	}
+	if left, want := sh.cache.budget.Load(), int64(maxCachedBytes-stayed*entry); left != want {
+		t.Errorf("budget left %d, want %d: the moved targets' entries given back", left, want)
+	}
 }
 
 // A target's entry holds buffers of its own size, whatever targets the

@@ -175,8 +175,13 @@ func (p *shardPool) resize(n int) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 	p.active = n
-	// The shards now out of use get no message to sweep their caches on;
-	// idle, they can be emptied from here.
+	// Idle, the shards' caches can be changed from here. Most targets now
+	// hash to another shard, which reads their labels again: their entries
+	// where they were would hold the budget until a sweep, minutes later.
+	// The shards out of use get no message to sweep their caches on.
+	for i, sh := range p.shards[:n] {
+		sh.cache.forgetMoved(i, n)
+	}
 	for _, sh := range p.shards[n:] {
 		sh.cache.dropAll()
 	}
