@@ -20,7 +20,8 @@ const (
 	// use too.
 	maxCachedBytes = 128 << 20
 	// sweepEvery is how often a shard drops the labels of the targets that
-	// sent nothing since the last sweep: stopped, or moved to another shard.
+	// sent nothing since the last sweep: stopped, or read by another replica
+	// since partitions moved.
 	sweepEvery = 2 * time.Minute
 )
 
