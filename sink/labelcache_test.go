@@ -248,19 +248,26 @@ func TestSteadyTargetSendsEverySampleWithItsLabels(t *testing.T) {
 	}
 }
 
-// Shards taken out of use by resharding give their cached labels back.
-func TestResizeEmptiesTheCachesOfIdleShards(t *testing.T) {
+// resizablePool is a shard pool of one shard that may grow to maxShards,
+// and a kube-proxy payload to fill its caches with.
+func resizablePool(t *testing.T, maxShards int) (*shardPool, []byte) {
+	t.Helper()
 	cfg := DefaultConfig()
-	cfg.QueueConfig.MinShards, cfg.QueueConfig.MaxShards = 1, 2
+	cfg.QueueConfig.MinShards, cfg.QueueConfig.MaxShards = 1, maxShards
 	m, err := newMetrics(nil, "test", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := newShardPool(cfg, m)
 	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: captureSeries(t, fixtures.KubeProxy121, scrapeMillis)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newShardPool(cfg, m), payload
+}
+
+// Shards taken out of use by resharding give their cached labels back.
+func TestResizeEmptiesTheCachesOfIdleShards(t *testing.T) {
+	pool, payload := resizablePool(t, 2)
 	if !pool.resize(2) {
 		t.Fatal("resize to 2 shards failed")
 	}
@@ -288,18 +295,8 @@ func TestResizeEmptiesTheCachesOfIdleShards(t *testing.T) {
 // again: the shard they left gives back what they held at once, not a sweep
 // later, and keeps the targets that stay.
 func TestResizeForgetsTheTargetsThatMoved(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.QueueConfig.MinShards, cfg.QueueConfig.MaxShards = 1, 3
-	m, err := newMetrics(nil, "test", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := newShardPool(cfg, m)
+	pool, payload := resizablePool(t, 3)
 	defer pool.close()
-	payload, err := proto.DefaultEncoding.Append(nil, &proto.Batch{Series: captureSeries(t, fixtures.KubeProxy121, scrapeMillis)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	sh := pool.shards[0]
 	var keys []targetKey
 	for i := range 12 {
