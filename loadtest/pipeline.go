@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -152,7 +151,7 @@ func weirPipeline(cfg Config, p *pipeline, dir string) (natsURL string, err erro
 	if cfg.Mode != ModeCollector {
 		fmt.Fprintf(&stages, "enricher:\n  listen_address: %s\nrouter:\n  listen_address: %s\n", listen(), listen())
 		fmt.Fprintf(&stages, "sinks:\n  - name: loadtest\n    listen_address: %s\n    url: %s\n    ack_wait: %s\n    stream: %s\n",
-			listen(), p.writeURL, cfg.AckWait, cmp.Or(cfg.SinkStream, SinkStreamRoute))
+			listen(), p.writeURL, cfg.AckWait, cfg.sinkStream())
 		if cfg.SinkLabelCacheSize > 0 {
 			fmt.Fprintf(&stages, "    label_cache_size: %d\n", cfg.SinkLabelCacheSize)
 		}

@@ -94,6 +94,8 @@ const (
 // enricher feeds the router and the alerter.
 var DefaultStages = []string{"collector", "enricher", "router", "sink", "alerter"}
 
+func (c Config) sinkStream() string { return cmp.Or(c.SinkStream, SinkStreamRoute) }
+
 func (c Config) stages() []string {
 	if len(c.Stages) == 0 {
 		return DefaultStages
@@ -120,7 +122,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("--scenario nats-restart: needs --mode stages, where NATS runs in its own process"))
 	}
 	switch {
-	case c.SinkStream != "" && c.SinkStream != SinkStreamRoute && c.SinkStream != SinkStreamEnriched:
+	case c.sinkStream() != SinkStreamRoute && c.sinkStream() != SinkStreamEnriched:
 		errs = append(errs, fmt.Errorf("--sink-stream %q: want %s or %s", c.SinkStream, SinkStreamRoute, SinkStreamEnriched))
 	case c.SinkStream == SinkStreamEnriched && c.Mode == ModeStages && slices.Contains(c.stages(), "router"):
 		errs = append(errs, errors.New("--sink-stream enriched: the router has no route to make; leave it out of --stages"))
@@ -223,7 +225,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	drained := drain(ctx, cfg, pipes, start)
 
 	rep := &Report{
-		Scenario: cfg.Scenario, Mode: cfg.Mode, SinkStream: cmp.Or(cfg.SinkStream, SinkStreamRoute), Nodes: cfg.Fleet.Nodes,
+		Scenario: cfg.Scenario, Mode: cfg.Mode, SinkStream: cfg.sinkStream(), Nodes: cfg.Fleet.Nodes,
 		IntervalSeconds: cfg.Interval.Seconds(), DurationSeconds: scraped.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
 		SamplesPerNodeScrape: weir.fleet.SamplesPerScrape(),
 		Peers:                map[string]*PeerResult{},

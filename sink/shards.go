@@ -19,15 +19,13 @@ type shard struct {
 	// The message being sent: a BlockZstd payload in reader, with the
 	// labels of its series, or another decoded in batch. Both are reused
 	// by every message of the shard.
-	reader proto.BlockReader
-	labels *seriesLabels // nil for batch
-	batch  proto.Batch
-	cache  labelCache
-	// cacheLimit is the label_cache_size the caches of the pool share.
-	cacheLimit int64
-	builder    requestBuilder
-	enc        *encoder
-	busy       atomic.Int64 // time spent handling messages, ns
+	reader  proto.BlockReader
+	labels  *seriesLabels // nil for batch
+	batch   proto.Batch
+	cache   labelCache
+	builder requestBuilder
+	enc     *encoder
+	busy    atomic.Int64 // time spent handling messages, ns
 }
 
 // decode checks the subject and headers of m and reads its payload, to
@@ -63,9 +61,6 @@ func (sh *shard) decode(m jetstream.Msg, p protocol, now time.Time) error {
 // uncached reports whether the labels of the decoded message were read
 // whole because their target does not fit in the label cache.
 func (sh *shard) uncached() bool { return sh.labels == &sh.cache.uncached }
-
-// cachedBytes is what the label caches of the pool hold.
-func (sh *shard) cachedBytes() int64 { return sh.cacheLimit - sh.cache.budget.Load() }
 
 // build calls send with each request of the decoded message.
 func (sh *shard) build(send func(request) error) error {
@@ -120,9 +115,8 @@ func newShardPool(cfg Config, m *metrics) *shardPool {
 			builder: requestBuilder{
 				limit: q.MaxSamplesPerSend, exemplars: cfg.SendExemplars, histograms: cfg.SendNativeHistograms,
 			},
-			cache:      newLabelCache(cached),
-			cacheLimit: int64(cfg.LabelCacheSize),
-			enc:        newEncoder(),
+			cache: newLabelCache(cached),
+			enc:   newEncoder(),
 		}
 	}
 	m.shards.Set(float64(q.MinShards))

@@ -410,7 +410,7 @@ func (s *Sink) handle(ctx context.Context, sh *shard, m jetstream.Msg, now time.
 	if err := sh.decode(m, s.protocol(), now); err != nil {
 		return s.deadLetter(ctx, m, err, "decode", log)
 	}
-	s.metrics.labelCacheBytes.Set(float64(sh.cachedBytes()))
+	s.metrics.labelCacheBytes.Set(float64(int64(s.cfg.LabelCacheSize) - sh.cache.budget.Load()))
 	if sh.uncached() {
 		s.metrics.labelCacheUncached.Inc()
 		if s.cfg.LabelCacheSize > 0 && s.cacheFull.CompareAndSwap(false, true) {
