@@ -22,6 +22,7 @@ import (
 	metadatafake "k8s.io/client-go/metadata/fake"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
+	"github.com/weirmetrics/weir/internal/natstest"
 	"github.com/weirmetrics/weir/internal/partition"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -207,7 +208,10 @@ func waitInputAcked(t *testing.T, js jetstream.JetStream) {
 				return false
 			}
 			info, err := c.Info(context.Background())
-			if err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
+			if err != nil {
+				return false
+			}
+			if acked, err := natstest.Acked(context.Background(), js, info); err != nil || !acked {
 				return false
 			}
 		}

@@ -151,7 +151,7 @@ func BenchmarkRouterPipeline(b *testing.B) {
 	go func() { done <- r.Run(ctx) }()
 	for {
 		infos, ok := e.consumerInfos()
-		if ok && allAcked(infos) {
+		if ok && e.allAcked(b, infos) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -268,11 +268,16 @@ func (e *testEnv) consumerInfos() ([]*jetstream.ConsumerInfo, bool) {
 	return out, true
 }
 
-// allAcked reports whether the consumers acked every message: a consumer
-// created after the messages were published counts them as pending.
-func allAcked(infos []*jetstream.ConsumerInfo) bool {
+// allAcked reports whether the consumers acked every message stored in
+// their partitions.
+func (e *testEnv) allAcked(t testing.TB, infos []*jetstream.ConsumerInfo) bool {
+	t.Helper()
 	for _, info := range infos {
-		if info.NumPending != 0 || info.NumAckPending != 0 {
+		acked, err := natstest.Acked(context.Background(), e.js, info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !acked {
 			return false
 		}
 	}
@@ -285,7 +290,7 @@ func (e *testEnv) waitRouted(t *testing.T) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "every enriched message acked by the router", func() bool {
 		infos, ok := e.consumerInfos()
-		return ok && allAcked(infos)
+		return ok && e.allAcked(t, infos)
 	})
 }
 

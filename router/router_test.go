@@ -345,7 +345,7 @@ func TestRouterSplitsWhatRelabelingGrows(t *testing.T) {
 		SourceLabels: model.LabelNames{"__name__", "id", "image", "name", "pod", "device"}, TargetLabel: "padding", Replacement: "$1",
 		Regex: relabel.MustNewRegexp("(.*)"), Action: relabel.Replace, Separator: ";",
 	}}})
-	r, err := New(cfg, Deps{JS: e.js, Streams: e.streams, MaxPayload: 2 * minPayload})
+	r, err := New(cfg, Deps{Log: e.log(t), JS: e.js, Streams: e.streams, MaxPayload: 2 * minPayload})
 	if err != nil {
 		t.Fatal(err)
 	}

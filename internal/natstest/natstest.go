@@ -2,6 +2,9 @@
 package natstest
 
 import (
+	"cmp"
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -45,4 +48,26 @@ func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 	}
 	t.Cleanup(nc.Close)
 	return nc, js
+}
+
+// Acked reports whether the consumer acked every message stored under its
+// filter subject. The consumer's NumPending is not enough: the server adds
+// a stored message to it asynchronously, after the publish was acknowledged,
+// so right after a publish it can still read 0.
+func Acked(ctx context.Context, js jetstream.JetStream, info *jetstream.ConsumerInfo) (bool, error) {
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		return false, nil
+	}
+	s, err := js.Stream(ctx, info.Stream)
+	if err != nil {
+		return false, err
+	}
+	last, err := s.GetLastMsgForSubject(ctx, cmp.Or(info.Config.FilterSubject, ">"))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return info.AckFloor.Stream >= last.Sequence, nil
 }
