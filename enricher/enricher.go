@@ -423,10 +423,12 @@ func (e *Enricher) handle(ctx context.Context, w *worker, m jetstream.Msg) bool 
 		msg.Header = proto.DataHeaders(m.Headers())
 		msg.Header.Set(proto.HeaderEncoding, proto.DefaultEncoding.Name())
 		msg.Header.Set(proto.HeaderSamples, fmt.Sprint(c.Samples))
-		if i > 0 {
+		if id := msg.Header.Get(proto.HeaderMsgID); i > 0 && id != "" {
 			// The enriched scrape outgrew one message: its extra parts get
-			// ids of their own, as stable as the first one's.
-			msg.Header.Set(proto.HeaderMsgID, fmt.Sprintf("%s.part%d", msg.Header.Get(proto.HeaderMsgID), i))
+			// ids of their own, as stable as the first one's. A scrape
+			// without an id gives its parts none either: ".part1" of every
+			// such scrape would be dropped by the duplicate window.
+			msg.Header.Set(proto.HeaderMsgID, fmt.Sprintf("%s.part%d", id, i))
 		}
 		msg.Data = c.Payload
 		if err := e.publish(ctx, msg); err != nil {

@@ -314,6 +314,45 @@ func TestEnrichedScrapeOverTheLimitIsSplit(t *testing.T) {
 	}
 }
 
+// Scrapes published without a message id, which the wire allows, are
+// split into parts without ids: parts named after an empty id would be the
+// same for every target, and JetStream would drop all but the first.
+func TestSplitScrapesWithoutIDsKeepEveryPart(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	setupStreams(t, js)
+	capture := captureBatch(t, fixtures.Cadvisor135)
+	chunks, err := proto.EncodeChunks(proto.DefaultEncoding, capture.Series, 4<<20)
+	if err != nil || len(chunks) != 1 {
+		t.Fatalf("capture in %d chunks: %v", len(chunks), err)
+	}
+	for i, node := range []string{"node-a", "node-b"} {
+		subj := proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: node, Source: proto.SourceCadvisor}
+		msg := nats.NewMsg(subj.String())
+		proto.Meta{Encoding: proto.DefaultEncoding.Name(), ScrapeMillis: 1_700_000_000_000 + int64(i), Chunks: 1,
+			Samples: chunks[0].Samples}.SetHeaders(msg.Header)
+		msg.Header.Del(proto.HeaderMsgID)
+		msg.Data = chunks[0].Payload
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The enriched scrape is larger than the raw one: each is split.
+	startEnricher(t, DefaultConfig(), Deps{JS: js, Member: "a", MaxPayload: len(chunks[0].Payload)})
+	waitInputAcked(t, js)
+	msgs := readStream(t, js, proto.StreamEnriched, true)
+	n := 0
+	for _, m := range msgs {
+		n += len(m.batch.Series)
+		if id := m.header.Get(proto.HeaderMsgID); id != "" {
+			t.Errorf("%s: id %q, want none", m.subject, id)
+		}
+	}
+	if len(msgs) < 4 || n != 2*len(capture.Series) {
+		t.Errorf("WEIR_ENRICHED holds %d series in %d messages, want %d split in at least 4", n, len(msgs), 2*len(capture.Series))
+	}
+}
+
 // The cluster the enricher runs in is watched with the pod's service
 // account unless listed; outside a pod, or without a token, it gets the
 // cluster and node labels only and the enricher still starts.
