@@ -211,12 +211,13 @@ func (r *Router) Close() error {
 	return nil
 }
 
-// ensureStreams creates or updates every route's stream. Every replica
-// does it at start; the configurations are the same.
+// ensureStreams creates or updates every route's stream, keeping the
+// sources and mirror an operator added. Every replica does it at start;
+// the configurations are the same.
 func (r *Router) ensureStreams(ctx context.Context) error {
 	for _, sc := range RouteStreams(r.streams, r.cfg.Routes) {
-		if _, err := r.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("create or update stream %s: %w", sc.Name, err)
+		if err := proto.EnsureStream(ctx, r.js, sc); err != nil {
+			return err
 		}
 	}
 	return nil

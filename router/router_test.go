@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
@@ -372,6 +373,46 @@ func TestRouterSplitsWhatRelabelingGrows(t *testing.T) {
 	}
 	if n != len(series) {
 		t.Errorf("parts hold %d series, want %d", n, len(series))
+	}
+}
+
+// A route stream an operator gave a source, e.g. to gather a route from
+// several hubs, keeps it when the router starts again.
+func TestRouterKeepsTheSourcesOfRouteStreams(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, stop := e.startRouter(t, testConfig(Route{Name: "a"}))
+	waitFor(t, 10*time.Second, "the router's consumers", func() bool {
+		_, ok := e.consumerInfos()
+		return ok
+	})
+	stop()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER_HUB", Subjects: []string{"other.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.js.Stream(ctx, "WEIR_ROUTE_A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSource := st.CachedInfo().Config
+	withSource.Sources = []*jetstream.StreamSource{{Name: "OTHER_HUB"}}
+	if _, err := e.js.UpdateStream(ctx, withSource); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(testConfig(Route{Name: "a"}), Deps{Log: e.log(t), JS: e.js, Streams: e.streams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runRouter(t, r)
+	// A message routed: the router has ensured its streams.
+	e.publishScrape(t, enrichedSubject("node-a", proto.SourceKubelet), 1000, captureSeries(t, fixtures.Kubelet121, 10))
+	e.waitRouted(t)
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Config.Sources) != 1 || info.Config.Sources[0].Name != "OTHER_HUB" {
+		t.Errorf("sources of WEIR_ROUTE_A after the router started: %+v, want OTHER_HUB kept", info.Config.Sources)
 	}
 }
 
