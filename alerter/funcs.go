@@ -22,6 +22,8 @@ type evalCtx struct {
 	// rules of a group often share a rate or a selection (a warning and a
 	// critical threshold), and read it once. Reset at every evaluation.
 	memo map[string][]Sample
+	// scratch holds a window read around staleness markers.
+	scratch windowScratch
 }
 
 func (c *evalCtx) reset(store *Store, now int64) {
@@ -195,7 +197,7 @@ func (c *evalCtx) rangeCall(name string, f rangeFunc) func(args ...any) (any, er
 		}
 		out := make([]Sample, 0, len(v.sel.series))
 		for _, ms := range v.sel.series {
-			ts, vs := ms.window(c.now, rng)
+			ts, vs := ms.window(c.now, rng, &c.scratch)
 			if r, ok := f(ts, vs, c.now, rng); ok {
 				out = append(out, Sample{Labels: ms.noName, Value: r})
 			}
@@ -209,7 +211,7 @@ func (c *evalCtx) rangeCall(name string, f rangeFunc) func(args ...any) (any, er
 // selection's equality matchers, when no series has a sample in the range.
 func (c *evalCtx) absent(sel *selection, rng int64) Vector {
 	for _, ms := range sel.series {
-		if ts, _ := ms.window(c.now, rng); len(ts) > 0 {
+		if ts, _ := ms.window(c.now, rng, &c.scratch); len(ts) > 0 {
 			return Vector{}
 		}
 	}

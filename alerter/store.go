@@ -356,16 +356,38 @@ func (s *Store) latest(sel *selection, now int64) []Sample {
 	return out
 }
 
-// window returns the samples of ms in (now-rng, now].
-func (ms *memSeries) window(now, rng int64) ([]int64, []float64) {
+// windowScratch holds a window copied without its staleness markers; one
+// per group, reused by every window its evaluation reads.
+type windowScratch struct {
+	ts []int64
+	vs []float64
+}
+
+// window returns the samples of ms in (now-rng, now] without the staleness
+// markers, as PromQL's range vectors: a marker says the series ended, it is
+// not a value, and a counter reset or a change across it must still show.
+// The markers stay in ms for latest. A window with a marker before its last
+// sample is copied into scratch, so the returned slices are valid until the
+// next window read with the same scratch.
+func (ms *memSeries) window(now, rng int64, scratch *windowScratch) ([]int64, []float64) {
 	lo := sort.Search(len(ms.ts), func(i int) bool { return ms.ts[i] > now-rng })
 	hi := sort.Search(len(ms.ts), func(i int) bool { return ms.ts[i] > now })
 	ts, vs := ms.ts[lo:hi], ms.vs[lo:hi]
-	// A stale marker is not a value.
+	// Trailing markers, a target gone until gc forgets it, need no copy.
 	for len(vs) > 0 && value.IsStaleNaN(vs[len(vs)-1]) {
 		ts, vs = ts[:len(ts)-1], vs[:len(vs)-1]
 	}
-	return ts, vs
+	i := slices.IndexFunc(vs, value.IsStaleNaN)
+	if i < 0 {
+		return ts, vs
+	}
+	scratch.ts, scratch.vs = append(scratch.ts[:0], ts[:i]...), append(scratch.vs[:0], vs[:i]...)
+	for j := i + 1; j < len(vs); j++ {
+		if !value.IsStaleNaN(vs[j]) {
+			scratch.ts, scratch.vs = append(scratch.ts, ts[j]), append(scratch.vs, vs[j])
+		}
+	}
+	return scratch.ts, scratch.vs
 }
 
 func sortSamples(ss []Sample) {

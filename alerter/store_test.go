@@ -2,10 +2,13 @@ package alerter
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weirmetrics/weir/internal/fixtures"
@@ -179,4 +182,75 @@ func storeContents(st *Store) map[string]string {
 		}
 	}
 	return out
+}
+
+// TestWindowDropsStalenessMarkers: a failed scrape ends every series of the
+// target with a staleness marker, and a kubelet restart brings its counters
+// back from zero. As in PromQL's range vectors, every range function reads
+// a window with markers as the same window without them: the reset across
+// the marker counts, a marker is no change, and no marker turns into NaN.
+// The markers still end the series for series() and absent_over_time.
+func TestWindowDropsStalenessMarkers(t *testing.T) {
+	stale := math.Float64frombits(value.StaleNaN)
+	const step, rng = 15_000, 300_000
+	for _, vals := range [][]float64{
+		{100, 110, stale, 5, 10},             // counter reset across a failed scrape
+		{7, 7, stale, 7, 7, stale, 7, 7},     // constant gauge, two failed scrapes
+		{3, stale, 5},                        // *_over_time around the marker
+		{1, stale, stale, 2, 4, stale, 8, 9}, // runs of markers
+	} {
+		withMarkers, without := &memSeries{retention: rng}, &memSeries{retention: rng}
+		for i, v := range vals {
+			ts := int64(i+1) * step
+			withMarkers.append(ts, v)
+			if !value.IsStaleNaN(v) {
+				without.append(ts, v)
+			}
+		}
+		now := int64(len(vals)) * step
+		var scratch windowScratch
+		for name, f := range rangeFuncs {
+			ts, vs := withMarkers.window(now, rng, &scratch)
+			got, gotOK := f(ts, vs, now, rng)
+			ts, vs = without.window(now, rng, &scratch)
+			want, wantOK := f(ts, vs, now, rng)
+			if got != want || gotOK != wantOK {
+				t.Errorf("%s over %v = %g %t, want %g %t as without the markers", name, vals, got, gotOK, want, wantOK)
+			}
+		}
+		// Evaluation reads such a window at every interval: once the
+		// scratch has grown, reading it again allocates nothing.
+		if n := testing.AllocsPerRun(100, func() { withMarkers.window(now, rng, &scratch) }); n != 0 {
+			t.Errorf("window over %v allocates %g times per read", vals, n)
+		}
+	}
+
+	sel, err := parseSelection("up", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel.window = rng
+	st := newStore([]*selection{sel}, 30_000, 300_000)
+	up := labels.FromStrings(labels.MetricName, "up", "node", "n1")
+	st.ingestLabels(up, 1*step, 1)
+	st.ingestLabels(up, 2*step, stale)
+	ec := &evalCtx{}
+	for _, c := range []struct {
+		now    int64
+		latest int
+		absent bool
+		what   string
+	}{
+		{1 * step, 1, false, "before the marker"},
+		{2 * step, 0, false, "at the marker: the series ended, its sample still in range"},
+		{1*step + rng, 0, true, "the range holds only the marker"},
+	} {
+		ec.reset(st, c.now)
+		if got := len(st.latest(sel, c.now)); got != c.latest {
+			t.Errorf("%s: series() returns %d samples, want %d", c.what, got, c.latest)
+		}
+		if got := len(ec.absent(sel, rng).Samples) == 1; got != c.absent {
+			t.Errorf("%s: absent_over_time %t, want %t", c.what, got, c.absent)
+		}
+	}
 }
