@@ -340,11 +340,18 @@ func histogramQuantile(args ...any) (any, error) {
 			val = math.Inf(-1)
 		case q > 1:
 			val = math.Inf(1)
-		case math.IsNaN(q) || total == 0:
+		case math.IsNaN(q) || total == 0 || math.IsNaN(total):
+			// A NaN count turns every count above it NaN (max above):
+			// nothing to interpolate.
 			val = math.NaN()
 		default:
 			rank := q * total
 			b := slices.IndexFunc(g.buckets, func(b bucket) bool { return b.count >= rank })
+			if b < 0 {
+				// No count reaches the rank (a negative total, 0 × +Inf):
+				// the highest finite bound, as PromQL's sort.Search.
+				b = n - 1
+			}
 			switch {
 			case b == n-1:
 				val = g.buckets[n-2].le
