@@ -113,8 +113,8 @@ func (a *Alerter) Run(ctx context.Context) error {
 	if a.closed.Load() {
 		return errors.New("alerter: closed")
 	}
-	if _, err := a.d.JS.CreateOrUpdateStream(ctx, AlertsStream(a.d.Replicas)); err != nil {
-		return fmt.Errorf("create stream %s: %w", StreamAlerts, err)
+	if err := proto.EnsureStream(ctx, a.d.JS, AlertsStream(a.d.Replicas)); err != nil {
+		return err
 	}
 	kv, err := a.d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: a.cfg.StateBucket, Description: "State of the alerter's alerts", History: 1, Replicas: a.d.Replicas,
