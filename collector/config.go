@@ -321,12 +321,21 @@ func (c Config) Validate() error {
 		case !t.Source.Valid():
 			add("%s.source: unknown source %q; one of %v", path, t.Source, supportedSources())
 		}
-		interval := cmp.Or(t.Interval, c.Sources.Get(t.Source).Interval, c.ScrapeInterval)
+		sc := c.Sources.Get(t.Source)
+		interval := cmp.Or(t.Interval, sc.Interval, c.ScrapeInterval)
 		if t.Interval != 0 && t.Interval < minScrapeInterval {
 			add("%s.interval: must be at least %s, got %s", path, minScrapeInterval, t.Interval)
 		}
 		if t.Timeout < 0 || (t.Timeout > 0 && t.Timeout > interval) {
 			add("%s.timeout: must be positive and at most the interval (%s), got %s", path, interval, t.Timeout)
+		}
+		// resolve caps the collector's scrape_timeout at a target's
+		// interval, but a source's timeout is used as it is: a target's own
+		// shorter interval would let its scrapes overlap. Without an
+		// interval of its own, the source's check above covers it.
+		if t.Timeout == 0 && t.Interval != 0 && sc.Timeout > t.Interval {
+			add("%s.interval: must be at least collector.sources.%s.timeout (%s), which the target inherits, got %s; or set %s.timeout",
+				path, t.Source, sc.Timeout, t.Interval, path)
 		}
 		t.ScrapeOptions.validate(path+".", add)
 		o := origin{t.Node, t.Source}

@@ -83,6 +83,26 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: []string{"collector.targets[0].timeout: must be positive and at most the interval (1s), got 2s"},
 		},
 		{
+			name: "source timeout longer than a target's interval",
+			edit: func(c *Config) {
+				c.Sources.Cadvisor.Interval, c.Sources.Cadvisor.Timeout = 15*time.Second, 10*time.Second
+				c.Targets[1].Interval = 2 * time.Second
+			},
+			wantErr: []string{"collector.targets[1].interval: must be at least collector.sources.cadvisor.timeout (10s), which the target inherits, got 2s; or set collector.targets[1].timeout"},
+		},
+		{
+			name: "source timeout and a shorter target interval with its own timeout",
+			edit: func(c *Config) {
+				c.Sources.Cadvisor.Interval, c.Sources.Cadvisor.Timeout = 15*time.Second, 10*time.Second
+				c.Targets[1].Interval, c.Targets[1].Timeout = 2*time.Second, time.Second
+			},
+		},
+		{
+			// resolve caps it at the target's interval.
+			name: "collector timeout longer than a target's interval",
+			edit: func(c *Config) { c.Targets[1].Interval = 100 * time.Millisecond },
+		},
+		{
 			name:    "target interval too short",
 			edit:    func(c *Config) { c.Targets[1].Interval = time.Millisecond },
 			wantErr: []string{"collector.targets[1].interval: must be at least 100ms, got 1ms"},
