@@ -382,6 +382,8 @@ type loop struct {
 	scrapeLog  failureLog
 	publishLog failureLog
 	scraped    bool // a scrape was published: its report series exist
+	// duplicatesLogged is when dropped duplicate samples were last logged.
+	duplicatesLogged time.Time
 	// gone is set when discovery dropped the target: the loop then marks
 	// all its series stale as it stops.
 	gone atomic.Bool
@@ -514,9 +516,25 @@ func (l *loop) scrapeAndPublish(ctx context.Context, start time.Time) {
 	} else {
 		l.metrics.samplesScraped.Add(float64(samples))
 		l.scrapeLog.succeeded(time.Now())
+		if n := l.parser.duplicates; n > 0 {
+			l.droppedDuplicates(time.Now(), n)
+		}
 	}
 	l.scraped = true
 	l.push(scrapeMillis, chunks)
+}
+
+// droppedDuplicates counts the n samples a scrape dropped because a sample
+// of their series came earlier in it, and logs them at most every
+// logEvery: a target, or metric_relabel_configs, that makes duplicates
+// makes them at every scrape.
+func (l *loop) droppedDuplicates(now time.Time, n int) {
+	l.metrics.samplesDuplicate.Add(float64(n))
+	if now.Sub(l.duplicatesLogged) < logEvery {
+		return
+	}
+	l.duplicatesLogged = now
+	l.log.Warn("samples dropped: their series came earlier in the scrape, after metric_relabel_configs", "dropped", n)
 }
 
 // push hands a scrape to the buffer, which keeps it until a sender

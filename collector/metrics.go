@@ -43,6 +43,7 @@ type metrics struct {
 	scrapeDuration   *prometheus.HistogramVec
 	samplesScraped   *prometheus.CounterVec
 	samplesPublished *prometheus.CounterVec
+	samplesDuplicate *prometheus.CounterVec
 	publishFailures  *prometheus.CounterVec
 	droppedScrapes   *prometheus.CounterVec
 	droppedSamples   *prometheus.CounterVec
@@ -73,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		samplesPublished: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_collector_samples_published_total",
 			Help: "Samples in messages JetStream acknowledged, the up, scrape_duration_seconds and scrape_samples_scraped series included.",
+		}, []string{"source"}),
+		samplesDuplicate: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_collector_samples_duplicate_total",
+			Help: "Samples dropped because a sample of their series, after metric_relabel_configs, came earlier in the same scrape; Prometheus counts them in prometheus_target_scrapes_sample_duplicate_timestamp_total.",
 		}, []string{"source"}),
 		publishFailures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_collector_publish_failures_total",
@@ -121,6 +126,7 @@ type targetMetrics struct {
 	scrapeDuration   prometheus.Observer
 	samplesScraped   prometheus.Counter
 	samplesPublished prometheus.Counter
+	samplesDuplicate prometheus.Counter
 	publishFailures  prometheus.Counter
 	failures         map[string]prometheus.Counter // by reason
 }
@@ -132,6 +138,7 @@ func (m *metrics) forSource(s proto.Source) targetMetrics {
 		scrapeDuration:   m.scrapeDuration.WithLabelValues(src),
 		samplesScraped:   m.samplesScraped.WithLabelValues(src),
 		samplesPublished: m.samplesPublished.WithLabelValues(src),
+		samplesDuplicate: m.samplesDuplicate.WithLabelValues(src),
 		publishFailures:  m.publishFailures.WithLabelValues(src),
 		failures:         make(map[string]prometheus.Counter, len(failureReasons)),
 	}

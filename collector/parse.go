@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -61,11 +62,22 @@ type limits struct {
 // builds no labels and allocates nothing per sample. The same memory says
 // which series disappeared: they get a staleness marker. Not safe for
 // concurrent use: each scrape loop owns one.
+//
+// Relabeling, or the renaming of a label, can give two series texts the
+// same final labels. The text met later is then an alias in cache of the
+// first one's entry, so that a scrape publishes the series once, as
+// Prometheus keeps the first sample of a series at a timestamp.
 type parser struct {
 	target []prompb.Label // added to every series, sorted by name
 	opts   parseOptions
 	cache  map[string]*cachedSeries
 	texts  seriesTexts // the keys of cache and the text of its series
+	// aliases counts the keys of cache that are not their entry's text.
+	aliases int
+	// byLabels finds a cached series by a hash of its final labels. It
+	// holds only the series whose text could meet another with the same
+	// labels (see indexed): a parser of plain series keeps it empty.
+	byLabels map[uint64]*cachedSeries
 	// lines are the lines of the last successful text scrape, in order;
 	// nextLines is the spare slice the next scrape fills.
 	lines, nextLines []knownLine
@@ -84,7 +96,8 @@ type parser struct {
 	finalBuf  []prompb.Label // a new series' final labels
 
 	// duplicates counts the samples of the last parse whose series was
-	// already in the same scrape: they are dropped as Prometheus does.
+	// already in the same scrape, after relabeling: they are dropped as
+	// Prometheus does.
 	duplicates int
 }
 
@@ -295,16 +308,23 @@ func (p *parser) append(dst *[]proto.LabeledSample, cs *cachedSeries, v float64,
 // writes them, and the cache forgets those series, so that it holds one
 // scrape's series and not every series ever served.
 func (p *parser) finish(dst *[]proto.LabeledSample, scrapeMillis int64) {
-	if len(p.cache) != p.inUse {
+	if len(p.cache)-p.aliases != p.inUse {
 		for k, cs := range p.cache {
 			if cs.lastUsed == p.scrape {
+				continue
+			}
+			delete(p.cache, k)
+			p.texts.forget(k)
+			if k != cs.text {
+				p.aliases-- // its series is marked once, under its text
 				continue
 			}
 			if cs.lastUsed == p.lastOK && p.lastOK != 0 && !cs.dropped {
 				appendSample(dst, cs, staleNaN, staleTime(cs, scrapeMillis))
 			}
-			delete(p.cache, k)
-			p.texts.forget(k)
+			if len(p.byLabels) > 0 && p.indexed(cs) {
+				p.unindex(cs)
+			}
 		}
 	}
 	if p.texts.wasteful() {
@@ -318,7 +338,10 @@ func (p *parser) finish(dst *[]proto.LabeledSample, scrapeMillis int64) {
 // query must not see its series for five more minutes.
 func (p *parser) staleAll(dst *[]proto.LabeledSample, t int64) int {
 	n := 0
-	for _, cs := range p.cache {
+	for k, cs := range p.cache {
+		if k != cs.text {
+			continue // an alias: the series is marked under its text
+		}
 		// A failed parse may have touched the series: what was published
 		// is what it had before.
 		used, lastT := cs.lastUsed, cs.lastT
@@ -331,6 +354,8 @@ func (p *parser) staleAll(dst *[]proto.LabeledSample, t int64) int {
 		}
 	}
 	clear(p.cache)
+	clear(p.byLabels)
+	p.aliases = 0
 	p.texts = seriesTexts{}
 	p.lines = nil
 	p.lastOK = 0
@@ -358,7 +383,8 @@ func (e *limitError) Unwrap() error { return e.err }
 
 // newSeries caches the series of text, whose labels textparse read as
 // lset, and keeps its final labels only when textLabels does not read the
-// same from text.
+// same from text. A text whose final labels are those of a cached series
+// becomes an alias of that series.
 func (p *parser) newSeries(key []byte, lset labels.Labels) (*cachedSeries, error) {
 	final, err := p.seriesLabels(lset)
 	// The strings of lset, which the cache does not keep.
@@ -379,10 +405,65 @@ func (p *parser) newSeries(key []byte, lset labels.Labels) (*cachedSeries, error
 			cs.labels = new(p.sb.Labels())
 		}
 		clear(p.labelsBuf) // the strings of a series the cache may drop
+		if p.indexed(cs) {
+			h := hashLabels(final)
+			if first := p.byLabels[h]; first != nil && p.hasLabels(first, final) {
+				p.cache[text] = first
+				p.aliases++
+				return first, nil
+			} else if first == nil { // else another series has the hash: no alias, rare
+				if p.byLabels == nil {
+					p.byLabels = map[uint64]*cachedSeries{}
+				}
+				p.byLabels[h] = cs
+			}
+		}
 	}
 	p.cache[text] = cs
 	return cs, nil
 }
+
+// indexed reports whether cs, not dropped, is in byLabels: every series
+// when metric_relabel_configs may give two the same labels, else those
+// whose labels are not read from their text, which a renamed label or an
+// escape can give the labels of another.
+func (p *parser) indexed(cs *cachedSeries) bool {
+	return !cs.dropped && (len(p.opts.relabel) > 0 || cs.labels != nil)
+}
+
+// unindex takes cs, which is indexed, out of byLabels.
+func (p *parser) unindex(cs *cachedSeries) {
+	p.labelsBuf = cs.AppendLabels(p.labelsBuf[:0])
+	if h := hashLabels(p.labelsBuf); p.byLabels[h] == cs {
+		delete(p.byLabels, h)
+	}
+	clear(p.labelsBuf)
+}
+
+// hasLabels reports whether cs has the labels ls.
+func (p *parser) hasLabels(cs *cachedSeries, ls []prompb.Label) bool {
+	p.labelsBuf = cs.AppendLabels(p.labelsBuf[:0])
+	same := slices.EqualFunc(p.labelsBuf, ls, sameLabel)
+	clear(p.labelsBuf)
+	return same
+}
+
+// hashLabels hashes sorted labels.
+func hashLabels(ls []prompb.Label) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	for _, l := range ls {
+		_, _ = d.WriteString(l.Name)
+		_, _ = d.Write(labelSep)
+		_, _ = d.WriteString(l.Value)
+		_, _ = d.Write(labelSep)
+	}
+	return d.Sum64()
+}
+
+// labelSep ends a label name or value in hashLabels: it is not valid
+// UTF-8, which every name and value is.
+var labelSep = []byte{0xff}
 
 func sameLabel(a, b prompb.Label) bool { return a.Name == b.Name && a.Value == b.Value }
 

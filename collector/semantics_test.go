@@ -2,6 +2,7 @@ package collector
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -114,6 +115,107 @@ metric_relabel_configs:
 	// Loading a bad rule is a config error naming the rule.
 	if err := config.Decode("weir.yaml", []byte("metric_relabel_configs:\n  - action: replace\n    regex: \"(\"\n"), &opts); err == nil || !strings.Contains(err.Error(), "error parsing regexp") {
 		t.Errorf("bad regex: err = %v, want a regexp error", err)
+	}
+}
+
+// relabelParser returns a parser with the metric_relabel_configs of yaml.
+func relabelParser(t *testing.T, yaml string) *parser {
+	t.Helper()
+	var opts ScrapeOptions
+	if err := config.Decode("weir.yaml", []byte(yaml), &opts); err != nil {
+		t.Fatal(err)
+	}
+	return newParserWith(testTargetLabels, parseOptions{honorTimestamps: true, relabel: opts.MetricRelabelConfigs})
+}
+
+// TestRelabelingThatMergesSeriesKeepsTheFirst: metric_relabel_configs can
+// give two series of a scrape the same labels. As Prometheus, the first
+// sample is published and the others are counted as duplicates, scrape
+// after scrape, and the merged series gets one staleness marker.
+func TestRelabelingThatMergesSeriesKeepsTheFirst(t *testing.T) {
+	p := relabelParser(t, "metric_relabel_configs:\n  - regex: id\n    action: labeldrop\n")
+	var b []proto.LabeledSample
+	scrape := func(body string, at int64, want ...string) {
+		t.Helper()
+		b = b[:0]
+		if _, err := p.parse(&b, []byte(body), textType, at); err != nil {
+			t.Fatal(err)
+		}
+		if got := sampleText(asBatch(b)); !slices.Equal(got, want) {
+			t.Fatalf("scrape at %d:\n%s\nwant\n%s", at, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	const tl = `instance="10.0.0.1:10250", job="kubelet"`
+	// c without an id, first, is the series c{id="z"} becomes.
+	body := "a{id=\"x\"} %d\na{id=\"y\"} %d\nb %d\nc %d\nc{id=\"z\"} %d\n"
+	scrape(fmt.Sprintf(body, 1, 2, 3, 5, 6), 1000,
+		`{__name__="a", `+tl+`} 1 @1000`, `{__name__="b", `+tl+`} 3 @1000`, `{__name__="c", `+tl+`} 5 @1000`)
+	if p.duplicates != 2 {
+		t.Errorf("%d duplicates counted, want 2", p.duplicates)
+	}
+	// The same lines again, read by the known-lines path.
+	scrape(fmt.Sprintf(body, 10, 20, 30, 50, 60), 2000,
+		`{__name__="a", `+tl+`} 10 @2000`, `{__name__="b", `+tl+`} 30 @2000`, `{__name__="c", `+tl+`} 50 @2000`)
+	if p.duplicates != 2 {
+		t.Errorf("second scrape: %d duplicates counted, want 2", p.duplicates)
+	}
+	// Moved to new blocks, the texts still find their series.
+	p.compactTexts()
+	scrape(fmt.Sprintf(body, 11, 21, 31, 51, 61), 2500,
+		`{__name__="a", `+tl+`} 11 @2500`, `{__name__="b", `+tl+`} 31 @2500`, `{__name__="c", `+tl+`} 51 @2500`)
+	// Only the later text of a is left: it is a's sample now. Both texts of
+	// c are gone: one marker.
+	scrape("a{id=\"y\"} 200\nb 300\n", 3000,
+		`{__name__="a", `+tl+`} 200 @3000`, `{__name__="b", `+tl+`} 300 @3000`, `{__name__="c", `+tl+`} NaN @3000`)
+	scrape("b 400\n", 4000,
+		`{__name__="b", `+tl+`} 400 @4000`, `{__name__="a", `+tl+`} NaN @4000`)
+	if len(p.cache) != 1 || p.aliases != 0 || len(p.byLabels) != 1 {
+		t.Errorf("after a and c went: %d cached texts, %d aliases, %d indexed series; want b alone", len(p.cache), p.aliases, len(p.byLabels))
+	}
+	scrape("a{id=\"x\"} 7\na{id=\"y\"} 8\nb 9\n", 5000, `{__name__="a", `+tl+`} 7 @5000`, `{__name__="b", `+tl+`} 9 @5000`)
+	b = b[:0]
+	if n := p.staleAll(&b, 6000); n != 2 {
+		t.Errorf("a failed scrape marked %d series stale, want a and b: %v", n, sampleText(asBatch(b)))
+	}
+}
+
+// TestRelabelingThatMergesCadvisorSeries drops the labels that tell
+// cAdvisor's containers apart: hundreds of series merge, and none is
+// published twice, from the first scrape or from the known lines.
+func TestRelabelingThatMergesCadvisorSeries(t *testing.T) {
+	p := relabelParser(t, "metric_relabel_configs:\n  - regex: id|name|image\n    action: labeldrop\n")
+	body := fixtures.Read(fixtures.Cadvisor135)
+	var published []string
+	for i, at := range []int64{scrapeAt, scrapeAt + 15_000} {
+		var b []proto.LabeledSample
+		n, err := p.parse(&b, body, textType, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		var series []string
+		for _, ts := range asBatch(b).Series {
+			k := labelsKey(ts.Labels)
+			if seen[k] {
+				t.Fatalf("scrape %d: %s published twice", i, k)
+			}
+			if value.IsStaleNaN(ts.Samples[0].Value) {
+				t.Fatalf("scrape %d: %s marked stale", i, k)
+			}
+			seen[k] = true
+			series = append(series, k)
+		}
+		if p.duplicates == 0 || p.duplicates != n-len(b) {
+			t.Errorf("scrape %d: %d samples, %d published, %d counted as duplicates", i, n, len(b), p.duplicates)
+		}
+		if i > 0 && !slices.Equal(series, published) {
+			t.Errorf("scrape %d published %d series, the first %d", i, len(series), len(published))
+		}
+		published = series
+	}
+	var b []proto.LabeledSample
+	if n := p.staleAll(&b, scrapeAt+30_000); n != len(published) {
+		t.Errorf("%d staleness markers for %d series", n, len(published))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 
+	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/proto"
 )
@@ -203,5 +204,47 @@ func TestStalenessAndLimitsEndToEnd(t *testing.T) {
 	}
 	if e, _ := lines[0]["err"].(string); !strings.Contains(e, "sample_limit exceeded: more than 1000 samples") {
 		t.Errorf("logged err %q does not name the limit", e)
+	}
+}
+
+// TestDuplicateSamplesAreCountedAndLogged: samples that
+// metric_relabel_configs merge into a series already in the scrape are
+// published once, counted by source, and logged with the target.
+func TestDuplicateSamplesAreCountedAndLogged(t *testing.T) {
+	nc, js := startJetStream(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "a{id=\"x\"} 1\na{id=\"y\"} 2\na{id=\"z\"} 3\n")
+	}))
+	t.Cleanup(srv.Close)
+	tc := targetAt(srv.URL+"/metrics", proto.SourceKubelet, "")
+	if err := config.Decode("weir.yaml", []byte("metric_relabel_configs:\n  - regex: id\n    action: labeldrop\n"), &tc.ScrapeOptions); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	logs, log := newLogRecorder()
+	_, stop := startCollector(t, testConfig(tc), newDeps(t, nc, js, reg, log))
+	kubelet := subjectOf("node-a", proto.SourceKubelet)
+	by := waitForScrapes(t, js, eachHas(1, nil, kubelet))
+	stop()
+	for _, s := range by[kubelet] {
+		series := s.series(t) // fails on a series twice
+		if smp, ok := series[`{__name__="a", instance="`+strings.TrimPrefix(srv.URL, "http://")+`", job="kubelet", metrics_path="/metrics"}`]; !ok || smp.Value != 1 {
+			t.Fatalf("a = %v (%v), want the first sample, 1; series %v", smp.Value, ok, series)
+		}
+	}
+	// A busy machine may fail a scrape, which counts no duplicates.
+	scraped := metricValue(t, reg, "weir_collector_scrapes_total", map[string]string{"source": "kubelet"})
+	for _, r := range failureReasons {
+		scraped -= metricValue(t, reg, "weir_collector_scrape_failures_total", map[string]string{"source": "kubelet", "reason": r})
+	}
+	if v := metricValue(t, reg, "weir_collector_samples_duplicate_total", map[string]string{"source": "kubelet"}); v != 2*scraped || v == 0 {
+		t.Errorf("weir_collector_samples_duplicate_total = %v after %v successful scrapes, want 2 a scrape", v, scraped)
+	}
+	lines := logs.find("samples dropped: their series came earlier in the scrape, after metric_relabel_configs", map[string]string{"node": "node-a", "source": "kubelet", "url": srv.URL + "/metrics"})
+	if len(lines) != 1 {
+		t.Fatalf("%d lines about the duplicates, want 1 for the target (at most one a minute)", len(lines))
+	}
+	if d, _ := lines[0]["dropped"].(float64); d != 2 {
+		t.Errorf("logged dropped = %v, want 2", lines[0]["dropped"])
 	}
 }

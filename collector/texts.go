@@ -56,7 +56,11 @@ func (t *seriesTexts) wasteful() bool {
 func (p *parser) compactTexts() {
 	p.texts = seriesTexts{}
 	cache := make(map[string]*cachedSeries, len(p.cache))
-	for _, cs := range p.cache {
+	for k, cs := range p.cache {
+		if k != cs.text { // an alias keeps its own text
+			cache[p.texts.copy(unsafe.Slice(unsafe.StringData(k), len(k)))] = cs
+			continue
+		}
 		cs.text = p.texts.copy(unsafe.Slice(unsafe.StringData(cs.text), len(cs.text)))
 		cache[cs.text] = cs
 	}
