@@ -2,9 +2,14 @@ package collector
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,8 +17,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/weirmetrics/weir/internal/broker"
+	"github.com/weirmetrics/weir/internal/buffer"
 	"github.com/weirmetrics/weir/internal/config"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
@@ -291,4 +298,90 @@ func TestStopDrainsTheBuffer(t *testing.T) {
 		t.Fatalf("%d scrapes stored, %v scraped", len(millis), scraped)
 	}
 	checkContiguous(t, millis, interval)
+}
+
+// TestSendersOfGoneTargetsEnd: in central mode nodes come and go. The
+// sender of a gone node publishes what its loop left, staleness markers
+// last, though NATS takes them only later, then ends, and the buffer
+// forgets the node. A node back before its old sender ended gets a sender
+// again, which starts once the old one has ended.
+func TestSendersOfGoneTargetsEnd(t *testing.T) {
+	nc, js := startJetStream(t)
+	var mu sync.Mutex
+	hits := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		fmt.Fprintln(w, "a 1")
+	}))
+	t.Cleanup(srv.Close)
+	at := func(node string) TargetConfig {
+		return targetAt(srv.URL+"/metrics/"+node, proto.SourceKubelet, node)
+	}
+	cfg := testConfig(at("static"))
+	cfg.ScrapeInterval, cfg.ScrapeTimeout = 100*time.Millisecond, 100*time.Millisecond
+	d := newDeps(t, nc, js, prometheus.NewRegistry(), nil)
+	gate := make(chan struct{})
+	openGate := sync.OnceFunc(func() { close(gate) })
+	d.JS = gatedPublisher{js: js, gate: gate}
+	c, err := New(cfg, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := buffer.Open(buffer.Config{MaxBytes: 16 << 20}, nil, buffer.Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	senders := newSenderSet(c, buf, ctx, ctx)
+	p := newPool(c, buf, senders)
+	t.Cleanup(func() {
+		openGate()
+		p.stopAll()
+		cancel()
+		senders.wait()
+		_ = buf.Close()
+	})
+	loopOf := func(node string) *loop { return c.discovered([]TargetConfig{at(node)})[0] }
+
+	// NATS takes nothing while node-i replaces node-(i-1), and node-back
+	// goes and comes back, its old senders blocked.
+	const nodes = 6
+	for i := range nodes {
+		node := fmt.Sprintf("node-%d", i)
+		loops := []*loop{loopOf(node)}
+		if i%2 == 0 {
+			loops = append(loops, loopOf("node-back"))
+		}
+		p.sync(ctx, loops)
+		// A second request comes after the first scrape was queued: the
+		// node has series to mark stale when it goes.
+		waitUntil(t, node+"'s second scrape", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return hits["/metrics/"+node] >= 2
+		})
+	}
+	p.sync(ctx, []*loop{loopOf("node-back"), loopOf("node-last")})
+	live := []string{subjectOf("node-back", proto.SourceKubelet), subjectOf("node-last", proto.SourceKubelet)}
+	openGate()
+
+	waitUntil(t, "the senders and queues of the gone nodes to end", func() bool {
+		senders.mu.Lock()
+		running := slices.Sorted(maps.Keys(senders.running))
+		senders.mu.Unlock()
+		return slices.Equal(running, live) && slices.Equal(buf.Subjects(), live)
+	})
+	upStale := func(s *scrapeMsgs) bool { return value.IsStaleNaN(upValue(t, s)) }
+	by := waitForScrapes(t, js, func(by map[string][]*scrapeMsgs) bool {
+		back := by[subjectOf("node-back", proto.SourceKubelet)]
+		return len(back) > 0 && upValue(t, back[len(back)-1]) == 1 && slices.ContainsFunc(back, upStale)
+	})
+	for i := range nodes {
+		scrapes := by[subjectOf(fmt.Sprintf("node-%d", i), proto.SourceKubelet)]
+		if len(scrapes) < 2 || !upStale(scrapes[len(scrapes)-1]) {
+			t.Errorf("node-%d: %d scrapes published, the last not staleness markers; want its scrapes, then its markers", i, len(scrapes))
+		}
+	}
 }

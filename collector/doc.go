@@ -78,7 +78,9 @@
 //     with one queue per subject, and one sender per subject publishes the
 //     oldest scrape and takes the next only once JetStream acked every
 //     chunk of it. A target's scrapes reach the stream in scrape order, and
-//     a newer scrape never overtakes a buffered one.
+//     a newer scrape never overtakes a buffered one. The sender of a
+//     target discovery dropped publishes what it left, staleness markers
+//     last, retrying as long as it takes, then ends and its queue goes.
 //   - At least once, no duplicates: a scrape not acked within
 //     publish_timeout, or refused, or published while the connection is
 //     down, goes back to the head of its queue and is retried (100 ms,

@@ -48,6 +48,11 @@ func (p *pool) sync(ctx context.Context, loops []*loop) {
 	}
 	for _, r := range stopping {
 		<-r.done
+		if _, ok := want[r.l.subjectText]; !ok {
+			// Its staleness markers are queued: the sender ends once it
+			// has published them.
+			p.senders.retire(r.l.subjectText)
+		}
 	}
 	for key, l := range want {
 		if _, ok := p.running[key]; ok {

@@ -43,21 +43,30 @@ type sender struct {
 	metrics        targetMetrics
 	log            failureLog
 	pending        []pendingChunk
+
+	// stopWaiting makes the sender end once its queue is empty.
+	stopWaiting context.CancelFunc
+	retiring    bool          // stopWaiting was called; under senderSet.mu
+	done        chan struct{} // closed when the sender has ended
 }
 
 // senderSet runs one sender per subject, started with the first loop of
-// the subject and kept until the collector stops: a sender outlives a
-// target that went away until its buffered scrapes are published.
+// the subject. A sender outlives a target that went away until its
+// buffered scrapes, staleness markers last, are published; then it ends
+// and the buffer forgets the subject, so that the senders and queues of
+// nodes long gone do not add up in central mode.
 type senderSet struct {
 	c               *Collector
 	buf             *buffer.Buffer
 	ctx, publishCtx context.Context
-	started         map[string]bool // only Run's goroutine uses it
 	wg              sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[string]*sender // by subject; a sender takes itself out as it ends
 }
 
 func newSenderSet(c *Collector, buf *buffer.Buffer, ctx, publishCtx context.Context) *senderSet {
-	return &senderSet{c: c, buf: buf, ctx: ctx, publishCtx: publishCtx, started: map[string]bool{}}
+	return &senderSet{c: c, buf: buf, ctx: ctx, publishCtx: publishCtx, running: map[string]*sender{}}
 }
 
 // start runs the sender of l's subject unless it runs already.
@@ -70,7 +79,7 @@ func (ss *senderSet) start(l *loop) {
 func (ss *senderSet) spooled() {
 	for _, text := range ss.buf.Subjects() {
 		subj, err := proto.ParseSubject(text)
-		if ss.started[text] || err != nil { // the spool checked the subject
+		if err != nil { // the spool checked the subject
 			continue
 		}
 		log := ss.c.log.With("cluster", subj.Cluster, "node", subj.Node, "source", subj.Source)
@@ -79,16 +88,59 @@ func (ss *senderSet) spooled() {
 	}
 }
 
+// run starts the sender of a subject unless one runs that is not
+// retiring. Only Run's goroutine calls it.
 func (ss *senderSet) run(subj proto.Subject, text string, m targetMetrics, log failureLog) {
-	if ss.started[text] {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	prev := ss.running[text]
+	if prev != nil && !prev.retiring {
 		return
 	}
-	ss.started[text] = true
+	waitCtx, stopWaiting := context.WithCancel(ss.ctx)
 	s := &sender{
 		subject: subj, subjectText: text, buf: ss.buf, pub: ss.c.deps.JS,
 		publishTimeout: ss.c.cfg.PublishTimeout, metrics: m, log: log,
+		stopWaiting: stopWaiting, done: make(chan struct{}),
 	}
-	ss.wg.Go(func() { s.run(ss.ctx, ss.publishCtx) })
+	ss.running[text] = s
+	ss.wg.Go(func() {
+		defer close(s.done)
+		defer stopWaiting()
+		if prev != nil {
+			// A node back before its old sender ended: one sender per
+			// subject takes from the queue, or scrapes could leave out of
+			// order. The old one publishes what the new loop queues
+			// until it finds the queue empty.
+			<-prev.done
+		}
+		s.run(ss.ctx, waitCtx, ss.publishCtx)
+		ss.ended(s)
+	})
+}
+
+// retire makes the sender of subject, whose target is gone and whose last
+// scrape is queued, end once it has published what is queued.
+func (ss *senderSet) retire(subject string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s := ss.running[subject]; s != nil && !s.retiring {
+		s.retiring = true
+		s.stopWaiting()
+	}
+}
+
+// ended takes s out of the set and has the buffer forget its subject,
+// unless a successor took the subject over meanwhile. A queue that still
+// holds scrapes (the collector is stopping) is not forgotten.
+func (ss *senderSet) ended(s *sender) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.running[s.subjectText] != s {
+		return
+	}
+	delete(ss.running, s.subjectText)
+	ss.buf.Forget(s.subjectText)
 }
 
 // wait returns once every sender has ended.
@@ -97,13 +149,15 @@ func (ss *senderSet) wait() { ss.wg.Wait() }
 // run publishes until ctx ends; then, stopping, it goes on publishing what
 // the buffer still holds for the subject until the buffer is empty, a
 // publish fails, or publishCtx ends. A scrape not published goes back to
-// the buffer, which spools it at Close if it can.
-func (s *sender) run(ctx, publishCtx context.Context) {
+// the buffer, which spools it at Close if it can. Once waitCtx, which ends
+// with ctx, ends first, the sender is retiring: it publishes and retries
+// what is queued as before, and ends when the queue is empty.
+func (s *sender) run(ctx, waitCtx, publishCtx context.Context) {
 	wait := firstRetryWait
 	for {
-		// Next returns what is queued even once ctx ended, and waits for
-		// more only while it has not.
-		p, err := s.buf.Next(ctx, s.subjectText)
+		// Next returns what is queued even once waitCtx ended, and waits
+		// for more only while it has not.
+		p, err := s.buf.Next(waitCtx, s.subjectText)
 		if err != nil {
 			return // stopping with nothing left, or the buffer closed
 		}

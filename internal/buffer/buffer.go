@@ -56,7 +56,7 @@ var ErrClosed = errors.New("buffer closed")
 
 // Buffer is safe for concurrent use: any number of goroutines Push, and
 // one goroutine per subject takes scrapes with Next and settles each with
-// Done or Requeue.
+// Done or Requeue, and may Forget the subject once it takes no more.
 type Buffer struct {
 	cfg   Config
 	log   *slog.Logger
@@ -94,6 +94,7 @@ type queue struct {
 	subject string
 	entries list.List // *entry, oldest first
 	ready   chan struct{}
+	taken   int // entries taken and not yet settled
 }
 
 // Open returns a buffer. With a spool directory it creates the directory
@@ -357,32 +358,33 @@ type Pending struct {
 // A taken scrape still counts against the limits, and if it becomes the
 // oldest to drop while it is being published, a failed attempt drops it.
 func (b *Buffer) Next(ctx context.Context, subject string) (*Pending, error) {
-	b.mu.Lock()
-	q := b.queue(subject)
-	b.mu.Unlock()
 	for {
-		p, err := b.take(q)
+		p, ready, err := b.take(subject)
 		if p != nil || err != nil {
 			return p, err
 		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-q.ready:
+		case <-ready:
 		}
 	}
 }
 
-func (b *Buffer) take(q *queue) (*Pending, error) {
+// take takes the oldest scrape of subject, or returns nil and the channel
+// that says when its queue may have one. The queue is looked up each time:
+// Forget may have replaced it.
+func (b *Buffer) take(subject string) (*Pending, <-chan struct{}, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	q := b.queue(subject)
 	for {
 		if b.closed {
-			return nil, ErrClosed
+			return nil, nil, ErrClosed
 		}
 		front := q.entries.Front()
 		if front == nil {
-			return nil, nil
+			return nil, q.ready, nil
 		}
 		e := front.Value.(*entry)
 		q.entries.Remove(front)
@@ -398,7 +400,8 @@ func (b *Buffer) take(q *queue) (*Pending, error) {
 			}
 		}
 		e.taken = true
-		return &Pending{Scrape: s, e: e}, nil
+		q.taken++
+		return &Pending{Scrape: s, e: e}, nil, nil
 	}
 }
 
@@ -408,6 +411,7 @@ func (b *Buffer) Done(p *Pending) {
 	defer b.mu.Unlock()
 	e := p.e
 	e.taken = false
+	e.q.taken--
 	b.unlist(e)
 	if e.path != "" {
 		_ = os.Remove(e.path)
@@ -421,6 +425,7 @@ func (b *Buffer) Requeue(p *Pending) {
 	defer b.mu.Unlock()
 	e := p.e
 	e.taken = false
+	e.q.taken--
 	if e.gone {
 		b.countDrop(e, time.Now())
 		return
@@ -435,6 +440,26 @@ func (b *Buffer) Requeue(p *Pending) {
 	}
 	e.inQueue = e.q.entries.PushFront(e)
 	wake(e.q)
+}
+
+// Forget deletes the queue of subject if it holds no scrape and none of
+// its scrapes is being published, and reports whether the subject is gone
+// from the buffer. A collector calls it as the sender of a target that
+// went away ends, so that the queues of nodes long gone do not add up.
+// A later Push or Next of the subject makes a new queue.
+func (b *Buffer) Forget(subject string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q, ok := b.queues[subject]
+	if !ok {
+		return true
+	}
+	if q.entries.Len() > 0 || q.taken > 0 {
+		return false
+	}
+	delete(b.queues, subject)
+	wake(q) // a Next waiting on it looks the subject up again
+	return true
 }
 
 // Stats is what a buffer holds now.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,66 @@ func TestOrderPerSubject(t *testing.T) {
 	}
 	if s := b.Stats(); s != (Stats{}) {
 		t.Fatalf("Stats after draining = %+v", s)
+	}
+}
+
+// TestForgetOnlyAnEmptyQueue: Forget deletes a subject's queue only when
+// nothing of it waits or is being published, and a subject forgotten, or
+// forgotten while a Next waits on it, is pushed to and taken from again.
+func TestForgetOnlyAnEmptyQueue(t *testing.T) {
+	b, err := Open(Config{MaxBytes: 1 << 20}, nil, Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	a, other := subjectOf("a"), subjectOf("other")
+	b.Push(scrape(other, 1, 100))
+	b.Push(scrape(a, 1, 100))
+	if b.Forget(a) {
+		t.Fatal("Forget deleted a queue holding a scrape")
+	}
+	p, err := b.Next(t.Context(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Forget(a) {
+		t.Fatal("Forget deleted a queue whose scrape is being published")
+	}
+	b.Requeue(p) // not published: it waits again
+	if b.Forget(a) {
+		t.Fatal("Forget deleted a queue holding a requeued scrape")
+	}
+	if got := drain(t, b, a); !equal(got, millis(1, 1)) {
+		t.Fatalf("subject a: %v", got)
+	}
+	if !b.Forget(a) || !b.Forget(a) {
+		t.Fatal("Forget kept an empty queue, or failed on a forgotten one")
+	}
+	if got := b.Subjects(); !slices.Equal(got, []string{other}) {
+		t.Fatalf("Subjects after Forget = %v, want %v alone", got, other)
+	}
+
+	// A Next waiting on a queue that is forgotten still sees what comes.
+	got := make(chan int64, 1)
+	go func() {
+		p, err := b.Next(t.Context(), a)
+		if err != nil {
+			got <- -1
+			return
+		}
+		b.Done(p)
+		got <- p.Scrape.ScrapeMillis
+	}()
+	time.Sleep(10 * time.Millisecond) // most likely waiting by now; the test holds either way
+	b.Forget(a)
+	b.Push(scrape(a, 2, 100))
+	select {
+	case m := <-got:
+		if m != 2 {
+			t.Fatalf("Next after Forget took %d, want 2", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Next waiting on a forgotten queue missed the next scrape")
 	}
 }
 
