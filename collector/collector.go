@@ -534,7 +534,7 @@ func (l *loop) droppedDuplicates(now time.Time, n int) {
 		return
 	}
 	l.duplicatesLogged = now
-	l.log.Warn("samples dropped: their series came earlier in the scrape, after metric_relabel_configs", "dropped", n)
+	l.log.Warn("samples dropped: a sample of their series (after metric_relabel_configs) came earlier in the same scrape", "dropped", n)
 }
 
 // push hands a scrape to the buffer, which keeps it until a sender

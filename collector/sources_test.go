@@ -240,7 +240,7 @@ func TestDuplicateSamplesAreCountedAndLogged(t *testing.T) {
 	if v := metricValue(t, reg, "weir_collector_samples_duplicate_total", map[string]string{"source": "kubelet"}); v != 2*scraped || v == 0 {
 		t.Errorf("weir_collector_samples_duplicate_total = %v after %v successful scrapes, want 2 a scrape", v, scraped)
 	}
-	lines := logs.find("samples dropped: their series came earlier in the scrape, after metric_relabel_configs", map[string]string{"node": "node-a", "source": "kubelet", "url": srv.URL + "/metrics"})
+	lines := logs.find("samples dropped: a sample of their series (after metric_relabel_configs) came earlier in the same scrape", map[string]string{"node": "node-a", "source": "kubelet", "url": srv.URL + "/metrics"})
 	if len(lines) != 1 {
 		t.Fatalf("%d lines about the duplicates, want 1 for the target (at most one a minute)", len(lines))
 	}
