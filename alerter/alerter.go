@@ -46,16 +46,25 @@ type Alerter struct {
 	files    []string
 	filesSum string
 	reload   chan struct{}
+	cons     jetstream.Consumer
+	// pinMu guards the pin and caught-up state that handle sets and a
+	// stand-down resets.
+	pinMu sync.Mutex
 	// caughtUp closes once the consumer has read what was pending when it
 	// started, so that the first evaluations after a restart do not see
-	// empty windows and resolve every alert.
-	caughtUp     chan struct{}
-	caughtUpOnce sync.Once
-	closed       atomic.Bool
-	active       atomic.Bool // the server delivered to this alerter
-	droppedSeen  int64       // of the current store, read by gcLoop only
-	countMu      sync.Mutex
-	counts       map[*Group][3]int
+	// empty windows and resolve every alert. A stand-down replaces it.
+	caughtUp chan struct{}
+	// lastPin is the Nats-Pin-Id of the last message delivered; lostPin the
+	// one this alerter was deposed from, whose messages still in its
+	// buffer do not make it active again.
+	lastPin, lostPin string
+	deposed          chan struct{} // a group found another alerter pinned
+	pinErrLogged     atomic.Bool
+	closed           atomic.Bool
+	active           atomic.Bool // the server delivers to this alerter
+	droppedSeen      int64       // of the current store, read by gcLoop only
+	countMu          sync.Mutex
+	counts           map[*Group][3]int
 }
 
 // New validates cfg and loads the rule files; it does no I/O on NATS.
@@ -86,7 +95,7 @@ func New(cfg Config, d Deps) (*Alerter, error) {
 	}
 	a := &Alerter{
 		cfg: cfg, d: d, log: d.Log, m: newMetrics(d.Reg), rules: rs, files: files, filesSum: filesSum(files),
-		reload: make(chan struct{}, 1), caughtUp: make(chan struct{}),
+		reload: make(chan struct{}, 1), caughtUp: make(chan struct{}), deposed: make(chan struct{}, 1),
 	}
 	a.notifier = &notifier{ams: cfg.Alertmanagers, client: &http.Client{}, m: a.m}
 	a.store.Store(a.newStore(rs))
@@ -127,6 +136,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.cons = cons
 	var wg sync.WaitGroup
 	wg.Go(func() { a.consume(ctx, cons) })
 	err = a.runGroups(ctx, kv)
@@ -143,6 +153,9 @@ func (a *Alerter) unpin() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if a.pinnedElsewhere(ctx) {
+		return // deposed, and not stood down yet
+	}
 	s, err := a.d.JS.Stream(ctx, proto.StreamEnriched)
 	if err == nil {
 		err = s.UnpinConsumer(ctx, a.cfg.Durable, pinGroup)
@@ -223,7 +236,14 @@ func (a *Alerter) consume(ctx context.Context, cons jetstream.Consumer) {
 }
 
 func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, bufs *decodeBuffers) {
-	a.active.Store(true)
+	pin := m.Headers().Get(pinIDHeader)
+	a.pinMu.Lock()
+	current := pin == "" || pin != a.lostPin
+	if current {
+		a.lastPin = pin
+		a.active.Store(true)
+	}
+	a.pinMu.Unlock()
 	subj, err := proto.ParseSubject(m.Subject())
 	var meta proto.Meta
 	if err == nil {
@@ -247,9 +267,78 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, bufs *decodeBuffe
 	_ = m.Ack()
 	// Caught up: nothing left, or what is left is newer than one
 	// evaluation interval (a busy stream never shows zero pending).
-	if md, err := m.Metadata(); err == nil && (md.NumPending == 0 || a.d.Now().Sub(md.Timestamp) < a.cfg.EvaluationInterval) {
-		a.caughtUpOnce.Do(func() { close(a.caughtUp) })
+	if md, err := m.Metadata(); current && err == nil && (md.NumPending == 0 || a.d.Now().Sub(md.Timestamp) < a.cfg.EvaluationInterval) {
+		a.pinMu.Lock()
+		if pin == "" || pin != a.lostPin { // not deposed meanwhile
+			select {
+			case <-a.caughtUp:
+			default:
+				close(a.caughtUp)
+			}
+		}
+		a.pinMu.Unlock()
 	}
+}
+
+// pinIDHeader names the pin id the server gives every message it delivers
+// to the pinned client.
+const pinIDHeader = "Nats-Pin-Id"
+
+// pinnedElsewhere reports whether the server pinned another alerter: the
+// priority group's pinned client is not the one this alerter last received
+// from. The Messages iterator never reports it; it only pulls again without
+// a pin and gets nothing. No message for a while is no such sign: the
+// stream may be quiet. When the pin cannot be read, or nobody holds it, the
+// alerter goes on.
+func (a *Alerter) pinnedElsewhere(ctx context.Context) bool {
+	info, err := a.cons.Info(ctx)
+	if err != nil {
+		if ctx.Err() == nil && !a.pinErrLogged.Swap(true) {
+			a.log.Warn("reading the consumer's pinned alerter failed; evaluating on", "err", err)
+		}
+		return false
+	}
+	a.pinErrLogged.Store(false)
+	for _, pg := range info.PriorityGroups {
+		if pg.Group != pinGroup || pg.PinnedClientID == "" {
+			continue
+		}
+		// Read after the answer: a message under a new pin of this
+		// alerter's that arrived meanwhile counts.
+		a.pinMu.Lock()
+		mine := a.lastPin
+		a.pinMu.Unlock()
+		return pg.PinnedClientID != mine
+	}
+	return false
+}
+
+// standDown makes this alerter a standby again once its groups stopped:
+// it forgets its alerts (the bucket has them, and the active alerter
+// updates them) and waits to catch up again, as a standby does, should the
+// server pin it again.
+func (a *Alerter) standDown() {
+	a.pinMu.Lock()
+	a.lostPin = a.lastPin
+	a.active.Store(false)
+	a.caughtUp = make(chan struct{})
+	a.pinMu.Unlock()
+	for _, g := range a.rules.Groups {
+		for _, r := range g.Rules {
+			r.active = map[uint64]*Alert{}
+		}
+	}
+	a.countMu.Lock()
+	a.counts = nil
+	a.countMu.Unlock()
+	for _, s := range []AlertState{StatePending, StateFiring, StateInactive} {
+		a.m.alerts.WithLabelValues(s.String()).Set(0)
+	}
+	select {
+	case <-a.deposed:
+	default:
+	}
+	a.log.Info("standby: another alerter holds the pin")
 }
 
 // deadLetter moves a message the alerter cannot read to weir.dead.alerter
@@ -266,22 +355,37 @@ func (a *Alerter) deadLetter(ctx context.Context, m jetstream.Msg, cause error) 
 	_ = m.Ack()
 }
 
-// runGroups evaluates every group at its interval until ctx ends; a reload
-// stops the groups, swaps the rules and starts them again. It starts once
-// this alerter has read the stream up to date: a standby alerter, which the
-// server delivers nothing to, waits here until the active one is gone, and
-// only then reads the alert state the active one left.
+// runGroups evaluates every group at its interval until ctx ends. It starts
+// once this alerter has read the stream up to date: a standby alerter,
+// which the server delivers nothing to, waits here until the active one is
+// gone, and only then reads the alert state the active one left. An active
+// alerter the server pins another one in place of stands by again.
 func (a *Alerter) runGroups(ctx context.Context, kv jetstream.KeyValue) error {
-	select {
-	case <-a.caughtUp:
-	case <-ctx.Done():
-		return nil
+	for {
+		a.pinMu.Lock()
+		caughtUp := a.caughtUp
+		a.pinMu.Unlock()
+		select {
+		case <-caughtUp:
+		case <-ctx.Done():
+			return nil
+		}
+		n, err := loadState(ctx, kv, a.rules, a.d.Now().Add(a.cfg.Warmup))
+		if err != nil {
+			return err
+		}
+		a.log.Info("active: evaluating rules", "alerts_restored", n)
+		if !a.evaluate(ctx, kv) {
+			return nil
+		}
+		a.standDown()
 	}
-	n, err := loadState(ctx, kv, a.rules, a.d.Now().Add(a.cfg.Warmup))
-	if err != nil {
-		return err
-	}
-	a.log.Info("active: evaluating rules", "alerts_restored", n)
+}
+
+// evaluate runs the groups until ctx ends (false) or another alerter is
+// pinned (true); a reload stops the groups, swaps the rules and starts them
+// again.
+func (a *Alerter) evaluate(ctx context.Context, kv jetstream.KeyValue) bool {
 	check := time.NewTicker(a.cfg.ReloadCheckInterval)
 	defer check.Stop()
 	for {
@@ -297,7 +401,11 @@ func (a *Alerter) runGroups(ctx context.Context, kv jetstream.KeyValue) error {
 			case <-ctx.Done():
 				cancel()
 				wg.Wait()
-				return nil
+				return false
+			case <-a.deposed:
+				cancel()
+				wg.Wait()
+				return true
 			case <-a.reload:
 				reload = true
 			case <-check.C:
@@ -388,6 +496,15 @@ func (a *Alerter) runGroup(ctx context.Context, g *Group, kv jetstream.KeyValue)
 // the state. The state is stored last: a crash in between sends again,
 // never less.
 func (a *Alerter) evalGroup(ctx context.Context, g *Group, kv jetstream.KeyValue) {
+	// A deposed alerter gets no more data: its windows would empty and
+	// resolve what the active alerter has firing.
+	if a.pinnedElsewhere(ctx) {
+		select {
+		case a.deposed <- struct{}{}:
+		default:
+		}
+		return
+	}
 	start := a.d.Now()
 	// Each error is also its rule's Health, reported below.
 	changes, _ := g.Eval(a.store.Load(), start)

@@ -340,3 +340,110 @@ func TestStandbyTakesOver(t *testing.T) {
 		t.Errorf("%d posts to alertmanager, want 1", n)
 	}
 }
+
+// TestDeposedAlerterStandsDown: when the server pins the other alerter of
+// a durable (here an operator unpins the active one), the deposed one
+// stops evaluating at once, before its windows, which get no more data,
+// empty: it neither resolves the alert that still holds nor notifies.
+// The new active one takes the alert over from the state bucket.
+func TestDeposedAlerterStandsDown(t *testing.T) {
+	am := startAlertmanager(t)
+	srv := natstest.Run(t)
+	_, js := natstest.Connect(t, srv)
+	ctx := t.Context()
+	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	rules := "groups:\n  - name: g\n    interval: 100ms\n    rules:\n      - alert: Hot\n        expr: series(\"temperature\") > 50\n"
+	pubCtx, stopPub := context.WithCancel(ctx)
+	var pubWG sync.WaitGroup
+	pubWG.Go(func() { publishLoop(pubCtx, t, js, "node-a", "temperature", 80) })
+	t.Cleanup(func() { stopPub(); pubWG.Wait() })
+	cfg := testConfig(t, rules, am)
+	cfg.LookbackDelta = time.Second // a deposed alerter would see no series a second after
+	var alerters [2]*Alerter
+	var stops [2]func()
+	for i := range alerters {
+		a, err := New(cfg, Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alerters[i], stops[i] = a, start(t, a)
+	}
+	firing := func(a *Alerter) bool { return testutil.ToFloat64(a.m.alerts.WithLabelValues("firing")) == 1 }
+	// Firing and stored: the gauge is set after the state is saved.
+	waitFor(t, 10*time.Second, "Hot firing", func() bool { return firing(alerters[0]) || firing(alerters[1]) })
+	old, next, stopNext := alerters[0], alerters[1], stops[1]
+	if !firing(old) {
+		old, next, stopNext = next, old, stops[0]
+	}
+	if !old.active.Load() || next.active.Load() {
+		t.Fatal("the firing alerter is not the only active one")
+	}
+
+	stream, err := js.Stream(ctx, proto.StreamEnriched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server pins whichever alerter's pull comes first: unpin until it
+	// is the other one.
+	deadline := time.Now().Add(30 * time.Second)
+	for !next.active.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out unpinning the active alerter until the other one is pinned")
+		}
+		if err := stream.UnpinConsumer(ctx, cfg.Durable, pinGroup); err != nil {
+			t.Fatal(err)
+		}
+		for end := time.Now().Add(time.Second); time.Now().Before(end) && !next.active.Load(); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	movedAt := time.Now()
+	waitFor(t, 10*time.Second, "the new active alerter to take the alert over", func() bool { return firing(next) })
+	// Past the lookback delta, and several evaluations by the new one.
+	evals := histCount(t, next, "g")
+	waitFor(t, 20*time.Second, "evaluations past the lookback delta", func() bool {
+		return time.Since(movedAt) > cfg.LookbackDelta+time.Second && histCount(t, next, "g") >= evals+10
+	})
+
+	if got := states(events(t, js)); !slices.Equal(got, []string{"pending", "firing"}) {
+		t.Errorf("state changes %v after the pin moved, want still [pending firing]", got)
+	}
+	am.mu.Lock()
+	for _, post := range am.posted {
+		for _, al := range post {
+			if !al.EndsAt.After(al.StartsAt.Add(time.Minute)) {
+				t.Errorf("alert posted resolved (endsAt %s): %v", al.EndsAt, al.Labels)
+			}
+		}
+	}
+	am.mu.Unlock()
+	if n := am.posts.Load(); n != 1 {
+		t.Errorf("%d posts to alertmanager, want 1", n)
+	}
+	waitFor(t, 10*time.Second, "the deposed alerter to stand by", func() bool { return !old.active.Load() })
+	// Exactly one evaluates: the deposed one no longer does.
+	oldEvals, nextEvals := histCount(t, old, "g"), histCount(t, next, "g")
+	waitFor(t, 10*time.Second, "more evaluations by the active alerter", func() bool { return histCount(t, next, "g") >= nextEvals+5 })
+	if n := histCount(t, old, "g"); n != oldEvals {
+		t.Errorf("the deposed alerter evaluated %d more times", n-oldEvals)
+	}
+	if !firing(next) || firing(old) {
+		t.Errorf("firing alerts: active %v, deposed %v; want 1 and 0",
+			testutil.ToFloat64(next.m.alerts.WithLabelValues("firing")), testutil.ToFloat64(old.m.alerts.WithLabelValues("firing")))
+	}
+
+	// The deposed one takes over again, as a standby does, when the
+	// active one stops: from the bucket, without notifying again.
+	stopNext()
+	waitFor(t, 10*time.Second, "the deposed alerter to take the alert back", func() bool { return old.active.Load() && firing(old) })
+	oldEvals = histCount(t, old, "g")
+	waitFor(t, 10*time.Second, "evaluations after taking the alert back", func() bool { return histCount(t, old, "g") >= oldEvals+5 })
+	if got := states(events(t, js)); !slices.Equal(got, []string{"pending", "firing"}) {
+		t.Errorf("state changes %v after the second takeover, want still [pending firing]", got)
+	}
+	if n := am.posts.Load(); n != 1 {
+		t.Errorf("%d posts to alertmanager after the second takeover, want 1", n)
+	}
+}
