@@ -288,11 +288,11 @@ func TestRestartWhilePending(t *testing.T) {
 	}
 }
 
-// TestStandbyTakesOver: two alerters on one durable; the server delivers
-// to one, the other stands by without evaluating. When the active one
-// stops, the standby takes over its alerts: no new pending or firing, no
-// second notification.
-func TestStandbyTakesOver(t *testing.T) {
+// startTwoAlerters starts an Alertmanager, a JetStream server publishing
+// a temperature of 80 steadily, and two alerters on one durable with the
+// rule Hot: series("temperature") > 50, evaluated every 100ms.
+func startTwoAlerters(t *testing.T, tweak func(*Config)) (jetstream.JetStream, *alertmanager, Config, [2]*Alerter, [2]func()) {
+	t.Helper()
 	am := startAlertmanager(t)
 	srv := natstest.Run(t)
 	_, js := natstest.Connect(t, srv)
@@ -306,6 +306,9 @@ func TestStandbyTakesOver(t *testing.T) {
 	pubWG.Go(func() { publishLoop(pubCtx, t, js, "node-a", "temperature", 80) })
 	t.Cleanup(func() { stopPub(); pubWG.Wait() })
 	cfg := testConfig(t, rules, am)
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	var alerters [2]*Alerter
 	var stops [2]func()
 	for i := range alerters {
@@ -315,6 +318,15 @@ func TestStandbyTakesOver(t *testing.T) {
 		}
 		alerters[i], stops[i] = a, start(t, a)
 	}
+	return js, am, cfg, alerters, stops
+}
+
+// TestStandbyTakesOver: two alerters on one durable; the server delivers
+// to one, the other stands by without evaluating. When the active one
+// stops, the standby takes over its alerts: no new pending or firing, no
+// second notification.
+func TestStandbyTakesOver(t *testing.T) {
+	js, am, _, alerters, stops := startTwoAlerters(t, nil)
 	waitFor(t, 10*time.Second, "Hot firing", func() bool { return slices.Contains(states(events(t, js)), "firing") })
 	active, standby := 0, 1
 	if !alerters[0].active.Load() {
@@ -347,29 +359,10 @@ func TestStandbyTakesOver(t *testing.T) {
 // empty: it neither resolves the alert that still holds nor notifies.
 // The new active one takes the alert over from the state bucket.
 func TestDeposedAlerterStandsDown(t *testing.T) {
-	am := startAlertmanager(t)
-	srv := natstest.Run(t)
-	_, js := natstest.Connect(t, srv)
+	js, am, cfg, alerters, stops := startTwoAlerters(t, func(cfg *Config) {
+		cfg.LookbackDelta = time.Second // a deposed alerter would see no series a second after
+	})
 	ctx := t.Context()
-	if err := proto.EnsureStreams(ctx, js, proto.DefaultStreamsConfig()); err != nil {
-		t.Fatal(err)
-	}
-	rules := "groups:\n  - name: g\n    interval: 100ms\n    rules:\n      - alert: Hot\n        expr: series(\"temperature\") > 50\n"
-	pubCtx, stopPub := context.WithCancel(ctx)
-	var pubWG sync.WaitGroup
-	pubWG.Go(func() { publishLoop(pubCtx, t, js, "node-a", "temperature", 80) })
-	t.Cleanup(func() { stopPub(); pubWG.Wait() })
-	cfg := testConfig(t, rules, am)
-	cfg.LookbackDelta = time.Second // a deposed alerter would see no series a second after
-	var alerters [2]*Alerter
-	var stops [2]func()
-	for i := range alerters {
-		a, err := New(cfg, Deps{Log: testLogger(t), JS: js, Cluster: "c1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		alerters[i], stops[i] = a, start(t, a)
-	}
 	firing := func(a *Alerter) bool { return testutil.ToFloat64(a.m.alerts.WithLabelValues("firing")) == 1 }
 	// Firing and stored: the gauge is set after the state is saved.
 	waitFor(t, 10*time.Second, "Hot firing", func() bool { return firing(alerters[0]) || firing(alerters[1]) })
