@@ -242,16 +242,20 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	c.metrics.buffer.Store(buf)
 
-	// The senders outlive the loops: once the loops stopped scraping, they
-	// publish what is still buffered while NATS takes it, for at most
-	// drainTimeout, then stop.
+	// The senders outlive the loops: they wait for scrapes until every loop
+	// has stopped, so that a scrape a loop finishes as the collector stops
+	// is not left behind, then publish what is still buffered while NATS
+	// takes it, for at most drainTimeout, and stop.
+	sendCtx, stopSending := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSending()
 	publishCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPublishing()
-	senders := newSenderSet(c, buf, ctx, publishCtx)
+	senders := newSenderSet(c, buf, sendCtx, publishCtx)
 	senders.spooled() // subjects a previous collector left in the spool
 	p := newPool(c, buf, senders)
 	err = c.runLoops(ctx, p)
 	p.stopAll()
+	stopSending()
 	drain := time.AfterFunc(drainTimeout, stopPublishing)
 	senders.wait()
 	drain.Stop()
