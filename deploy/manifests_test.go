@@ -261,6 +261,9 @@ type weirFile struct {
 		Buffer struct {
 			SpoolDir string `json:"spool_dir"`
 		} `json:"buffer"`
+		Discovery struct {
+			KubeProxyAddress *string `json:"kube_proxy_address"`
+		} `json:"discovery"`
 	} `json:"collector"`
 }
 
@@ -665,6 +668,11 @@ func checkCollector(t *testing.T, ds *appsv1.DaemonSet, cfg weirFile) {
 	}
 	if env["NODE_NAME"] != "spec.nodeName" || env["HOST_IP"] != "status.hostIP" {
 		t.Errorf("collector downward API: NODE_NAME=%q HOST_IP=%q, want spec.nodeName and status.hostIP", env["NODE_NAME"], env["HOST_IP"])
+	}
+	// Out of the host network, 127.0.0.1 (the collector's default) is the
+	// pod's own loopback, where no kube-proxy listens: "" reads it on HOST_IP.
+	if addr := cfg.Collector.Discovery.KubeProxyAddress; !spec.HostNetwork && (addr == nil || *addr != "") {
+		t.Errorf("collector.discovery.kube_proxy_address is not \"\" while the collector is not in the host network: kube-proxy would be scraped on the pod's own 127.0.0.1")
 	}
 	if !slices.ContainsFunc(spec.Tolerations, func(tl corev1.Toleration) bool {
 		return tl.Operator == corev1.TolerationOpExists && tl.Key == "" && tl.Effect == ""
