@@ -679,6 +679,9 @@ func checkCollector(t *testing.T, ds *appsv1.DaemonSet, cfg weirFile) {
 	}) {
 		t.Errorf("collector tolerations %v do not tolerate every taint: it would miss tainted nodes", spec.Tolerations)
 	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("collector nodeSelector %v: tolerating every taint, it would be scheduled on Windows nodes, where its image does not run", spec.NodeSelector)
+	}
 	if spec.AutomountServiceAccountToken == nil || !*spec.AutomountServiceAccountToken {
 		t.Error("collector has no service-account token to authenticate to the kubelet")
 	}
