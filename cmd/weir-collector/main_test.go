@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/weirmetrics/weir/internal/broker"
 	"github.com/weirmetrics/weir/internal/cli"
 	"github.com/weirmetrics/weir/internal/fixtures"
 	"github.com/weirmetrics/weir/internal/natstest"
@@ -112,6 +116,85 @@ alerter:
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("weir-collector did not stop within 30 s of its context ending")
+	}
+}
+
+// TestScrapesWhileNATSIsAwayAtStart: a collector that starts while NATS
+// cannot be reached (a node rebooting during an outage) scrapes into its
+// buffer from the start, and publishes those scrapes once NATS is up.
+func TestScrapesWhileNATSIsAwayAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	var scrapes atomic.Int64
+	serve := fixtures.Handler(fixtures.KubeletEndpoints, time.Now)
+	kubelet := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scrapes.Add(1)
+		serve.ServeHTTP(w, r)
+	}))
+	defer kubelet.Close()
+	path := filepath.Join(t.TempDir(), "weir.yaml")
+	writeFile(t, path, fmt.Sprintf(`cluster: c1
+node: node-a
+collector:
+  listen_address: 127.0.0.1:0
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  targets:
+    - {url: %s/metrics/probes, source: probes}
+`, kubelet.URL))
+	ctx, cancel := context.WithCancel(t.Context())
+	exit := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		exit <- run(ctx, []string{"--config", path, "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port)}, &stderr)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-exit:
+		case <-time.After(30 * time.Second):
+			t.Error("weir-collector did not stop within 30 s of its context ending")
+		}
+	}()
+
+	for deadline := time.Now().Add(15 * time.Second); scrapes.Load() < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d scrapes in 15 s while NATS was away; stderr:\n%s", scrapes.Load(), stderr.String())
+		}
+	}
+	natsUp := time.Now()
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: port, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	_, js := natstest.Connect(t, srv)
+	subject := proto.Subject{Stage: proto.StageRaw, Cluster: "c1", Node: "node-a", Source: proto.SourceProbes}.String() + ".*"
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no scrape from before NATS was up reached %s within 30 s; stderr:\n%s", proto.StreamRaw, stderr.String())
+		}
+		s, err := js.Stream(ctx, proto.StreamRaw)
+		if err != nil {
+			continue
+		}
+		first, err := s.GetMsg(ctx, 1)
+		if err != nil {
+			continue
+		}
+		meta, err := proto.ParseMeta(first.Header)
+		if err != nil {
+			t.Fatalf("first message %s: %v", first.Subject, err)
+		}
+		if ok, _ := filepath.Match(subject, first.Subject); !ok || meta.ScrapeMillis >= natsUp.UnixMilli() {
+			t.Fatalf("first message %s scraped at %d, want one of %s scraped before NATS was up (%d)",
+				first.Subject, meta.ScrapeMillis, subject, natsUp.UnixMilli())
+		}
+		return
 	}
 }
 

@@ -97,7 +97,7 @@ func (p *Process) AddCollector(shared *Shared, cfg collector.Config, stopEarly c
 		return err
 	}
 	p.OnClose(func() { _ = c.Close() })
-	p.AddStage("collector", stopEarly, c.Run)
+	p.AddStageNow("collector", stopEarly, c.Run)
 	return nil
 }
 

@@ -121,13 +121,28 @@ func (p *Process) AddHTTP(addr string) (*telemetry.Server, error) {
 // stopEarly ends (the demo stops its collectors before the rest to drain
 // the pipeline); it then waits for the others instead of ending the group.
 func (p *Process) AddStage(name string, stopEarly context.Context, runStage func(context.Context) error) {
+	p.addStage(name, p.streamsReady, stopEarly, runStage)
+}
+
+// AddStageNow runs a stage at once, before the streams exist: the
+// collector, which scrapes into its buffer while NATS cannot be reached and
+// publishes once it can, so that a node that restarts during an outage
+// loses nothing. The process is still ready only once the streams exist.
+func (p *Process) AddStageNow(name string, stopEarly context.Context, runStage func(context.Context) error) {
+	p.addStage(name, nil, stopEarly, runStage)
+}
+
+// addStage runs a stage once start is closed, or at once when start is nil.
+func (p *Process) addStage(name string, start <-chan struct{}, stopEarly context.Context, runStage func(context.Context) error) {
 	ready := p.Ready.Require()
 	groupCtx, cancel := context.WithCancel(context.Background())
 	p.g.Add(func() error {
-		select {
-		case <-p.streamsReady:
-		case <-groupCtx.Done():
-			return nil
+		if start != nil {
+			select {
+			case <-start:
+			case <-groupCtx.Done():
+				return nil
+			}
 		}
 		ready.Ready()
 		stageCtx, stop := context.WithCancel(groupCtx)
