@@ -74,6 +74,11 @@ type Deps struct {
 	// APIServer is the in-cluster API server URL, used by central
 	// discovery unless collector.discovery.api_server is set.
 	APIServer string
+	// Discovered, when set, is called once the targets are known: at once
+	// with static targets, once the node's kubelet port was read in node
+	// mode, once the nodes were first listed in central mode. A collector
+	// that cannot read its Node (no RBAC, no API server) is not ready.
+	Discovered func()
 }
 
 // Collector scrapes its targets and publishes each scrape to WEIR_RAW.
@@ -269,6 +274,10 @@ func (c *Collector) Run(ctx context.Context) error {
 // runLoops keeps the pool's loops those of the static and discovered
 // targets until ctx ends.
 func (c *Collector) runLoops(ctx context.Context, p *pool) error {
+	discovered := func() {}
+	if c.deps.Discovered != nil {
+		discovered = sync.OnceFunc(c.deps.Discovered)
+	}
 	p.sync(ctx, c.loops)
 	switch c.cfg.Discovery.mode() {
 	case ModeNode:
@@ -277,6 +286,7 @@ func (c *Collector) runLoops(ctx context.Context, p *pool) error {
 			return nil // ctx ended before the node was found
 		}
 		p.sync(ctx, append(slices.Clip(c.loops), c.discovered(tcs)...))
+		discovered()
 	case ModeCentral:
 		if err := c.watchNodes(ctx, func(nodes []string) {
 			var tcs []TargetConfig
@@ -284,9 +294,12 @@ func (c *Collector) runLoops(ctx context.Context, p *pool) error {
 				tcs = append(tcs, c.cfg.Discovery.centralTargets(c.apiServer, n, &c.cfg.Sources)...)
 			}
 			p.sync(ctx, append(slices.Clip(c.loops), c.discovered(tcs)...))
+			discovered()
 		}); err != nil {
 			return err
 		}
+	default:
+		discovered()
 	}
 	<-ctx.Done()
 	return nil

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,6 +122,35 @@ func TestNodeMode(t *testing.T) {
 	}
 	if n := len(by); n != len(subjects) {
 		t.Errorf("published to %d subjects, want %d: disabled sources must not be scraped", n, len(subjects))
+	}
+}
+
+// TestNodeModeIsDiscoveredOnceTheNodeIsRead: a collector that cannot read
+// its Node (no RBAC, no API server, a node not registered yet) scrapes
+// nothing and must not report ready, or a node would go unmonitored with
+// every pod of the DaemonSet ready.
+func TestNodeModeIsDiscoveredOnceTheNodeIsRead(t *testing.T) {
+	nc, js := startJetStream(t)
+	cfg := testConfig()
+	cfg.Sources = onlySources(proto.SourceProbes)
+	cfg.Discovery.Mode = ModeNode
+	d := newDeps(t, nc, js, prometheus.NewRegistry(), nil)
+	d.Node, d.HostIP = "kind-worker", "127.0.0.1"
+	var api *nodeAPI
+	d.Nodes, api = newNodeClient(t, node("other", 1))
+	var discovered atomic.Bool
+	d.Discovered = func() { discovered.Store(true) }
+	startCollector(t, cfg, d)
+
+	time.Sleep(1500 * time.Millisecond) // the first lookup and its retry
+	if discovered.Load() {
+		t.Fatal("discovered while the collector's Node cannot be read")
+	}
+	api.add(node("kind-worker", 10250))
+	for deadline := time.Now().Add(10 * time.Second); !discovered.Load(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not discovered within 10 s of the Node appearing")
+		}
 	}
 }
 
@@ -230,6 +260,8 @@ func TestCentralMode(t *testing.T) {
 	d.APIServer = api.URL
 	var nodes *nodeAPI
 	d.Nodes, nodes = newNodeClient(t, node("n1", 10250), node("n2", 10250))
+	var discovered atomic.Int32
+	d.Discovered = func() { discovered.Add(1) }
 	_, stop := startCollector(t, cfg, d)
 
 	subj := func(n string, s proto.Source) string { return subjectOf(n, s) }
@@ -247,6 +279,10 @@ func TestCentralMode(t *testing.T) {
 		}
 	}
 	mu.Unlock()
+
+	if n := discovered.Load(); n != 1 {
+		t.Errorf("Discovered called %d times once the nodes were listed, want once", n)
+	}
 
 	nodes.delete("n2")
 	nodes.add(node("n3", 10250))

@@ -81,6 +81,7 @@ func (p *Process) AddCollector(shared *Shared, cfg collector.Config, stopEarly c
 	if err != nil {
 		return err
 	}
+	discovered := p.Ready.Require()
 	c, err := collector.New(cfg, collector.Deps{
 		Log:        p.Log.With("stage", "collector"),
 		Reg:        p.Reg,
@@ -89,9 +90,10 @@ func (p *Process) AddCollector(shared *Shared, cfg collector.Config, stopEarly c
 		Node:       shared.Node,
 		MaxPayload: int(p.NC.MaxPayload()),
 		// The downward API sets HOST_IP in the DaemonSet (status.hostIP).
-		HostIP:    os.Getenv("HOST_IP"),
-		Nodes:     nodes,
-		APIServer: apiServer,
+		HostIP:     os.Getenv("HOST_IP"),
+		Nodes:      nodes,
+		APIServer:  apiServer,
+		Discovered: discovered.Ready,
 	})
 	if err != nil {
 		return err
