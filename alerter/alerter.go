@@ -58,7 +58,7 @@ type Alerter struct {
 	// one this alerter was deposed from, whose messages still in its
 	// buffer do not make it active again.
 	lastPin, lostPin string
-	deposed          chan struct{} // a group found another alerter pinned
+	deposed          chan string // a group found another alerter pinned: the pin it held
 	pinErrLogged     atomic.Bool
 	closed           atomic.Bool
 	active           atomic.Bool // the server delivers to this alerter
@@ -95,7 +95,7 @@ func New(cfg Config, d Deps) (*Alerter, error) {
 	}
 	a := &Alerter{
 		cfg: cfg, d: d, log: d.Log, m: newMetrics(d.Reg), rules: rs, files: files, filesSum: filesSum(files),
-		reload: make(chan struct{}, 1), caughtUp: make(chan struct{}), deposed: make(chan struct{}, 1),
+		reload: make(chan struct{}, 1), caughtUp: make(chan struct{}), deposed: make(chan string, 1),
 	}
 	a.notifier = &notifier{ams: cfg.Alertmanagers, client: &http.Client{}, m: a.m}
 	a.store.Store(a.newStore(rs))
@@ -153,7 +153,7 @@ func (a *Alerter) unpin() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if a.pinnedElsewhere(ctx) {
+	if elsewhere, _ := a.pinnedElsewhere(ctx); elsewhere {
 		return // deposed, and not stood down yet
 	}
 	s, err := a.d.JS.Stream(ctx, proto.StreamEnriched)
@@ -244,6 +244,12 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, bufs *decodeBuffe
 		a.active.Store(true)
 	}
 	a.pinMu.Unlock()
+	if !current {
+		// Delivered under the pin this alerter lost, and still in its
+		// buffer: the server gives it to the pinned alerter again.
+		_ = m.Nak()
+		return
+	}
 	subj, err := proto.ParseSubject(m.Subject())
 	var meta proto.Meta
 	if err == nil {
@@ -267,7 +273,7 @@ func (a *Alerter) handle(ctx context.Context, m jetstream.Msg, bufs *decodeBuffe
 	_ = m.Ack()
 	// Caught up: nothing left, or what is left is newer than one
 	// evaluation interval (a busy stream never shows zero pending).
-	if md, err := m.Metadata(); current && err == nil && (md.NumPending == 0 || a.d.Now().Sub(md.Timestamp) < a.cfg.EvaluationInterval) {
+	if md, err := m.Metadata(); err == nil && (md.NumPending == 0 || a.d.Now().Sub(md.Timestamp) < a.cfg.EvaluationInterval) {
 		a.pinMu.Lock()
 		if pin == "" || pin != a.lostPin { // not deposed meanwhile
 			select {
@@ -289,14 +295,14 @@ const pinIDHeader = "Nats-Pin-Id"
 // from. The Messages iterator never reports it; it only pulls again without
 // a pin and gets nothing. No message for a while is no such sign: the
 // stream may be quiet. When the pin cannot be read, or nobody holds it, the
-// alerter goes on.
-func (a *Alerter) pinnedElsewhere(ctx context.Context) bool {
+// alerter goes on. mine is the pin this alerter held when it compared.
+func (a *Alerter) pinnedElsewhere(ctx context.Context) (elsewhere bool, mine string) {
 	info, err := a.cons.Info(ctx)
 	if err != nil {
 		if ctx.Err() == nil && !a.pinErrLogged.Swap(true) {
 			a.log.Warn("reading the consumer's pinned alerter failed; evaluating on", "err", err)
 		}
-		return false
+		return false, ""
 	}
 	a.pinErrLogged.Store(false)
 	for _, pg := range info.PriorityGroups {
@@ -306,20 +312,26 @@ func (a *Alerter) pinnedElsewhere(ctx context.Context) bool {
 		// Read after the answer: a message under a new pin of this
 		// alerter's that arrived meanwhile counts.
 		a.pinMu.Lock()
-		mine := a.lastPin
+		mine = a.lastPin
 		a.pinMu.Unlock()
-		return pg.PinnedClientID != mine
+		return pg.PinnedClientID != mine, mine
 	}
-	return false
+	return false, ""
 }
 
-// standDown makes this alerter a standby again once its groups stopped:
-// it forgets its alerts (the bucket has them, and the active alerter
-// updates them) and waits to catch up again, as a standby does, should the
-// server pin it again.
-func (a *Alerter) standDown() {
+// standDown makes this alerter a standby again once its groups stopped,
+// having lost the pin lost: it forgets its alerts (the bucket has them, and
+// the active alerter updates them) and waits to catch up again, as a
+// standby does, should the server pin it again. It reports false, and
+// changes nothing, when a message under a newer pin of its own came
+// meanwhile: the server pinned this alerter again under a new id.
+func (a *Alerter) standDown(lost string) bool {
 	a.pinMu.Lock()
-	a.lostPin = a.lastPin
+	if a.lastPin != lost {
+		a.pinMu.Unlock()
+		return false
+	}
+	a.lostPin = lost
 	a.active.Store(false)
 	a.caughtUp = make(chan struct{})
 	a.pinMu.Unlock()
@@ -334,11 +346,8 @@ func (a *Alerter) standDown() {
 	for _, s := range []AlertState{StatePending, StateFiring, StateInactive} {
 		a.m.alerts.WithLabelValues(s.String()).Set(0)
 	}
-	select {
-	case <-a.deposed:
-	default:
-	}
 	a.log.Info("standby: another alerter holds the pin")
+	return true
 }
 
 // deadLetter moves a message the alerter cannot read to weir.dead.alerter
@@ -375,19 +384,28 @@ func (a *Alerter) runGroups(ctx context.Context, kv jetstream.KeyValue) error {
 			return err
 		}
 		a.log.Info("active: evaluating rules", "alerts_restored", n)
-		if !a.evaluate(ctx, kv) {
-			return nil
+		for {
+			lost, deposed := a.evaluate(ctx, kv)
+			if !deposed {
+				return nil
+			}
+			if a.standDown(lost) {
+				break
+			}
 		}
-		a.standDown()
 	}
 }
 
-// evaluate runs the groups until ctx ends (false) or another alerter is
-// pinned (true); a reload stops the groups, swaps the rules and starts them
-// again.
-func (a *Alerter) evaluate(ctx context.Context, kv jetstream.KeyValue) bool {
+// evaluate runs the groups until ctx ends, or until a group finds another
+// alerter pinned in place of the pin lost (deposed); a reload stops the
+// groups, swaps the rules and starts them again.
+func (a *Alerter) evaluate(ctx context.Context, kv jetstream.KeyValue) (lost string, deposed bool) {
 	check := time.NewTicker(a.cfg.ReloadCheckInterval)
 	defer check.Stop()
+	select {
+	case <-a.deposed: // found by a group the last evaluate stopped
+	default:
+	}
 	for {
 		gctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
@@ -401,11 +419,11 @@ func (a *Alerter) evaluate(ctx context.Context, kv jetstream.KeyValue) bool {
 			case <-ctx.Done():
 				cancel()
 				wg.Wait()
-				return false
-			case <-a.deposed:
+				return "", false
+			case lost := <-a.deposed:
 				cancel()
 				wg.Wait()
-				return true
+				return lost, true
 			case <-a.reload:
 				reload = true
 			case <-check.C:
@@ -498,9 +516,9 @@ func (a *Alerter) runGroup(ctx context.Context, g *Group, kv jetstream.KeyValue)
 func (a *Alerter) evalGroup(ctx context.Context, g *Group, kv jetstream.KeyValue) {
 	// A deposed alerter gets no more data: its windows would empty and
 	// resolve what the active alerter has firing.
-	if a.pinnedElsewhere(ctx) {
+	if elsewhere, mine := a.pinnedElsewhere(ctx); elsewhere {
 		select {
-		case a.deposed <- struct{}{}:
+		case a.deposed <- mine:
 		default:
 		}
 		return
